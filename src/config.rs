@@ -1,0 +1,204 @@
+//! Option values: parsing and validation, pure (no FFI). The plugin's option callbacks feed
+//! [`Builder`]; a bad value is an `Err` whose text names the option, and startup stops.
+
+use std::path::PathBuf;
+
+/// Where `--prometheus-server` listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerAddr {
+    /// `host:port`, `:port` (all IPv4 interfaces, as uWSGI's own sockets) or `[v6]:port`.
+    Tcp { host: String, port: u16 },
+    /// A UNIX socket path (any value containing `/`).
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerAddr::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            ServerAddr::Tcp { host, port } => write!(f, "{host}:{port}"),
+            ServerAddr::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Parses a `--prometheus-server` value.
+pub fn parse_server_addr(v: &str) -> Result<ServerAddr, String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Err("empty address; use host:port, :port, [v6]:port or a UNIX socket path".into());
+    }
+    if v.contains('/') {
+        return Ok(ServerAddr::Unix(PathBuf::from(v)));
+    }
+    let (host, port) = if let Some(rest) = v.strip_prefix('[') {
+        let (h, p) = rest
+            .split_once("]:")
+            .ok_or_else(|| format!("'{v}': expected [v6-address]:port"))?;
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("'{v}': '{h}' is not an IPv6 address"));
+        }
+        (h.to_string(), p)
+    } else {
+        let (h, p) = v.rsplit_once(':').ok_or_else(|| {
+            format!("'{v}': expected host:port, :port, [v6]:port or a path containing '/'")
+        })?;
+        if h.contains(':') {
+            return Err(format!("'{v}': write IPv6 addresses as [address]:port"));
+        }
+        (if h.is_empty() { "0.0.0.0" } else { h }.to_string(), p)
+    };
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("'{v}': '{port}' is not a port number (0-65535)"))?;
+    Ok(ServerAddr::Tcp { host, port })
+}
+
+/// The plugin's settings after option parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub servers: Vec<ServerAddr>,
+    pub format: crate::format::Options,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            servers: Vec::new(),
+            format: crate::format::Options::default(),
+        }
+    }
+}
+
+/// The options this plugin registers, in table order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opt {
+    Server,
+    Prefix,
+    NoWorkers,
+    NoHelp,
+    NoType,
+}
+
+impl Opt {
+    pub const ALL: [Opt; 5] = [
+        Opt::Server,
+        Opt::Prefix,
+        Opt::NoWorkers,
+        Opt::NoHelp,
+        Opt::NoType,
+    ];
+
+    /// The option's name without `--`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Opt::Server => "prometheus-server",
+            Opt::Prefix => "prometheus-prefix",
+            Opt::NoWorkers => "prometheus-no-workers",
+            Opt::NoHelp => "prometheus-no-help",
+            Opt::NoType => "prometheus-no-type",
+        }
+    }
+
+    pub const fn takes_value(self) -> bool {
+        matches!(self, Opt::Server | Opt::Prefix)
+    }
+}
+
+impl Config {
+    /// Applies one option occurrence. `value` is `None` for flags.
+    pub fn apply(&mut self, opt: Opt, value: Option<&str>) -> Result<(), String> {
+        let err = |e: String| format!("invalid value for --{}: {e}", opt.name());
+        match opt {
+            Opt::Server => {
+                let addr = parse_server_addr(value.unwrap_or("")).map_err(err)?;
+                if !self.servers.contains(&addr) {
+                    self.servers.push(addr);
+                }
+            }
+            Opt::Prefix => {
+                let p = value.unwrap_or("");
+                crate::format::validate_prefix(p).map_err(err)?;
+                self.format.prefix = p.to_string();
+            }
+            Opt::NoWorkers => self.format.workers = false,
+            Opt::NoHelp => self.format.help = false,
+            Opt::NoType => self.format.types = false,
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(h: &str, p: u16) -> ServerAddr {
+        ServerAddr::Tcp {
+            host: h.into(),
+            port: p,
+        }
+    }
+
+    #[test]
+    fn server_addresses() {
+        assert_eq!(
+            parse_server_addr("127.0.0.1:9101"),
+            Ok(tcp("127.0.0.1", 9101))
+        );
+        assert_eq!(parse_server_addr(":9101"), Ok(tcp("0.0.0.0", 9101)));
+        assert_eq!(parse_server_addr("localhost:0"), Ok(tcp("localhost", 0)));
+        assert_eq!(parse_server_addr("[::1]:9101"), Ok(tcp("::1", 9101)));
+        assert_eq!(
+            parse_server_addr("/run/uwsgi/metrics.sock"),
+            Ok(ServerAddr::Unix("/run/uwsgi/metrics.sock".into()))
+        );
+        assert_eq!(
+            parse_server_addr("./m.sock"),
+            Ok(ServerAddr::Unix("./m.sock".into()))
+        );
+        for bad in [
+            "",
+            "9101",
+            "host:",
+            "host:99999",
+            "::1:80",
+            "[zz]:80",
+            "[::1]80",
+            "h:-1",
+        ] {
+            assert!(parse_server_addr(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(tcp("::1", 5).to_string(), "[::1]:5");
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        let mut c = Config::default();
+        let e = c.apply(Opt::Server, Some("nope")).unwrap_err();
+        assert!(
+            e.starts_with("invalid value for --prometheus-server: "),
+            "{e}"
+        );
+        let e = c.apply(Opt::Prefix, Some("9bad")).unwrap_err();
+        assert!(
+            e.starts_with("invalid value for --prometheus-prefix: "),
+            "{e}"
+        );
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn flags_and_values() {
+        let mut c = Config::default();
+        c.apply(Opt::Server, Some(":1")).unwrap();
+        c.apply(Opt::Server, Some(":1")).unwrap();
+        c.apply(Opt::Prefix, Some("app_")).unwrap();
+        c.apply(Opt::NoWorkers, None).unwrap();
+        c.apply(Opt::NoHelp, None).unwrap();
+        c.apply(Opt::NoType, None).unwrap();
+        assert_eq!(c.servers, vec![tcp("0.0.0.0", 1)]);
+        assert_eq!(c.format.prefix, "app_");
+        assert!(!c.format.workers && !c.format.help && !c.format.types);
+    }
+}

@@ -1,0 +1,36 @@
+//! Raw bindings: bindgen's view of the target binary's `uwsgi.h` (generated with that binary's
+//! `uwsgi --cflags`, so struct layouts match it) and the symbols of `src/shim.c`. No logic here.
+
+#[allow(
+    non_upper_case_globals,
+    non_camel_case_types,
+    non_snake_case,
+    dead_code,
+    improper_ctypes,
+    unnecessary_transmutes,
+    clippy::all,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
+mod bindings {
+    include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+}
+pub(crate) use bindings::*;
+
+extern "C" {
+    /// `sizeof(struct uwsgi_server)` as the C compiler saw it with the build-time flags.
+    pub(crate) static uwsgi_rs_sizeof_server: usize;
+    /// `uwsgi_rlock(uwsgi.metrics_lock)` (a macro over `uwsgi.lock_ops`).
+    #[link_name = "uwsgi_rs_metrics_rlock"]
+    pub(crate) fn metrics_rlock();
+    /// `uwsgi_rwunlock(uwsgi.metrics_lock)`.
+    #[link_name = "uwsgi_rs_metrics_rwunlock"]
+    pub(crate) fn metrics_rwunlock();
+}
+
+/// `uwsgi --cflags` of the binary this plugin was built against, exactly as
+/// `uwsgi_get_cflags()` returns it there.
+pub(crate) const BUILD_CFLAGS: &str = include_str!(concat!(env!("OUT_DIR"), "/uwsgi_cflags.txt"));
+/// `UWSGI_VERSION` of that binary.
+pub(crate) const BUILD_UWSGI_VERSION: &str =
+    include_str!(concat!(env!("OUT_DIR"), "/uwsgi_version.txt"));

@@ -1,0 +1,237 @@
+//! The exported `metrics_prometheus_plugin` struct, its option table and its hooks. Each hook
+//! only converts arguments and runs its body through `guard`.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::OnceLock;
+
+use parking_lot::Mutex;
+
+use crate::config::{Config, Opt};
+use crate::ffi;
+use crate::guard::guard;
+use crate::host;
+
+/// The plugin's version, logged at startup.
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+const fn option(
+    opt: Opt,
+    name: &'static CStr,
+    help: &'static CStr,
+    flags: u32,
+) -> ffi::uwsgi_option {
+    ffi::uwsgi_option {
+        name: name.as_ptr() as *mut c_char,
+        type_: if opt.takes_value() { 1 } else { 0 }, // getopt required_argument / no_argument
+        shortcut: 0,
+        help: help.as_ptr() as *mut c_char,
+        func: Some(set_option),
+        data: opt as usize as *mut c_void,
+        flags: flags as u64,
+    }
+}
+
+/// uWSGI copies these structs in `build_options` but keeps the string pointers: static storage.
+static mut OPTIONS: [ffi::uwsgi_option; 6] = [
+    option(
+        Opt::Server,
+        c"prometheus-server",
+        c"serve Prometheus metrics from the master on ADDR (host:port, :port, [v6]:port or a UNIX socket path); implies --master and --enable-metrics",
+        ffi::UWSGI_OPT_MASTER | ffi::UWSGI_OPT_METRICS,
+    ),
+    option(
+        Opt::Prefix,
+        c"prometheus-prefix",
+        c"prefix of every exported metric family (default uwsgi_)",
+        0,
+    ),
+    option(
+        Opt::NoWorkers,
+        c"prometheus-no-workers",
+        c"do not export per-worker (uwsgi_worker_*) families",
+        0,
+    ),
+    option(
+        Opt::NoHelp,
+        c"prometheus-no-help",
+        c"omit # HELP lines",
+        0,
+    ),
+    option(
+        Opt::NoType,
+        c"prometheus-no-type",
+        c"omit # TYPE lines",
+        0,
+    ),
+    // UWSGI_END_OF_OPTIONS
+    ffi::uwsgi_option {
+        name: std::ptr::null_mut(),
+        type_: 0,
+        shortcut: 0,
+        help: std::ptr::null_mut(),
+        func: None,
+        data: std::ptr::null_mut(),
+        flags: 0,
+    },
+];
+
+/// The symbol uWSGI looks up (`<basename without .so>`). uWSGI writes into it (`modifier1`),
+/// so it must be writable: `static mut`, only ever touched through raw pointers.
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static mut metrics_prometheus_plugin: ffi::uwsgi_plugin = ffi::uwsgi_plugin {
+    name: c"metrics_prometheus".as_ptr(),
+    on_load: Some(on_load),
+    init: Some(init),
+    postinit_apps: Some(postinit_apps),
+    options: &raw mut OPTIONS as *mut ffi::uwsgi_option,
+    // SAFETY: every other field is a raw pointer, an integer or an Option<fn>; all-zero (NULL,
+    // None) is valid for each, and uWSGI treats NULL hooks as absent. `request` stays NULL, which
+    // makes this a generic plugin.
+    ..unsafe { std::mem::zeroed() }
+};
+
+/// Makes uWSGI refuse the plugin: it drops any plugin whose `name` is NULL right after dlsym.
+pub(crate) fn disable() {
+    // SAFETY: called from the load-time constructor, before uWSGI reads the struct and while the
+    // process is single-threaded (option parsing); a plain pointer store.
+    unsafe { (*(&raw mut metrics_prometheus_plugin)).name = std::ptr::null() };
+}
+
+static CONFIG: Mutex<Option<Config>> = Mutex::new(None);
+
+/// The configuration after option parsing.
+pub(crate) fn config() -> Config {
+    CONFIG.lock().clone().unwrap_or_default()
+}
+
+/// Stops uWSGI at startup with a message that names the option.
+fn fatal(msg: &str) -> ! {
+    host::log(msg);
+    // SAFETY: plain process exit during startup, as uWSGI itself does for bad options.
+    unsafe { libc::exit(1) }
+}
+
+unsafe extern "C" fn set_option(_name: *mut c_char, value: *mut c_char, data: *mut c_void) {
+    guard("option", (), || {
+        let Some(&opt) = Opt::ALL.get(data as usize) else {
+            return;
+        };
+        let value = if value.is_null() {
+            None
+        } else {
+            // SAFETY: uWSGI passes option values as NUL-terminated strings that outlive the call.
+            Some(
+                unsafe { CStr::from_ptr(value) }
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        };
+        let mut cfg = CONFIG.lock();
+        let cfg = cfg.get_or_insert_with(Config::default);
+        if let Err(e) = cfg.apply(opt, value.as_deref()) {
+            fatal(&e);
+        }
+    })
+}
+
+extern "C" fn on_load() {
+    guard("on_load", (), || {
+        if !host::abi_ok() {
+            return;
+        }
+        crate::guard::install_panic_hook();
+        if !host::shim_agrees_with_bindgen() {
+            fatal("the C shim and bindgen disagree on sizeof(struct uwsgi_server); rebuild the plugin");
+        }
+        host::enable_metrics_and_master();
+        // Routers must exist before uwsgi_configure parses `route` options; on_load is the
+        // last hook before that.
+        #[cfg(uwsgi_routing)]
+        crate::router::register();
+    })
+}
+
+extern "C" fn init() -> c_int {
+    guard("init", 0, || {
+        if !host::abi_ok() {
+            return 0;
+        }
+        let cfg = config();
+        if !cfg.servers.is_empty() {
+            let list: Vec<String> = cfg.servers.iter().map(|s| s.to_string()).collect();
+            fatal(&format!(
+                "--prometheus-server {}: the dedicated server is not available in this version \
+                 of the plugin yet",
+                list.join(", ")
+            ));
+        }
+        if !host::has_master() {
+            host::log(
+                "uWSGI runs without a master (master = false): metrics are never collected and \
+                 scrapes answer 503",
+            );
+        }
+        host::log(&format!(
+            "metrics_prometheus {VERSION} loaded into uWSGI {}; front ends: {}",
+            ffi::BUILD_UWSGI_VERSION,
+            front_ends_summary(&cfg)
+        ));
+        0
+    })
+}
+
+fn front_ends_summary(cfg: &Config) -> String {
+    #[cfg(uwsgi_routing)]
+    let route = format!(
+        "route action prometheus-metrics available ({} routes use it)",
+        crate::router::configured_routes()
+    );
+    #[cfg(not(uwsgi_routing))]
+    let route = "route action unavailable (uWSGI built without routing)";
+    let server = if cfg.servers.is_empty() {
+        "prometheus-server off".to_string()
+    } else {
+        let list: Vec<String> = cfg.servers.iter().map(|s| s.to_string()).collect();
+        format!("prometheus-server on {}", list.join(", "))
+    };
+    format!("{route}, {server}")
+}
+
+/// What a scrape needs, built once in the master before fork and inherited by the workers.
+pub(crate) struct Exporter {
+    pub list: host::MetricsList,
+    pub layout: crate::format::Layout,
+}
+
+pub(crate) static EXPORTER: OnceLock<Exporter> = OnceLock::new();
+
+extern "C" fn postinit_apps() {
+    guard("postinit_apps", (), || {
+        if !host::abi_ok() || !host::has_metrics() {
+            return;
+        }
+        let Some(list) = host::read_metrics_list() else {
+            return;
+        };
+        let cfg = config();
+        let names: Vec<(&str, crate::format::MetricType)> =
+            list.names.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+        let layout = crate::format::Layout::new(&names, &cfg.format);
+        // Skips by design (aliases, worker 0, ...) are documented; collisions between the
+        // user's own metric names are worth one line each.
+        for s in layout.skipped() {
+            use crate::format::SkipReason as R;
+            if matches!(
+                s.reason,
+                R::EmptyName
+                    | R::TypeConflict { .. }
+                    | R::NameClash { .. }
+                    | R::DuplicateSeries { .. }
+            ) {
+                host::log(&format!("not exported: {s}"));
+            }
+        }
+        let _ = EXPORTER.set(Exporter { list, layout });
+    })
+}

@@ -1,0 +1,16 @@
+"""WSGI app used by the demo and the integration tests."""
+import time
+
+
+def application(environ, start_response):
+    path = environ.get('PATH_INFO', '/')
+    if path == '/slow':
+        time.sleep(float(environ.get('QUERY_STRING') or 2))
+    elif path == '/error':
+        raise RuntimeError('requested failure')
+    elif path == '/metric':
+        import uwsgi
+        uwsgi.metric_inc('myapp.jobs.done')
+    body = ('hello from %s\n' % path).encode()
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
+    return [body]

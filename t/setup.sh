@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Installs everything the build, the demo and the tests need on a fresh Debian 12 machine
+# (run as root). Idempotent: a second run only checks what is there.
+#
+# What it provides (paths are printed into $MP_ENV/env, which t/test.sh and t/demo.sh source):
+#   - Debian packages: a C toolchain, libclang (bindgen), the development headers that uwsgi.h
+#     includes under the binaries' -D flags, Debian's uwsgi-core 2.0.21 + python3 plugin, promtool
+#     and the prometheus server (package `prometheus`), curl.
+#   - three uWSGI binaries to build against and test with:
+#       debian:       /usr/bin/uwsgi-core (2.0.21, routing via PCRE1, python as a plugin)
+#       pip-routing:  pip 2.0.31 built with libpcre2-dev present   -> -DUWSGI_ROUTING
+#       pip-norouting: pip 2.0.31 built with pcre and routing off  -> no routing, no uwsgi_register_router
+#   - a tools venv with pytest, prometheus_client and hypothesis.
+set -euo pipefail
+
+UWSGI_PIP_VERSION=2.0.31
+MP_ENV=${MP_ENV:-${XDG_CACHE_HOME:-$HOME/.cache}/metrics_prometheus}
+PY=/usr/bin/python3
+APT_PACKAGES=(
+  build-essential pkg-config curl ca-certificates
+  libclang-dev clang
+  libpcre2-dev libpcre3-dev libcap-dev uuid-dev libssl-dev zlib1g-dev
+  libxml2-dev libyaml-dev libyajl-dev
+  python3 python3-venv python3-dev
+  uwsgi-core uwsgi-plugin-python3
+  prometheus
+)
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    log "need root for apt-get (missing: ${missing[*]})"; exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  # policy-rc.d 101: Debian's prometheus package would otherwise try to start its service.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  log "cargo not found: install a Rust toolchain (rustup) first"; exit 1
+fi
+
+mkdir -p "$MP_ENV"
+
+# Builds uWSGI from PyPI into venv $1 with extra environment $2 unless a matching build is there.
+pip_uwsgi() {
+  local dir=$1 override=$2 want_routing=$3
+  local bin=$dir/bin/uwsgi
+  if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -qx "$UWSGI_PIP_VERSION"; then
+    if "$bin" --cflags | grep -q -- '-DUWSGI_ROUTING'; then have=1; else have=0; fi
+    if [ "$have" = "$want_routing" ]; then return 0; fi
+  fi
+  log "building uWSGI $UWSGI_PIP_VERSION from PyPI into $dir (routing=$want_routing); takes a few minutes"
+  rm -rf "$dir"
+  "$PY" -m venv "$dir"
+  "$dir/bin/pip" install -q --upgrade pip >/dev/null
+  # --no-cache-dir: pip would otherwise reuse the other variant's cached wheel.
+  # An empty UWSGI_PROFILE_OVERRIDE makes uwsgiconfig.py fail, so set it only when needed.
+  env ${override:+UWSGI_PROFILE_OVERRIDE="$override"} \
+    "$dir/bin/pip" install -q --no-cache-dir "uwsgi==$UWSGI_PIP_VERSION"
+  if "$bin" --cflags | grep -q -- '-DUWSGI_ROUTING'; then have=1; else have=0; fi
+  if [ "$have" != "$want_routing" ]; then
+    log "uWSGI in $dir has routing=$have, wanted $want_routing"; exit 1
+  fi
+}
+
+pip_uwsgi "$MP_ENV/uwsgi-pip-routing" "" 1 &
+p1=$!
+pip_uwsgi "$MP_ENV/uwsgi-pip-norouting" "pcre=false;routing=false" 0 &
+p2=$!
+
+tools=$MP_ENV/tools
+if [ ! -x "$tools/bin/pytest" ] || ! "$tools/bin/python" -c 'import prometheus_client, hypothesis' 2>/dev/null; then
+  log "creating the test tools venv in $tools"
+  rm -rf "$tools"
+  "$PY" -m venv "$tools"
+  "$tools/bin/pip" install -q --upgrade pip >/dev/null
+  "$tools/bin/pip" install -q pytest prometheus_client hypothesis
+fi
+wait "$p1"
+wait "$p2"
+
+cat > "$MP_ENV/env" <<ENV
+# written by t/setup.sh
+export MP_ENV='$MP_ENV'
+export UWSGI_DEBIAN=/usr/bin/uwsgi-core
+export UWSGI_PIP_ROUTING='$MP_ENV/uwsgi-pip-routing/bin/uwsgi'
+export UWSGI_PIP_NOROUTING='$MP_ENV/uwsgi-pip-norouting/bin/uwsgi'
+export MP_TOOLS='$tools'
+export PROMTOOL=/usr/bin/promtool
+export PROMETHEUS=/usr/bin/prometheus
+ENV
+log "ready: $MP_ENV/env"

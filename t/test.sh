@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs every test: formatting and lints, `cargo test`, then the integration tests against real
+# uWSGI binaries (Debian 2.0.21, pip 2.0.31 with routing, pip 2.0.31 without), promtool and the
+# Python prometheus_client parsers. Installs what is missing first (t/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+bash t/setup.sh
+MP_ENV=${MP_ENV:-${XDG_CACHE_HOME:-$HOME/.cache}/metrics_prometheus}
+# shellcheck disable=SC1091
+. "$MP_ENV/env"
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+# Lints and unit tests need a uWSGI to generate bindings for; run clippy against a binary with
+# routing and one without, so both sides of cfg(uwsgi_routing) are checked.
+step "cargo clippy (routing)"
+UWSGI_BIN=$UWSGI_PIP_ROUTING cargo clippy --all-targets -- -D warnings
+step "cargo clippy (no routing)"
+UWSGI_BIN=$UWSGI_PIP_NOROUTING cargo clippy --all-targets -- -D warnings
+
+step "cargo test"
+UWSGI_BIN=$UWSGI_PIP_ROUTING cargo test
+
+step "build the plugin for each uWSGI"
+build_for() {
+  local name=$1 bin=$2
+  UWSGI_BIN=$bin cargo build --release --lib
+  mkdir -p "build/$name"
+  cp target/release/libmetrics_prometheus.so "build/$name/metrics_prometheus_plugin.so"
+  echo "build/$name/metrics_prometheus_plugin.so <- $bin ($("$bin" --version))"
+}
+build_for debian "$UWSGI_DEBIAN"
+build_for pip-norouting "$UWSGI_PIP_NOROUTING"
+build_for pip-routing "$UWSGI_PIP_ROUTING"
+UWSGI_BIN=$UWSGI_PIP_ROUTING cargo build --release --example render
+export RENDER_BIN=$ROOT/target/release/examples/render
+
+step "integration tests (real uWSGI)"
+export CARGO_TARGET_DIR=$ROOT/target
+"$MP_TOOLS/bin/pytest" -p no:cacheprovider -ra t/ "$@"
