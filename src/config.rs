@@ -58,6 +58,10 @@ pub fn parse_server_addr(v: &str) -> Result<ServerAddr, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub servers: Vec<ServerAddr>,
+    /// Permission bits for UNIX-socket servers (`--prometheus-server-mode 660`).
+    pub server_mode: Option<u32>,
+    /// Path that serves the metrics on `--prometheus-server`.
+    pub path: String,
     pub format: crate::format::Options,
 }
 
@@ -65,6 +69,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             servers: Vec::new(),
+            server_mode: None,
+            path: "/metrics".to_string(),
             format: crate::format::Options::default(),
         }
     }
@@ -74,6 +80,8 @@ impl Default for Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opt {
     Server,
+    ServerMode,
+    Path,
     Prefix,
     NoWorkers,
     NoHelp,
@@ -81,8 +89,10 @@ pub enum Opt {
 }
 
 impl Opt {
-    pub const ALL: [Opt; 5] = [
+    pub const ALL: [Opt; 7] = [
         Opt::Server,
+        Opt::ServerMode,
+        Opt::Path,
         Opt::Prefix,
         Opt::NoWorkers,
         Opt::NoHelp,
@@ -93,6 +103,8 @@ impl Opt {
     pub fn name(self) -> &'static str {
         match self {
             Opt::Server => "prometheus-server",
+            Opt::ServerMode => "prometheus-server-mode",
+            Opt::Path => "prometheus-path",
             Opt::Prefix => "prometheus-prefix",
             Opt::NoWorkers => "prometheus-no-workers",
             Opt::NoHelp => "prometheus-no-help",
@@ -101,7 +113,10 @@ impl Opt {
     }
 
     pub const fn takes_value(self) -> bool {
-        matches!(self, Opt::Server | Opt::Prefix)
+        matches!(
+            self,
+            Opt::Server | Opt::ServerMode | Opt::Path | Opt::Prefix
+        )
     }
 }
 
@@ -116,16 +131,42 @@ impl Config {
                     self.servers.push(addr);
                 }
             }
+            Opt::ServerMode => {
+                let v = value.unwrap_or("");
+                let mode = u32::from_str_radix(v, 8)
+                    .ok()
+                    .filter(|m| !v.is_empty() && *m <= 0o777)
+                    .ok_or_else(|| err(format!("'{v}' is not an octal mode such as 660")))?;
+                self.server_mode = Some(mode);
+            }
+            Opt::Path => {
+                let p = value.unwrap_or("");
+                crate::http::validate_path(p).map_err(err)?;
+                self.path = p.to_string();
+            }
             Opt::Prefix => {
                 let p = value.unwrap_or("");
                 crate::format::validate_prefix(p).map_err(err)?;
                 self.format.prefix = p.to_string();
             }
-            Opt::NoWorkers => self.format.workers = false,
-            Opt::NoHelp => self.format.help = false,
-            Opt::NoType => self.format.types = false,
+            // Flags take uWSGI's boolean spellings, so `prometheus-no-help = false` in an ini
+            // file means what it says.
+            Opt::NoWorkers => self.format.workers = !flag(value).map_err(err)?,
+            Opt::NoHelp => self.format.help = !flag(value).map_err(err)?,
+            Opt::NoType => self.format.types = !flag(value).map_err(err)?,
         }
         Ok(())
+    }
+}
+
+/// A flag's value as uWSGI spells booleans (no value means true).
+fn flag(value: Option<&str>) -> Result<bool, String> {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") | Some("1") | Some("true") | Some("yes") | Some("on") => Ok(true),
+        Some("0") | Some("false") | Some("no") | Some("off") => Ok(false),
+        Some(v) => Err(format!(
+            "'{v}' is not a boolean (true/false, yes/no, on/off, 1/0)"
+        )),
     }
 }
 
@@ -200,5 +241,16 @@ mod tests {
         assert_eq!(c.servers, vec![tcp("0.0.0.0", 1)]);
         assert_eq!(c.format.prefix, "app_");
         assert!(!c.format.workers && !c.format.help && !c.format.types);
+        c.apply(Opt::NoHelp, Some("false")).unwrap();
+        assert!(c.format.help);
+        assert!(c.apply(Opt::NoType, Some("maybe")).is_err());
+        c.apply(Opt::ServerMode, Some("660")).unwrap();
+        assert_eq!(c.server_mode, Some(0o660));
+        for bad in ["", "9", "1000", "rw"] {
+            assert!(c.apply(Opt::ServerMode, Some(bad)).is_err(), "{bad:?}");
+        }
+        c.apply(Opt::Path, Some("/m")).unwrap();
+        assert_eq!(c.path, "/m");
+        assert!(c.apply(Opt::Path, Some("m")).is_err());
     }
 }

@@ -207,6 +207,18 @@ pub(crate) fn has_master() -> bool {
     unsafe { (*server()).master_process != 0 }
 }
 
+/// `uwsgi.master_queue`: the master's event queue, -1 until master_loop creates it.
+pub(crate) fn master_queue() -> c_int {
+    // SAFETY: ABI checked; read in the master thread, which is the only writer.
+    unsafe { (*server()).master_queue }
+}
+
+/// Adds `fd` for read events to uWSGI's event queue `queue`.
+pub(crate) fn add_fd_read(queue: c_int, fd: c_int) -> bool {
+    // SAFETY: both are open descriptors of this process; uWSGI only calls epoll_ctl.
+    unsafe { ffi::event_queue_add_fd_read(queue, fd) >= 0 }
+}
+
 /// One metric of uWSGI's list, as needed per scrape: a pointer into the shared value mapping.
 #[derive(Clone, Copy)]
 pub(crate) struct Slot(*const i64);

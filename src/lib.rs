@@ -16,7 +16,9 @@ pub(crate) mod ffi;
 pub mod format;
 pub(crate) mod guard;
 pub(crate) mod host;
+pub mod http;
 pub(crate) mod plugin;
 #[cfg(uwsgi_routing)]
 pub(crate) mod router;
 pub(crate) mod scrape;
+pub(crate) mod server;

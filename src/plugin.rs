@@ -10,6 +10,7 @@ use crate::config::{Config, Opt};
 use crate::ffi;
 use crate::guard::guard;
 use crate::host;
+use crate::server::Server;
 
 /// The plugin's version, logged at startup.
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -32,12 +33,24 @@ const fn option(
 }
 
 /// uWSGI copies these structs in `build_options` but keeps the string pointers: static storage.
-static mut OPTIONS: [ffi::uwsgi_option; 6] = [
+static mut OPTIONS: [ffi::uwsgi_option; 8] = [
     option(
         Opt::Server,
         c"prometheus-server",
         c"serve Prometheus metrics from the master on ADDR (host:port, :port, [v6]:port or a UNIX socket path); implies --master and --enable-metrics",
         ffi::UWSGI_OPT_MASTER | ffi::UWSGI_OPT_METRICS,
+    ),
+    option(
+        Opt::ServerMode,
+        c"prometheus-server-mode",
+        c"permission bits (octal, e.g. 660) of --prometheus-server UNIX sockets",
+        0,
+    ),
+    option(
+        Opt::Path,
+        c"prometheus-path",
+        c"path of the metrics on --prometheus-server (default /metrics)",
+        0,
     ),
     option(
         Opt::Prefix,
@@ -84,6 +97,8 @@ pub static mut metrics_prometheus_plugin: ffi::uwsgi_plugin = ffi::uwsgi_plugin 
     on_load: Some(on_load),
     init: Some(init),
     postinit_apps: Some(postinit_apps),
+    master_cycle: Some(master_cycle),
+    master_cleanup: Some(master_cleanup),
     options: &raw mut OPTIONS as *mut ffi::uwsgi_option,
     // SAFETY: every other field is a raw pointer, an integer or an Option<fn>; all-zero (NULL,
     // None) is valid for each, and uWSGI treats NULL hooks as absent. `request` stays NULL, which
@@ -158,13 +173,22 @@ extern "C" fn init() -> c_int {
             return 0;
         }
         let cfg = config();
+        let mut bound = Vec::new();
         if !cfg.servers.is_empty() {
-            let list: Vec<String> = cfg.servers.iter().map(|s| s.to_string()).collect();
-            fatal(&format!(
-                "--prometheus-server {}: the dedicated server is not available in this version \
-                 of the plugin yet",
-                list.join(", ")
-            ));
+            if host::has_master() {
+                match Server::bind(&cfg.servers, cfg.server_mode, &cfg.path) {
+                    Ok(server) => {
+                        bound = server.describe();
+                        *SERVER.lock() = Some(server);
+                    }
+                    Err(e) => fatal(&e),
+                }
+            } else {
+                host::log(
+                    "--prometheus-server needs the uWSGI master (master = false was given): \
+                     not serving metrics, the application runs as usual",
+                );
+            }
         }
         if !host::has_master() {
             host::log(
@@ -175,13 +199,13 @@ extern "C" fn init() -> c_int {
         host::log(&format!(
             "metrics_prometheus {VERSION} loaded into uWSGI {}; front ends: {}",
             ffi::BUILD_UWSGI_VERSION,
-            front_ends_summary(&cfg)
+            front_ends_summary(&bound)
         ));
         0
     })
 }
 
-fn front_ends_summary(cfg: &Config) -> String {
+fn front_ends_summary(bound: &[String]) -> String {
     #[cfg(uwsgi_routing)]
     let route = format!(
         "route action prometheus-metrics available ({} routes use it)",
@@ -189,11 +213,10 @@ fn front_ends_summary(cfg: &Config) -> String {
     );
     #[cfg(not(uwsgi_routing))]
     let route = "route action unavailable (uWSGI built without routing)";
-    let server = if cfg.servers.is_empty() {
+    let server = if bound.is_empty() {
         "prometheus-server off".to_string()
     } else {
-        let list: Vec<String> = cfg.servers.iter().map(|s| s.to_string()).collect();
-        format!("prometheus-server on {}", list.join(", "))
+        format!("prometheus-server on {}", bound.join(", "))
     };
     format!("{route}, {server}")
 }
@@ -233,5 +256,41 @@ extern "C" fn postinit_apps() {
             }
         }
         let _ = EXPORTER.set(Exporter { list, layout });
+    })
+}
+
+/// The dedicated server; only the master ever has one.
+static SERVER: Mutex<Option<Server>> = Mutex::new(None);
+
+extern "C" fn master_cycle() {
+    guard("master_cycle", (), || {
+        let mut guard = SERVER.lock();
+        let Some(server) = guard.as_mut() else {
+            return;
+        };
+        if !server.is_registered() {
+            // master_queue is -1 until master_loop creates it, just before the first cycle.
+            let mq = host::master_queue();
+            if mq < 0 {
+                return;
+            }
+            if host::add_fd_read(mq, server.epoll_fd()) {
+                server.mark_registered();
+            } else {
+                host::log(
+                    "cannot add the server to the master's event queue; polling once per cycle",
+                );
+                server.mark_registered();
+            }
+        }
+        server.cycle();
+    })
+}
+
+extern "C" fn master_cleanup() {
+    guard("master_cleanup", (), || {
+        if let Some(mut server) = SERVER.lock().take() {
+            server.shutdown();
+        }
     })
 }

@@ -1,0 +1,284 @@
+//! HTTP/1.x for the `--prometheus-server` front end: request-head parsing (httparse does the
+//! parsing proper), routing and response heads. Pure: no I/O, no FFI.
+#![forbid(unsafe_code)]
+
+use crate::format::{negotiate, Format};
+
+/// Largest request head accepted; beyond it the answer is 431.
+pub const HEAD_LIMIT: usize = 8 * 1024;
+/// Most header lines accepted; beyond them the answer is 431 too.
+pub const MAX_HEADERS: usize = 64;
+
+/// The statuses this server sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
+    HeadersTooLarge,
+    Unavailable,
+}
+
+impl Status {
+    pub fn line(self) -> &'static str {
+        match self {
+            Status::Ok => "200 OK",
+            Status::BadRequest => "400 Bad Request",
+            Status::NotFound => "404 Not Found",
+            Status::MethodNotAllowed => "405 Method Not Allowed",
+            Status::HeadersTooLarge => "431 Request Header Fields Too Large",
+            Status::Unavailable => "503 Service Unavailable",
+        }
+    }
+
+    fn body(self) -> &'static str {
+        match self {
+            Status::Ok => "",
+            Status::BadRequest => "bad request\n",
+            Status::NotFound => "not found\n",
+            Status::MethodNotAllowed => "method not allowed: use GET or HEAD\n",
+            Status::HeadersTooLarge => "request head too large\n",
+            Status::Unavailable => "service unavailable\n",
+        }
+    }
+}
+
+/// What to answer, decided from the request head alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Render the exposition in this format; `head` = headers only.
+    Metrics { fmt: Format, head: bool },
+    /// The small HTML page at `/`.
+    Index { head: bool },
+    /// An error response with the status's own short body.
+    Error(Status),
+}
+
+/// Result of looking at the bytes received so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// The head is not complete yet (and within the limit): read more.
+    Partial,
+    /// The head is complete (or broken): answer with this.
+    Done(Action),
+}
+
+/// Parses the request head in `buf` and decides the answer. Bytes after the head (a body,
+/// pipelined requests) are ignored: every response closes the connection.
+pub fn parse(buf: &[u8], metrics_path: &str) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Partial) => {
+            if buf.len() >= HEAD_LIMIT {
+                Parsed::Done(Action::Error(Status::HeadersTooLarge))
+            } else {
+                Parsed::Partial
+            }
+        }
+        Ok(httparse::Status::Complete(n)) if n > HEAD_LIMIT => {
+            Parsed::Done(Action::Error(Status::HeadersTooLarge))
+        }
+        Ok(httparse::Status::Complete(_)) => Parsed::Done(decide(&req, metrics_path)),
+        Err(httparse::Error::TooManyHeaders) => {
+            Parsed::Done(Action::Error(Status::HeadersTooLarge))
+        }
+        Err(_) => Parsed::Done(Action::Error(Status::BadRequest)),
+    }
+}
+
+fn decide(req: &httparse::Request<'_, '_>, metrics_path: &str) -> Action {
+    let head = match req.method {
+        Some("GET") => false,
+        Some("HEAD") => true,
+        _ => return Action::Error(Status::MethodNotAllowed),
+    };
+    let target = req.path.unwrap_or("");
+    // Query strings are tolerated and ignored (Prometheus adds none, but people do).
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    if path == metrics_path {
+        let accept = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("accept"))
+            .map(|h| h.value);
+        Action::Metrics {
+            fmt: negotiate(accept),
+            head,
+        }
+    } else if path == "/" {
+        Action::Index { head }
+    } else {
+        Action::Error(Status::NotFound)
+    }
+}
+
+/// Appends a complete response (head and, unless `head_only`, the body) to `out`.
+pub fn write_response(
+    out: &mut Vec<u8>,
+    status: Status,
+    ctype: &str,
+    extra: &str,
+    body: &[u8],
+    head_only: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.line().as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(ctype.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+    out.extend_from_slice(b"\r\nConnection: close\r\n");
+    out.extend_from_slice(extra.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+}
+
+/// Appends the response for an error status.
+pub fn write_error(out: &mut Vec<u8>, status: Status, head_only: bool) {
+    let extra = if status == Status::MethodNotAllowed {
+        "Allow: GET, HEAD\r\n"
+    } else {
+        ""
+    };
+    write_response(
+        out,
+        status,
+        "text/plain; charset=utf-8",
+        extra,
+        status.body().as_bytes(),
+        head_only,
+    );
+}
+
+/// The page at `/`, so a person who opens the address in a browser finds the metrics.
+pub fn index_page(metrics_path: &str) -> String {
+    let p = html_escape(metrics_path);
+    format!(
+        "<!DOCTYPE html>\n<html><head><title>uWSGI metrics</title></head><body>\
+         <h1>uWSGI metrics</h1><p><a href=\"{p}\">{p}</a></p></body></html>\n"
+    )
+}
+
+fn html_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// Checks a `--prometheus-path` value.
+pub fn validate_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("'{p}' must start with '/'"));
+    }
+    if p.bytes()
+        .any(|b| b <= b' ' || b == b'?' || b == b'#' || b >= 0x7f)
+    {
+        return Err(format!(
+            "'{p}' may not contain spaces, control characters, '?' or '#'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Parsed {
+        parse(s.as_bytes(), "/metrics")
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            p("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Parsed::Done(Action::Metrics {
+                fmt: Format::Text,
+                head: false
+            })
+        );
+        assert_eq!(
+            p("HEAD /metrics?x=1 HTTP/1.0\r\n\r\n"),
+            Parsed::Done(Action::Metrics {
+                fmt: Format::Text,
+                head: true
+            })
+        );
+        assert_eq!(
+            p("GET /metrics HTTP/1.1\r\naccept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n\r\n"),
+            Parsed::Done(Action::Metrics { fmt: Format::OpenMetrics, head: false })
+        );
+        assert_eq!(
+            p("GET / HTTP/1.1\r\n\r\n"),
+            Parsed::Done(Action::Index { head: false })
+        );
+        assert_eq!(
+            p("GET /other HTTP/1.1\r\n\r\n"),
+            Parsed::Done(Action::Error(Status::NotFound))
+        );
+        assert_eq!(
+            p("POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"),
+            Parsed::Done(Action::Error(Status::MethodNotAllowed))
+        );
+        assert_eq!(p("GET /metrics HTTP/1.1\r\nHost"), Parsed::Partial);
+        assert_eq!(p(""), Parsed::Partial);
+        assert_eq!(
+            p("\x16\x03\x01\x02\x00"),
+            Parsed::Done(Action::Error(Status::BadRequest))
+        );
+        assert_eq!(
+            p("GET /metrics\r\n\r\n"),
+            Parsed::Done(Action::Error(Status::BadRequest))
+        );
+    }
+
+    #[test]
+    fn limits() {
+        let long = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n", "a".repeat(HEAD_LIMIT));
+        assert_eq!(
+            p(&long),
+            Parsed::Done(Action::Error(Status::HeadersTooLarge))
+        );
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("X{i}: y\r\n"))
+            .collect();
+        assert_eq!(
+            p(&format!("GET /metrics HTTP/1.1\r\n{many}\r\n")),
+            Parsed::Done(Action::Error(Status::HeadersTooLarge))
+        );
+    }
+
+    #[test]
+    fn responses() {
+        let mut out = Vec::new();
+        write_error(&mut out, Status::MethodNotAllowed, false);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: 36\r\nConnection: close\r\nAllow: GET, HEAD\r\n\r\n\
+             method not allowed: use GET or HEAD\n"
+        );
+        let mut out = Vec::new();
+        write_response(&mut out, Status::Ok, "text/plain", "", b"abc", true);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\n"
+        );
+        assert!(index_page("/m\"<").contains("href=\"/m&quot;&lt;\""));
+        assert!(validate_path("/metrics").is_ok());
+        assert!(validate_path("metrics").is_err());
+        assert!(validate_path("/a b").is_err());
+    }
+}
