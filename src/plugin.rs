@@ -108,9 +108,10 @@ pub static mut metrics_prometheus_plugin: ffi::uwsgi_plugin = ffi::uwsgi_plugin 
 
 /// Makes uWSGI refuse the plugin: it drops any plugin whose `name` is NULL right after dlsym.
 pub(crate) fn disable() {
+    let plugin = &raw mut metrics_prometheus_plugin;
     // SAFETY: called from the load-time constructor, before uWSGI reads the struct and while the
     // process is single-threaded (option parsing); a plain pointer store.
-    unsafe { (*(&raw mut metrics_prometheus_plugin)).name = std::ptr::null() };
+    unsafe { (*plugin).name = std::ptr::null() };
 }
 
 static CONFIG: Mutex<Option<Config>> = Mutex::new(None);

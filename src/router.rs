@@ -88,12 +88,12 @@ unsafe extern "C" fn route_setup(ur: *mut ffi::uwsgi_route, args: *mut c_char) -
                 // Owned by the route. Config routes live as long as the process; virtual routes
                 // (uwsgi.route()) call `free`, which drops it.
                 let data = Box::into_raw(Box::new(fmt));
-                // SAFETY: `ur` is the route uWSGI is initialising; these fields are ours to set.
-                unsafe {
-                    (*ur).func = Some(route_func);
-                    (*ur).data = data.cast::<c_void>();
-                    (*ur).free = Some(route_free);
-                }
+                // SAFETY: `ur` is the route uWSGI is initialising, exclusively ours during this
+                // call; these fields are the action's to set.
+                let route = unsafe { &mut *ur };
+                route.func = Some(route_func);
+                route.data = data.cast::<c_void>();
+                route.free = Some(route_free);
                 ROUTES.fetch_add(1, Ordering::Relaxed);
                 0
             }
@@ -136,9 +136,11 @@ struct Request(*mut ffi::wsgi_request);
 
 impl Request {
     fn method(&self) -> &[u8] {
-        // SAFETY: uWSGI fills `method`/`method_len` while parsing the request; the bytes live in
-        // the request buffer until the request ends, which outlives this call.
-        let (p, len) = unsafe { ((*self.0).method, (*self.0).method_len) };
+        // SAFETY: `self.0` is the request this thread is handling (see `Request`).
+        let r = unsafe { &*self.0 };
+        // uWSGI fills `method`/`method_len` while parsing; the bytes live in the request buffer
+        // until the request ends, which outlives this call.
+        let (p, len) = (r.method, r.method_len);
         if p.is_null() {
             return b"";
         }

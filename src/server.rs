@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use crate::config::ServerAddr;
 use crate::http::{self, Action, Parsed, Status};
 
-/// Connections served at once; more are answered 503 and closed.
+/// Connections served at once. Beyond it, the oldest connection still waiting for its request
+/// head (or draining) is closed to make room; if all are mid-response, the newcomer gets 503.
 pub(crate) const MAX_CONNS: usize = 64;
 /// A connection's whole life: read, write and drain must finish within it.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
@@ -300,8 +301,10 @@ impl Server {
                 // level-triggered epoll brings us back next cycle.
                 return;
             }
-            let Some(slot) = self.conns.iter().position(Option::is_none) else {
-                // Over the cap: one best-effort 503, never waiting for the client.
+            let free = self.conns.iter().position(Option::is_none);
+            let Some(slot) = free.or_else(|| self.evict_idle()) else {
+                // Over the cap with every connection mid-response: one best-effort 503,
+                // never waiting for the client.
                 let mut out = Vec::new();
                 http::write_error(&mut out, Status::Unavailable, false);
                 // SAFETY: `fd` is the socket just accepted; `out` is live for the call.
@@ -344,6 +347,21 @@ impl Server {
         }
     }
 
+    /// At the cap, the connection that has waited longest without completing a request head
+    /// makes room: idle or trickling clients cannot lock out a real scrape.
+    fn evict_idle(&mut self) -> Option<usize> {
+        let victim = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
+            .filter(|(_, c)| c.state != State::Writing)
+            .min_by_key(|(_, c)| c.deadline)
+            .map(|(i, _)| i)?;
+        self.close_conn(victim);
+        Some(victim)
+    }
+
     fn drive(&mut self, slot: usize, now: Instant) {
         let Some(state) = self
             .conns
@@ -375,9 +393,10 @@ impl Server {
             }
             let len = c.buf.len();
             c.buf.reserve(room);
-            // SAFETY: the spare capacity after `len` is at least `room` bytes and is written by
-            // recv before set_len exposes exactly what was written.
-            let n = unsafe { libc::recv(c.fd, c.buf.as_mut_ptr().add(len).cast(), room, 0) };
+            let spare = c.buf.spare_capacity_mut().as_mut_ptr();
+            // SAFETY: `spare` has room for at least `room` bytes (reserved above); recv writes at
+            // most that many, and set_len below exposes exactly what it wrote.
+            let n = unsafe { libc::recv(c.fd, spare.cast(), room, 0) };
             if n == 0 {
                 return false; // closed before a complete head
             }
@@ -463,13 +482,14 @@ impl Server {
         let mut budget = WRITE_PER_CYCLE;
         while c.sent < c.buf.len() && budget > 0 {
             let chunk = (c.buf.len() - c.sent).min(budget);
-            // SAFETY: the range [sent, sent+chunk) is inside `buf`; MSG_NOSIGNAL keeps a closed
-            // peer from raising SIGPIPE in the master.
+            let pending = &c.buf[c.sent..c.sent + chunk];
+            // SAFETY: `pending` is live for the call; MSG_NOSIGNAL keeps a closed peer from
+            // raising SIGPIPE in the master.
             let n = unsafe {
                 libc::send(
                     c.fd,
-                    c.buf.as_ptr().add(c.sent).cast(),
-                    chunk,
+                    pending.as_ptr().cast(),
+                    pending.len(),
                     libc::MSG_NOSIGNAL,
                 )
             };

@@ -1,0 +1,238 @@
+//! `Accept` header negotiation between the two output formats.
+//!
+//! Each format gets the q-value of the *most specific* media range that
+//! matches it (RFC 9110 §12.5.1):
+//!
+//! | specificity | OpenMetrics matches | text matches |
+//! |---|---|---|
+//! | 3 | `application/openmetrics-text; version=1.0.0` or `0.0.1` | `text/plain; version=0.0.4` or `1.0.0` |
+//! | 2 | `application/openmetrics-text` (no version) | `text/plain` (no version) |
+//! | 1 | `application/*` | `text/*` |
+//! | 0 | `*/*` | `*/*` |
+//!
+//! A range with another `version` does not match (we cannot produce it).
+//! Other parameters (`escaping=...`, `charset=...`) are ignored: the output
+//! uses only legacy names, valid under any escaping scheme. Among ranges of
+//! equal specificity the highest q wins. A range with a malformed q is
+//! ignored. Type names, parameter names and versions compare
+//! case-insensitively.
+//!
+//! OpenMetrics is chosen only when its q is greater than the text format's and
+//! greater than 0; everything else (no header, an empty or unparsable one,
+//! `*/*`, a tie) gives the text format.
+
+use super::Format;
+
+#[derive(Clone, Copy)]
+struct Best {
+    specificity: i8,
+    q: u16,
+}
+
+impl Best {
+    const NONE: Best = Best {
+        specificity: -1,
+        q: 0,
+    };
+
+    fn offer(&mut self, specificity: i8, q: u16) {
+        if specificity > self.specificity || (specificity == self.specificity && q > self.q) {
+            *self = Best { specificity, q };
+        }
+    }
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &s[start..end]
+}
+
+/// Parses an RFC 9110 qvalue (`0`, `0.5`, `1.000`...) into thousandths;
+/// digits past the third decimal are ignored. `None` if malformed or > 1.
+fn parse_q(v: &[u8]) -> Option<u16> {
+    let (int, frac) = match v.iter().position(|&b| b == b'.') {
+        Some(dot) => (&v[..dot], &v[dot + 1..]),
+        None => (v, &[][..]),
+    };
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    if !int.iter().chain(frac).all(u8::is_ascii_digit) || int.len() > 4 {
+        return None;
+    }
+    let mut q: u32 = 0;
+    for &d in int {
+        q = q * 10 + u32::from(d - b'0');
+    }
+    q *= 1000;
+    for (i, &d) in frac.iter().take(3).enumerate() {
+        q += u32::from(d - b'0') * [100, 10, 1][i];
+    }
+    if q > 1000 || (q == 1000 && frac.iter().any(|&d| d != b'0')) {
+        return None;
+    }
+    Some(q as u16)
+}
+
+/// Specificity with which the range `ty/sub; version=...` matches the media
+/// type `want_ty/want_sub` supporting `versions`, or `None`.
+fn specificity(
+    ty: &[u8],
+    sub: &[u8],
+    version: Option<&[u8]>,
+    want_ty: &[u8],
+    want_sub: &[u8],
+    versions: &[&[u8]],
+) -> Option<i8> {
+    if ty == b"*" {
+        return (sub == b"*").then_some(0);
+    }
+    if !ty.eq_ignore_ascii_case(want_ty) {
+        return None;
+    }
+    if sub == b"*" {
+        return Some(1);
+    }
+    if !sub.eq_ignore_ascii_case(want_sub) {
+        return None;
+    }
+    match version {
+        None => Some(2),
+        Some(v) if versions.iter().any(|w| w.eq_ignore_ascii_case(v)) => Some(3),
+        Some(_) => None,
+    }
+}
+
+pub(crate) fn negotiate(accept: Option<&[u8]>) -> Format {
+    let Some(header) = accept else {
+        return Format::Text;
+    };
+    let mut om = Best::NONE;
+    let mut text = Best::NONE;
+    'ranges: for range in header.split(|&b| b == b',') {
+        let mut parts = range.split(|&b| b == b';');
+        let media = trim(parts.next().unwrap_or_default());
+        let Some(slash) = media.iter().position(|&b| b == b'/') else {
+            continue;
+        };
+        let (ty, sub) = (trim(&media[..slash]), trim(&media[slash + 1..]));
+        if ty.is_empty() || sub.is_empty() {
+            continue;
+        }
+        let mut q = 1000;
+        let mut version = None;
+        for param in parts {
+            let param = trim(param);
+            let Some(eq) = param.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            let key = trim(&param[..eq]);
+            let mut value = trim(&param[eq + 1..]);
+            if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+                value = &value[1..value.len() - 1];
+            }
+            if key.eq_ignore_ascii_case(b"q") {
+                match parse_q(value) {
+                    Some(v) => q = v,
+                    None => continue 'ranges,
+                }
+            } else if key.eq_ignore_ascii_case(b"version") {
+                version = Some(value);
+            }
+        }
+        let om_versions: &[&[u8]] = &[b"1.0.0", b"0.0.1"];
+        let text_versions: &[&[u8]] = &[b"0.0.4", b"1.0.0"];
+        if let Some(s) = specificity(
+            ty,
+            sub,
+            version,
+            b"application",
+            b"openmetrics-text",
+            om_versions,
+        ) {
+            om.offer(s, q);
+        }
+        if let Some(s) = specificity(ty, sub, version, b"text", b"plain", text_versions) {
+            text.offer(s, q);
+        }
+    }
+    if om.q > 0 && om.q > text.q {
+        Format::OpenMetrics
+    } else {
+        Format::Text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Format::{OpenMetrics as OM, Text};
+
+    #[test]
+    fn q_values() {
+        assert_eq!(parse_q(b"0"), Some(0));
+        assert_eq!(parse_q(b"1"), Some(1000));
+        assert_eq!(parse_q(b"1.000"), Some(1000));
+        assert_eq!(parse_q(b"0.5"), Some(500));
+        assert_eq!(parse_q(b"0.75"), Some(750));
+        assert_eq!(parse_q(b"0.1234"), Some(123));
+        assert_eq!(parse_q(b".5"), Some(500));
+        assert_eq!(parse_q(b"1.5"), None);
+        assert_eq!(parse_q(b"2"), None);
+        assert_eq!(parse_q(b""), None);
+        assert_eq!(parse_q(b"."), None);
+        assert_eq!(parse_q(b"-1"), None);
+        assert_eq!(parse_q(b"abc"), None);
+        assert_eq!(parse_q(b"99999999999"), None);
+    }
+
+    #[test]
+    fn headers() {
+        let cases: &[(&str, Format)] = &[
+            // Prometheus 2.x
+            ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1", OM),
+            // Prometheus 3.x defaults
+            ("application/openmetrics-text;version=1.0.0;escaping=allow-utf8;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2", OM),
+            ("application/openmetrics-text;version=1.0.0;escaping=underscores;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=underscores;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2", OM),
+            // Prometheus 3.x with scrape_protocols: [PrometheusText0.0.4]
+            ("text/plain;version=0.0.4;q=0.5,*/*;q=0.1", Text),
+            // text preferred over OpenMetrics
+            ("text/plain;version=0.0.4;q=0.9,application/openmetrics-text;version=1.0.0;q=0.5", Text),
+            ("application/openmetrics-text; version=1.0.0", OM),
+            ("application/openmetrics-text", OM),
+            ("APPLICATION/OpenMetrics-Text; Version=\"1.0.0\"; Q=0.9", OM),
+            ("application/openmetrics-text;version=2.0.0", Text),
+            ("application/openmetrics-text;version=2.0.0,application/*;q=0.2", OM),
+            ("application/openmetrics-text;q=0", Text),
+            ("application/openmetrics-text;q=0.5,text/plain;q=0.5", Text),
+            ("application/openmetrics-text;q=0.5,text/plain;q=0.4", OM),
+            ("application/openmetrics-text;q=bogus", Text),
+            ("application/*;q=0.9,text/plain;q=0.5", OM),
+            ("application/openmetrics-text;q=0.1,application/*;q=0.9,text/plain;q=0.5", Text),
+            ("text/*;q=0.2,application/openmetrics-text;q=0.1", Text),
+            ("*/*", Text),
+            ("*/*;q=0.8,application/openmetrics-text;q=0.9", OM),
+            ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", Text),
+            ("application/json", Text),
+            ("", Text),
+            (" , ,;;, ", Text),
+            ("garbage", Text),
+            ("/", Text),
+            ("*/openmetrics-text", Text),
+            ("application/openmetrics-text;version", OM),
+            ("application/openmetrics-text;;q=0.3;", OM),
+        ];
+        for &(h, want) in cases {
+            assert_eq!(negotiate(Some(h.as_bytes())), want, "Accept: {h}");
+        }
+        assert_eq!(negotiate(None), Text);
+        assert_eq!(negotiate(Some(b"\xff\xfe/\x00;q=\xff")), Text);
+    }
+}

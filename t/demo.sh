@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what is needed, builds the plugin for pip's uWSGI 2.0.31 (with routing) and starts a
+# demo uWSGI in the foreground with both front ends on the bundled app. Ctrl-C stops it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+bash t/setup.sh
+MP_ENV=${MP_ENV:-${XDG_CACHE_HOME:-$HOME/.cache}/metrics_prometheus}
+# shellcheck disable=SC1091
+. "$MP_ENV/env"
+
+UWSGI=${UWSGI_BIN:-$UWSGI_PIP_ROUTING}
+echo "building the plugin for $UWSGI ($("$UWSGI" --version))"
+UWSGI_BIN=$UWSGI cargo build --release --lib
+mkdir -p build/demo
+cp target/release/libmetrics_prometheus.so build/demo/metrics_prometheus_plugin.so
+
+export MP_ROOT=$ROOT
+export MP_PLUGIN=$ROOT/build/demo/metrics_prometheus_plugin.so
+export DEMO_HTTP=${DEMO_HTTP:-127.0.0.1:8080}
+export DEMO_METRICS=${DEMO_METRICS:-127.0.0.1:9290}
+export DEMO_STATS=${DEMO_STATS:-127.0.0.1:9291}
+cat <<MSG
+
+  app:                         http://$DEMO_HTTP/   (/metric bumps a custom metric, /slow?5 sleeps)
+  route action (app port):     http://$DEMO_HTTP/metrics
+  prometheus-server (master):  http://$DEMO_METRICS/metrics
+  uWSGI stats server (JSON):   http://$DEMO_STATS/
+
+  try: curl -s http://$DEMO_METRICS/metrics | promtool check metrics
+  Ctrl-C stops uWSGI.
+
+MSG
+exec "$UWSGI" --ini t/apps/demo.ini

@@ -1,0 +1,130 @@
+"""Checks shared by the integration tests: parse with the reference parsers, lint with promtool,
+and compare with uWSGI's own stats server."""
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.request
+
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
+from prometheus_client.parser import text_string_to_metric_families as text_parse
+
+TEXT_CT = 'text/plain; version=0.0.4; charset=utf-8'
+OM_CT = 'application/openmetrics-text; version=1.0.0; charset=utf-8'
+OM_ACCEPT = ('application/openmetrics-text;version=1.0.0,application/openmetrics-text;'
+             'version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1')
+
+
+def samples(body, openmetrics=False):
+    """{(sample name, frozenset(labels)): value} via prometheus_client; fails on any parse error."""
+    text = body.decode('utf-8')
+    parse = om_parse if openmetrics else text_parse
+    out = {}
+    for fam in parse(text):
+        for s in fam.samples:
+            key = (s.name, frozenset(s.labels.items()))
+            assert key not in out, 'duplicate series %r' % (key,)
+            out[key] = s.value
+    return out
+
+
+def promtool_clean(body):
+    promtool = os.environ.get('PROMTOOL', 'promtool')
+    r = subprocess.run([promtool, 'check', 'metrics'], input=body, capture_output=True,
+                       timeout=60)
+    assert r.returncode == 0 and r.stdout == b'' and r.stderr == b'', (
+        'promtool check metrics: rc=%d\n%s%s' % (r.returncode, r.stdout.decode(),
+                                                  r.stderr.decode()))
+
+
+def assert_grouped(body):
+    """Each family's lines form one block (promtool does not check this)."""
+    seen, current = set(), None
+    for line in body.decode().splitlines():
+        if line.startswith('# HELP ') or line.startswith('# TYPE ') or line.startswith('# UNIT '):
+            fam = line.split()[2]
+        elif line.startswith('#') or not line:
+            continue
+        else:
+            fam = re.match(r'[a-zA-Z_:][a-zA-Z0-9_:]*', line).group(0)
+            fam = re.sub(r'_total$', '', fam)
+        if fam != current:
+            assert fam not in seen, 'family %s is split into several groups' % fam
+            seen.add(fam)
+            current = fam
+
+
+def stats_metrics(port):
+    with urllib.request.urlopen('http://127.0.0.1:%d/' % port, timeout=10) as r:
+        data = json.loads(r.read().decode('utf-8', 'replace'))
+    return {name: m['value'] for name, m in data['metrics'].items()}
+
+
+# An oracle for the mapping, written from the README's table (not from the Rust code):
+# uWSGI name pattern -> (sample name, label names, scale); None = not exported.
+ORACLE = [
+    (r'core\.(routed_signals|unrouted_signals|overloaded)$', 'uwsgi_core_{0}_total', [], 1),
+    (r'core\.(busy_workers|idle_workers)$', 'uwsgi_core_{0}', [], 1),
+    (r'worker\.0\.requests$', 'uwsgi_requests_total', [], 1),
+    (r'worker\.0\.', None, None, None),
+    (r'worker\.\d+\.failed_requests$', None, None, None),
+    (r'worker\.(\d+)\.(requests|respawns)$', 'uwsgi_worker_{1}_total', ['worker'], 1),
+    (r'worker\.(\d+)\.delta_requests$', 'uwsgi_worker_delta_requests', ['worker'], 1),
+    (r'worker\.(\d+)\.avg_response_time$', 'uwsgi_worker_avg_response_time_seconds', ['worker'],
+     1e-6),
+    (r'worker\.(\d+)\.total_tx$', 'uwsgi_worker_tx_bytes_total', ['worker'], 1),
+    (r'worker\.(\d+)\.rss_size$', 'uwsgi_worker_rss_bytes', ['worker'], 1),
+    (r'worker\.(\d+)\.vsz_size$', 'uwsgi_worker_vsz_bytes', ['worker'], 1),
+    (r'worker\.(\d+)\.running_time$', 'uwsgi_worker_running_time_seconds_total', ['worker'], 1e-6),
+    (r'worker\.(\d+)\.core\.(\d+)\.(\w+)$', 'uwsgi_worker_core_{2}_total', ['worker', 'core'], 1),
+    (r'core\.total_tx$', 'uwsgi_tx_bytes_total', [], 1),
+    (r'core\.total_rss$', 'uwsgi_rss_bytes', [], 1),
+    (r'core\.total_vsz$', 'uwsgi_vsz_bytes', [], 1),
+    (r'core\.avg_response_time$', 'uwsgi_avg_response_time_seconds', [], 1e-6),
+    (r'core\.total_running_time$', 'uwsgi_running_time_seconds_total', [], 1e-6),
+    (r'socket\.(\d+)\.listen_queue$', 'uwsgi_socket_listen_queue', ['socket'], 1),
+    (r'(rss_size|vsz_size)$', None, None, None),
+    (r'myapp\.jobs\.done$', 'uwsgi_myapp_jobs_done_total', [], 1),
+]
+
+
+def expected_series(stats):
+    out = {}
+    for name, value in stats.items():
+        for pat, sample, labels, scale in ORACLE:
+            m = re.match(pat, name)
+            if not m:
+                continue
+            if sample is not None:
+                g = m.groups()
+                nums = [x for x in g if x is not None and x.isdigit()]
+                key = (sample.format(*g), frozenset(zip(labels, nums)))
+                out[key] = value * scale
+            break
+        else:
+            raise AssertionError('oracle has no rule for uWSGI metric %s' % name)
+    return out
+
+
+def agree_with_stats(scrape, stats_port, tries=10):
+    """Scrape between two identical stats-server readings, then compare every value."""
+    for _ in range(tries):
+        before = stats_metrics(stats_port)
+        body = scrape()
+        after = stats_metrics(stats_port)
+        if before == after:
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError('metrics kept changing between stats readings')
+    got = samples(body)
+    want = expected_series(before)
+    assert want, 'stats server reported no metrics'
+    for key, value in want.items():
+        assert key in got, 'missing %s %s in scrape' % (key[0], dict(key[1]))
+        assert abs(got[key] - value) < 1e-9, '%s %s: scrape %r, stats %r' % (
+            key[0], dict(key[1]), got[key], value)
+    extra = set(got) - set(want)
+    assert not extra, 'series not in the stats server: %r' % sorted(extra)[:5]
+    return body

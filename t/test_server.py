@@ -1,0 +1,300 @@
+"""Issue 5: `--prometheus-server`, served by the uWSGI master, against real uWSGI."""
+import os
+import re
+import signal
+import socket
+import stat
+import threading
+import time
+
+import pytest
+
+from conftest import VARIANTS, free_port
+from promcheck import (OM_ACCEPT, OM_CT, TEXT_CT, agree_with_stats, assert_grouped,
+                       promtool_clean, samples)
+
+
+def server_addrs(u):
+    m = u.wait_log(r'prometheus-server on ([^\n]+)')
+    return [a.strip() for a in m.group(1).split(',')]
+
+
+def connect(addr, timeout=10):
+    if addr.startswith('/'):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(timeout)
+        s.connect(addr)
+    else:
+        host, port = addr.rsplit(':', 1)
+        s = socket.create_connection((host, int(port)), timeout=timeout)
+    return s
+
+
+def raw(addr, data, timeout=10):
+    """Sends `data`, reads until the server closes; returns (status, headers, body)."""
+    with connect(addr, timeout) as s:
+        s.sendall(data)
+        chunks = []
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+    resp = b''.join(chunks)
+    if not resp:
+        return None, {}, b''
+    head, _, body = resp.partition(b'\r\n\r\n')
+    lines = head.decode('latin-1').split('\r\n')
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(':')
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, body
+
+
+def get(addr, path='/metrics', method='GET', headers=None, timeout=10):
+    h = ''.join('%s: %s\r\n' % kv for kv in (headers or {}).items())
+    return raw(addr, ('%s %s HTTP/1.1\r\nHost: x\r\n%s\r\n' % (method, path, h)).encode(), timeout)
+
+
+@pytest.fixture
+def server(start_uwsgi, tmpdir_path):
+    def _start(variant='pip-routing', args=(), unix=True):
+        sock = os.path.join(tmpdir_path, 'metrics.sock')
+        extra = ['--prometheus-server', '127.0.0.1:0']
+        if unix:
+            extra += ['--prometheus-server', sock, '--prometheus-server-mode', '660']
+        u = start_uwsgi(variant, extra + list(args))
+        return u, server_addrs(u)
+    return _start
+
+
+@pytest.mark.parametrize('variant', sorted(VARIANTS))
+def test_statuses_on_tcp_and_unix(server, variant):
+    u, addrs = server(variant)
+    assert len(addrs) == 2 and addrs[1].endswith('metrics.sock')
+    assert stat.S_IMODE(os.stat(addrs[1]).st_mode) == 0o660
+    for addr in addrs:
+        status, h, body = get(addr)
+        assert status == 200 and h['content-type'] == TEXT_CT
+        assert int(h['content-length']) == len(body) and h['connection'] == 'close'
+        samples(body)
+        promtool_clean(body)
+        assert_grouped(body)
+        status, h, body = get(addr, headers={'Accept': OM_ACCEPT})
+        assert status == 200 and h['content-type'] == OM_CT and body.endswith(b'# EOF\n')
+        samples(body, openmetrics=True)
+        status, h, body = get(addr, method='HEAD')
+        assert status == 200 and body == b'' and int(h['content-length']) > 1000
+        assert get(addr, '/metrics?a=b&c')[0] == 200
+        status, h, body = get(addr, '/')
+        assert status == 200 and h['content-type'].startswith('text/html') and b'/metrics' in body
+        assert get(addr, '/nope')[0] == 404
+        status, h, _ = get(addr, method='POST')
+        assert status == 405 and h['allow'] == 'GET, HEAD'
+        assert raw(addr, b'\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03' + b'\x00' * 64)[0] == 400
+        assert raw(addr, b'GET /metrics\r\n\r\n')[0] == 400
+        big = b'GET /metrics HTTP/1.1\r\nX-Big: ' + b'a' * 9000 + b'\r\n\r\n'
+        assert raw(addr, big)[0] == 431
+        many = b'GET /metrics HTTP/1.1\r\n' + b''.join(b'X%d: y\r\n' % i for i in range(100))
+        assert raw(addr, many + b'\r\n')[0] == 431
+    # The app is untouched.
+    assert u.get('/')[0] == 200
+
+
+def test_custom_path(server):
+    u, addrs = server(args=['--prometheus-path', '/internal/prom'], unix=False)
+    assert get(addrs[0], '/internal/prom')[0] == 200
+    assert get(addrs[0], '/metrics')[0] == 404
+
+
+@pytest.mark.parametrize('variant', sorted(VARIANTS))
+def test_values_agree_with_stats_server(server, variant):
+    stats = free_port()
+    u, addrs = server(variant, ['--workers', '2', '--threads', '2', '--metric', 'myapp.jobs.done',
+                                '--stats', '127.0.0.1:%d' % stats, '--stats-http'])
+    for path in ['/', '/metric', '/metric', '/y']:
+        assert u.get(path)[0] == 200
+    time.sleep(2.5)
+    agree_with_stats(lambda: get(addrs[0])[2], stats)
+
+
+def test_answers_while_every_worker_is_busy(server):
+    u, addrs = server(args=['--workers', '2'], unix=False)
+    threads = [threading.Thread(target=lambda: u.get('/slow?3', timeout=20)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(2.2)
+    t0 = time.monotonic()
+    status, _, body = get(addrs[0])
+    elapsed = time.monotonic() - t0
+    assert status == 200 and elapsed < 0.5, elapsed
+    s = samples(body)
+    assert s[('uwsgi_core_busy_workers', frozenset())] == 2
+    for t in threads:
+        t.join()
+
+
+def fd_count(pid):
+    return len(os.listdir('/proc/%d/fd' % pid))
+
+
+def master_pid(u):
+    return int(u.wait_log(r'spawned uWSGI master process \(pid: (\d+)\)').group(1))
+
+
+def test_idle_and_half_sent_clients_do_not_delay_a_scrape(server):
+    stats = free_port()
+    u, addrs = server(args=['--stats', '127.0.0.1:%d' % stats, '--stats-http'])
+    pid = master_pid(u)
+    get(addrs[0])  # warm up buffers
+    time.sleep(0.3)
+    base = fd_count(pid)
+    idle = [connect(addrs[i % 2]) for i in range(64)]
+    half = []
+    for i in range(16):
+        s = connect(addrs[i % 2])
+        s.sendall(b'GET /metrics HTTP/1.1\r\nHost: ')
+        half.append(s)
+    time.sleep(0.2)
+    for addr in addrs:
+        t0 = time.monotonic()
+        status, _, body = get(addr)
+        elapsed = time.monotonic() - t0
+        assert status == 200 and elapsed < 0.05, (addr, elapsed)
+        samples(body)
+    t0 = time.monotonic()
+    import urllib.request
+    with urllib.request.urlopen('http://127.0.0.1:%d/' % stats, timeout=5) as r:
+        assert r.status == 200
+    assert time.monotonic() - t0 < 0.5
+    for s in idle + half:
+        s.close()
+    deadline = time.time() + 5
+    while fd_count(pid) != base and time.time() < deadline:
+        time.sleep(0.05)
+    assert fd_count(pid) == base
+
+
+def test_deadline_closes_a_silent_client(server):
+    u, addrs = server(unix=False)
+    s = connect(addrs[0], timeout=20)
+    t0 = time.monotonic()
+    assert s.recv(10) == b''
+    assert 9 < time.monotonic() - t0 < 13
+    s.close()
+
+
+def test_large_response_through_a_slow_reader(server):
+    # 4 workers x 1024 async cores x 7 per-core metrics: a response of several MB.
+    u, addrs = server(args=['--workers', '4', '--async', '1024'], unix=False)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    host, port = addrs[0].rsplit(':', 1)
+    s.connect((host, int(port)))
+    s.sendall(b'GET /metrics HTTP/1.1\r\n\r\n')
+    got = []
+    total = 0
+    t_end = time.monotonic() + 60
+    while time.monotonic() < t_end:
+        b = s.recv(16384)
+        if not b:
+            break
+        got.append(b)
+        total += len(b)
+        if len(got) % 8 == 0:
+            # Meanwhile the master keeps serving others at once.
+            t0 = time.monotonic()
+            assert get(addrs[0], method='HEAD')[0] == 200
+            assert time.monotonic() - t0 < 0.1
+            time.sleep(0.01)
+    s.close()
+    resp = b''.join(got)
+    head, _, body = resp.partition(b'\r\n\r\n')
+    length = int(re.search(rb'Content-Length: (\d+)', head).group(1))
+    assert length >= 2 * 1024 * 1024 and len(body) == length
+    samples(body)
+
+
+def listener_inodes(pid):
+    inodes = set()
+    for fd in os.listdir('/proc/%d/fd' % pid):
+        try:
+            link = os.readlink('/proc/%d/fd/%s' % (pid, fd))
+        except OSError:
+            continue
+        m = re.match(r'socket:\[(\d+)\]', link)
+        if m:
+            inodes.add(m.group(1))
+    return inodes
+
+
+def tcp_listen_inode(port):
+    with open('/proc/net/tcp') as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            if parts[3] == '0A' and int(parts[1].split(':')[1], 16) == port:
+                return parts[9]
+    raise AssertionError('no listener on port %d' % port)
+
+
+def test_workers_do_not_hold_the_listener(server):
+    u, addrs = server(args=['--workers', '2'], unix=False)
+    inode = tcp_listen_inode(int(addrs[0].rsplit(':', 1)[1]))
+    assert inode in listener_inodes(master_pid(u))
+    workers = [int(p) for p in re.findall(r'spawned uWSGI worker \d+ \(pid: (\d+)', u.log())]
+    assert len(workers) == 2
+    for w in workers:
+        assert inode not in listener_inodes(w)
+
+
+def test_graceful_reloads_come_back(server):
+    u, addrs = server(args=['--workers', '2'])
+    pid = master_pid(u)
+    for i in range(5):
+        n = u.log().count('prometheus-server on')
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.time() + 5
+        while u.log().count('prometheus-server on') <= n:
+            assert time.time() < deadline, u.log()[-3000:]
+            time.sleep(0.05)
+        new = server_addrs_last(u)
+        assert get(new[1])[0] == 200  # the UNIX path is the same
+        assert get(new[0])[0] == 200
+    assert 'Address already in use' not in u.log()
+
+
+def server_addrs_last(u):
+    return [a.strip() for a in re.findall(r'prometheus-server on ([^\n]+)', u.log())[-1].split(',')]
+
+
+def test_bind_failure_stops_startup(start_uwsgi):
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        u = start_uwsgi('pip-routing', ['--prometheus-server', '127.0.0.1:%d' % port],
+                        wait_for=None)
+        assert u.wait_exit() != 0
+    assert re.search(r'\[metrics_prometheus\] --prometheus-server 127\.0\.0\.1:%d: cannot listen: '
+                     r'.*[Aa]ddress already in use' % port, u.log()), u.log()
+
+
+def test_unix_socket_file_lifecycle(start_uwsgi, tmpdir_path):
+    path = os.path.join(tmpdir_path, 'stale.sock')
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(path)
+    stale.close()  # leaves the file behind, like a SIGKILLed server
+    u = start_uwsgi('pip-routing', ['--prometheus-server', path])
+    assert get(path)[0] == 200
+    u.stop()
+    assert not os.path.exists(path)
+
+    plain = os.path.join(tmpdir_path, 'plain-file')
+    open(plain, 'w').close()
+    u = start_uwsgi('pip-routing', ['--prometheus-server', plain], wait_for=None)
+    assert u.wait_exit() != 0
+    assert 'is not a socket' in u.log()
+    assert os.path.exists(plain)

@@ -1,0 +1,982 @@
+//! Golden tests: the exact exposition, in both formats, for uWSGI's built-in
+//! metric list, for custom metrics with awkward names, for the empty list and
+//! for every option turned off. The expected texts are literal (reviewed by
+//! hand, checked with `promtool check metrics` and prometheus_client), not
+//! derived from the engine.
+
+use metrics_prometheus::format::{
+    negotiate, Format, Layout, MetricType, Options, SkipReason, Skipped,
+};
+
+fn layout(list: &[(&str, u8, i64)], opts: &Options) -> Layout {
+    let metrics: Vec<(&str, MetricType)> = list
+        .iter()
+        .map(|&(n, t, _)| (n, MetricType::from_uwsgi(t).expect("valid type")))
+        .collect();
+    Layout::new(&metrics, opts)
+}
+
+fn render(list: &[(&str, u8, i64)], opts: &Options, fmt: Format) -> String {
+    let values: Vec<i64> = list.iter().map(|m| m.2).collect();
+    let mut out = Vec::new();
+    layout(list, opts).render(&values, fmt, &mut out);
+    String::from_utf8(out).expect("UTF-8 output")
+}
+
+/// `assert_eq!` that points at the first differing line of a long text.
+#[track_caller]
+fn assert_text(got: &str, want: &str) {
+    if got != want {
+        let (g, w): (Vec<_>, Vec<_>) = (
+            got.split_inclusive('\n').collect(),
+            want.split_inclusive('\n').collect(),
+        );
+        let i = g
+            .iter()
+            .zip(&w)
+            .position(|(a, b)| a != b)
+            .unwrap_or(g.len().min(w.len()));
+        panic!(
+            "output differs at line {}:\n  got:  {:?}\n  want: {:?}\n--- full output ---\n{got}",
+            i + 1,
+            g.get(i),
+            w.get(i)
+        );
+    }
+}
+
+fn skipped(list: &[(&str, u8, i64)], opts: &Options) -> Vec<(usize, String, String)> {
+    layout(list, opts)
+        .skipped()
+        .iter()
+        .map(|s: &Skipped| (s.index, s.name.clone(), s.reason.to_string()))
+        .collect()
+}
+
+fn no_workers() -> Options {
+    Options {
+        workers: false,
+        ..Options::default()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// (a) uWSGI's own list for `--workers 2 --threads 2` and one socket: the exact
+// 68 names and types of uwsgi-internals.md §3.3, with realistic values.
+// ---------------------------------------------------------------------------
+
+#[rustfmt::skip]
+const BUILTIN_68: &[(&str, u8, i64)] = &[
+    ("core.routed_signals", 0, 12),
+    ("core.unrouted_signals", 0, 0),
+    ("core.busy_workers", 1, 1),
+    ("core.idle_workers", 1, 1),
+    ("core.overloaded", 0, 3),
+    ("worker.0.requests", 0, 1523),
+    ("worker.0.delta_requests", 2, 0),
+    ("worker.0.failed_requests", 0, 0),
+    ("worker.0.respawns", 0, 0),
+    ("worker.0.avg_response_time", 1, 0),
+    ("worker.0.total_tx", 0, 0),
+    ("worker.0.rss_size", 1, 0),
+    ("worker.0.vsz_size", 1, 0),
+    ("worker.0.running_time", 0, 0),
+    ("worker.1.requests", 0, 812),
+    ("worker.1.delta_requests", 2, 812),
+    ("worker.1.failed_requests", 0, 0),
+    ("worker.1.respawns", 0, 1),
+    ("worker.1.avg_response_time", 1, 1843),
+    ("worker.1.total_tx", 0, 2457600),
+    ("worker.1.rss_size", 1, 52428800),
+    ("worker.1.vsz_size", 1, 268435456),
+    ("worker.1.running_time", 0, 1496123),
+    ("worker.1.core.0.requests", 0, 410),
+    ("worker.1.core.0.write_errors", 0, 1),
+    ("worker.1.core.0.routed_requests", 0, 0),
+    ("worker.1.core.0.static_requests", 0, 12),
+    ("worker.1.core.0.offloaded_requests", 0, 0),
+    ("worker.1.core.0.exceptions", 0, 2),
+    ("worker.1.core.0.read_errors", 0, 0),
+    ("worker.1.core.1.requests", 0, 402),
+    ("worker.1.core.1.write_errors", 0, 0),
+    ("worker.1.core.1.routed_requests", 0, 0),
+    ("worker.1.core.1.static_requests", 0, 9),
+    ("worker.1.core.1.offloaded_requests", 0, 0),
+    ("worker.1.core.1.exceptions", 0, 1),
+    ("worker.1.core.1.read_errors", 0, 1),
+    ("worker.2.requests", 0, 711),
+    ("worker.2.delta_requests", 2, 25),
+    ("worker.2.failed_requests", 0, 0),
+    ("worker.2.respawns", 0, 2),
+    ("worker.2.avg_response_time", 1, 2210),
+    ("worker.2.total_tx", 0, 2150400),
+    ("worker.2.rss_size", 1, 50331648),
+    ("worker.2.vsz_size", 1, 268435456),
+    ("worker.2.running_time", 0, 1300500),
+    ("worker.2.core.0.requests", 0, 360),
+    ("worker.2.core.0.write_errors", 0, 0),
+    ("worker.2.core.0.routed_requests", 0, 3),
+    ("worker.2.core.0.static_requests", 0, 8),
+    ("worker.2.core.0.offloaded_requests", 0, 0),
+    ("worker.2.core.0.exceptions", 0, 0),
+    ("worker.2.core.0.read_errors", 0, 0),
+    ("worker.2.core.1.requests", 0, 351),
+    ("worker.2.core.1.write_errors", 0, 2),
+    ("worker.2.core.1.routed_requests", 0, 0),
+    ("worker.2.core.1.static_requests", 0, 7),
+    ("worker.2.core.1.offloaded_requests", 0, 1),
+    ("worker.2.core.1.exceptions", 0, 0),
+    ("worker.2.core.1.read_errors", 0, 0),
+    ("core.total_tx", 0, 4608000),
+    ("core.total_rss", 1, 102760448),
+    ("core.total_vsz", 1, 536870912),
+    ("core.avg_response_time", 1, 2026),
+    ("core.total_running_time", 0, 2796623),
+    ("socket.0.listen_queue", 1, 4),
+    ("rss_size", 3, 102760448),
+    ("vsz_size", 3, 536870912),
+];
+
+#[test]
+fn builtin_list_text() {
+    assert_eq!(BUILTIN_68.len(), 68);
+    assert_text(
+        &render(BUILTIN_68, &Options::default(), Format::Text),
+        BUILTIN_TEXT,
+    );
+}
+
+#[test]
+fn builtin_list_openmetrics() {
+    assert_text(
+        &render(BUILTIN_68, &Options::default(), Format::OpenMetrics),
+        BUILTIN_OPENMETRICS,
+    );
+}
+
+#[test]
+fn builtin_list_counts_and_skips() {
+    let l = layout(BUILTIN_68, &Options::default());
+    assert_eq!(l.series(), 56);
+    // 5 core.*, uwsgi_requests, 8 per worker, 7 per core, 5 parents, 1 socket.
+    assert_eq!(l.families(), 27);
+    let slot0 = "worker 0 is uWSGI's aggregate slot; only its requests value is maintained";
+    let zero = "never updated by uWSGI 2.0 (always 0)";
+    let alias = "alias of another metric";
+    let want: Vec<(usize, String, String)> = [
+        (6, "worker.0.delta_requests", slot0),
+        (7, "worker.0.failed_requests", slot0),
+        (8, "worker.0.respawns", slot0),
+        (9, "worker.0.avg_response_time", slot0),
+        (10, "worker.0.total_tx", slot0),
+        (11, "worker.0.rss_size", slot0),
+        (12, "worker.0.vsz_size", slot0),
+        (13, "worker.0.running_time", slot0),
+        (16, "worker.1.failed_requests", zero),
+        (39, "worker.2.failed_requests", zero),
+        (66, "rss_size", alias),
+        (67, "vsz_size", alias),
+    ]
+    .into_iter()
+    .map(|(i, n, r)| (i, n.to_owned(), r.to_owned()))
+    .collect();
+    assert_eq!(skipped(BUILTIN_68, &Options::default()), want);
+    let reasons: Vec<SkipReason> = layout(BUILTIN_68, &Options::default())
+        .skipped()
+        .iter()
+        .map(|s| s.reason.clone())
+        .collect();
+    assert_eq!(reasons[0], SkipReason::AggregateSlot);
+    assert_eq!(reasons[8], SkipReason::AlwaysZero);
+    assert_eq!(reasons[10], SkipReason::Alias);
+}
+
+#[test]
+fn builtin_list_without_workers() {
+    let l = layout(BUILTIN_68, &no_workers());
+    // Only the aggregates are left: 5 core.*, uwsgi_requests, 5 parents, 1 socket.
+    assert_eq!(l.series(), 12);
+    let per_worker = l
+        .skipped()
+        .iter()
+        .filter(|s| s.reason == SkipReason::WorkersDisabled)
+        .count();
+    // 2 workers x (8 exported values + 14 core values).
+    assert_eq!(per_worker, 44);
+    let text = render(BUILTIN_68, &no_workers(), Format::Text);
+    assert!(!text.contains("worker="));
+    assert!(text.contains("\nuwsgi_requests_total 1523\n"));
+}
+
+const BUILTIN_TEXT: &str = r##"# HELP uwsgi_core_routed_signals_total uWSGI signals delivered to a target's signal queue (a signal for all workers counts once per worker).
+# TYPE uwsgi_core_routed_signals_total counter
+uwsgi_core_routed_signals_total 12
+# HELP uwsgi_core_unrouted_signals_total uWSGI signal deliveries that failed, usually because the target's signal queue was full (see --signal-bufsize).
+# TYPE uwsgi_core_unrouted_signals_total counter
+uwsgi_core_unrouted_signals_total 0
+# HELP uwsgi_core_busy_workers Workers busy with a request or a signal handler, as last sampled by the master (can lag about 2 s); cheaped workers are not counted.
+# TYPE uwsgi_core_busy_workers gauge
+uwsgi_core_busy_workers 1
+# HELP uwsgi_core_idle_workers Workers not busy, as last sampled by the master (can lag about 2 s); cheaped workers are not counted.
+# TYPE uwsgi_core_idle_workers gauge
+uwsgi_core_idle_workers 1
+# HELP uwsgi_core_overloaded_total Master-loop iterations in which every worker was busy. Not time-normalised: the count depends on how often the master loop runs.
+# TYPE uwsgi_core_overloaded_total counter
+uwsgi_core_overloaded_total 3
+# HELP uwsgi_requests_total Requests served by all workers (uWSGI's worker 0 aggregate slot), kept across worker respawns.
+# TYPE uwsgi_requests_total counter
+uwsgi_requests_total 1523
+# HELP uwsgi_worker_requests_total Requests served by the worker, kept across respawns of the worker.
+# TYPE uwsgi_worker_requests_total counter
+uwsgi_worker_requests_total{worker="1"} 812
+uwsgi_worker_requests_total{worker="2"} 711
+# HELP uwsgi_worker_delta_requests Requests served by the worker since it was last spawned (reset on respawn).
+# TYPE uwsgi_worker_delta_requests gauge
+uwsgi_worker_delta_requests{worker="1"} 812
+uwsgi_worker_delta_requests{worker="2"} 25
+# HELP uwsgi_worker_respawns_total Times the worker has been spawned, the first spawn included (1 after startup).
+# TYPE uwsgi_worker_respawns_total counter
+uwsgi_worker_respawns_total{worker="1"} 1
+uwsgi_worker_respawns_total{worker="2"} 2
+# HELP uwsgi_worker_avg_response_time_seconds uWSGI's running response-time figure for the worker, in seconds: after each request it becomes (previous + last) / 2, so it follows the last few requests and is not a mean (divide running time by requests for a mean).
+# TYPE uwsgi_worker_avg_response_time_seconds gauge
+uwsgi_worker_avg_response_time_seconds{worker="1"} 0.001843
+uwsgi_worker_avg_response_time_seconds{worker="2"} 0.00221
+# HELP uwsgi_worker_tx_bytes_total Bytes (headers and body) the worker sent in responses.
+# TYPE uwsgi_worker_tx_bytes_total counter
+uwsgi_worker_tx_bytes_total{worker="1"} 2457600
+uwsgi_worker_tx_bytes_total{worker="2"} 2150400
+# HELP uwsgi_worker_rss_bytes Resident set size of the worker in bytes, measured after each request only with --memory-report (or an option such as --reload-on-rss); 0 otherwise, and reset to 0 on respawn.
+# TYPE uwsgi_worker_rss_bytes gauge
+uwsgi_worker_rss_bytes{worker="1"} 52428800
+uwsgi_worker_rss_bytes{worker="2"} 50331648
+# HELP uwsgi_worker_vsz_bytes Virtual memory size of the worker in bytes, measured after each request only with --memory-report (or an option such as --reload-on-as); 0 otherwise, and reset to 0 on respawn.
+# TYPE uwsgi_worker_vsz_bytes gauge
+uwsgi_worker_vsz_bytes{worker="1"} 268435456
+uwsgi_worker_vsz_bytes{worker="2"} 268435456
+# HELP uwsgi_worker_running_time_seconds_total Time the worker spent serving requests, in seconds (microsecond resolution).
+# TYPE uwsgi_worker_running_time_seconds_total counter
+uwsgi_worker_running_time_seconds_total{worker="1"} 1.496123
+uwsgi_worker_running_time_seconds_total{worker="2"} 1.3005
+# HELP uwsgi_worker_core_requests_total Requests served by this core (thread or async slot) of the worker.
+# TYPE uwsgi_worker_core_requests_total counter
+uwsgi_worker_core_requests_total{worker="1",core="0"} 410
+uwsgi_worker_core_requests_total{worker="1",core="1"} 402
+uwsgi_worker_core_requests_total{worker="2",core="0"} 360
+uwsgi_worker_core_requests_total{worker="2",core="1"} 351
+# HELP uwsgi_worker_core_write_errors_total Errors writing responses to clients on this core of the worker.
+# TYPE uwsgi_worker_core_write_errors_total counter
+uwsgi_worker_core_write_errors_total{worker="1",core="0"} 1
+uwsgi_worker_core_write_errors_total{worker="1",core="1"} 0
+uwsgi_worker_core_write_errors_total{worker="2",core="0"} 0
+uwsgi_worker_core_write_errors_total{worker="2",core="1"} 2
+# HELP uwsgi_worker_core_routed_requests_total Requests on this core of the worker completed by an internal routing rule (the route returned BREAK).
+# TYPE uwsgi_worker_core_routed_requests_total counter
+uwsgi_worker_core_routed_requests_total{worker="1",core="0"} 0
+uwsgi_worker_core_routed_requests_total{worker="1",core="1"} 0
+uwsgi_worker_core_routed_requests_total{worker="2",core="0"} 3
+uwsgi_worker_core_routed_requests_total{worker="2",core="1"} 0
+# HELP uwsgi_worker_core_static_requests_total Requests on this core of the worker served as static files.
+# TYPE uwsgi_worker_core_static_requests_total counter
+uwsgi_worker_core_static_requests_total{worker="1",core="0"} 12
+uwsgi_worker_core_static_requests_total{worker="1",core="1"} 9
+uwsgi_worker_core_static_requests_total{worker="2",core="0"} 8
+uwsgi_worker_core_static_requests_total{worker="2",core="1"} 7
+# HELP uwsgi_worker_core_offloaded_requests_total Requests on this core of the worker whose response was handed to the offload threads.
+# TYPE uwsgi_worker_core_offloaded_requests_total counter
+uwsgi_worker_core_offloaded_requests_total{worker="1",core="0"} 0
+uwsgi_worker_core_offloaded_requests_total{worker="1",core="1"} 0
+uwsgi_worker_core_offloaded_requests_total{worker="2",core="0"} 0
+uwsgi_worker_core_offloaded_requests_total{worker="2",core="1"} 1
+# HELP uwsgi_worker_core_exceptions_total Exceptions raised by the application on this core of the worker.
+# TYPE uwsgi_worker_core_exceptions_total counter
+uwsgi_worker_core_exceptions_total{worker="1",core="0"} 2
+uwsgi_worker_core_exceptions_total{worker="1",core="1"} 1
+uwsgi_worker_core_exceptions_total{worker="2",core="0"} 0
+uwsgi_worker_core_exceptions_total{worker="2",core="1"} 0
+# HELP uwsgi_worker_core_read_errors_total Errors reading requests from clients on this core of the worker.
+# TYPE uwsgi_worker_core_read_errors_total counter
+uwsgi_worker_core_read_errors_total{worker="1",core="0"} 0
+uwsgi_worker_core_read_errors_total{worker="1",core="1"} 1
+uwsgi_worker_core_read_errors_total{worker="2",core="0"} 0
+uwsgi_worker_core_read_errors_total{worker="2",core="1"} 0
+# HELP uwsgi_tx_bytes_total Bytes (headers and body) all workers sent in responses.
+# TYPE uwsgi_tx_bytes_total counter
+uwsgi_tx_bytes_total 4608000
+# HELP uwsgi_rss_bytes Sum of the workers' resident set sizes in bytes (maintained only with --memory-report or similar; cheaped workers keep their last value).
+# TYPE uwsgi_rss_bytes gauge
+uwsgi_rss_bytes 102760448
+# HELP uwsgi_vsz_bytes Sum of the workers' virtual memory sizes in bytes (maintained only with --memory-report or similar; cheaped workers keep their last value).
+# TYPE uwsgi_vsz_bytes gauge
+uwsgi_vsz_bytes 536870912
+# HELP uwsgi_avg_response_time_seconds Average over all workers of their running response-time figure, in seconds; idle workers' zeros are included, so it is neither a mean nor request-weighted.
+# TYPE uwsgi_avg_response_time_seconds gauge
+uwsgi_avg_response_time_seconds 0.002026
+# HELP uwsgi_running_time_seconds_total Time all workers spent serving requests, in seconds (microsecond resolution).
+# TYPE uwsgi_running_time_seconds_total counter
+uwsgi_running_time_seconds_total 2.796623
+# HELP uwsgi_socket_listen_queue Connections waiting in the listen queue of the socket (label: its index in uWSGI's socket list), sampled by the master about once per second. Only TCP is measured: UNIX sockets read 0 on stock Linux kernels.
+# TYPE uwsgi_socket_listen_queue gauge
+uwsgi_socket_listen_queue{socket="0"} 4
+"##;
+
+const BUILTIN_OPENMETRICS: &str = r##"# HELP uwsgi_core_routed_signals uWSGI signals delivered to a target's signal queue (a signal for all workers counts once per worker).
+# TYPE uwsgi_core_routed_signals counter
+uwsgi_core_routed_signals_total 12
+# HELP uwsgi_core_unrouted_signals uWSGI signal deliveries that failed, usually because the target's signal queue was full (see --signal-bufsize).
+# TYPE uwsgi_core_unrouted_signals counter
+uwsgi_core_unrouted_signals_total 0
+# HELP uwsgi_core_busy_workers Workers busy with a request or a signal handler, as last sampled by the master (can lag about 2 s); cheaped workers are not counted.
+# TYPE uwsgi_core_busy_workers gauge
+uwsgi_core_busy_workers 1
+# HELP uwsgi_core_idle_workers Workers not busy, as last sampled by the master (can lag about 2 s); cheaped workers are not counted.
+# TYPE uwsgi_core_idle_workers gauge
+uwsgi_core_idle_workers 1
+# HELP uwsgi_core_overloaded Master-loop iterations in which every worker was busy. Not time-normalised: the count depends on how often the master loop runs.
+# TYPE uwsgi_core_overloaded counter
+uwsgi_core_overloaded_total 3
+# HELP uwsgi_requests Requests served by all workers (uWSGI's worker 0 aggregate slot), kept across worker respawns.
+# TYPE uwsgi_requests counter
+uwsgi_requests_total 1523
+# HELP uwsgi_worker_requests Requests served by the worker, kept across respawns of the worker.
+# TYPE uwsgi_worker_requests counter
+uwsgi_worker_requests_total{worker="1"} 812
+uwsgi_worker_requests_total{worker="2"} 711
+# HELP uwsgi_worker_delta_requests Requests served by the worker since it was last spawned (reset on respawn).
+# TYPE uwsgi_worker_delta_requests gauge
+uwsgi_worker_delta_requests{worker="1"} 812
+uwsgi_worker_delta_requests{worker="2"} 25
+# HELP uwsgi_worker_respawns Times the worker has been spawned, the first spawn included (1 after startup).
+# TYPE uwsgi_worker_respawns counter
+uwsgi_worker_respawns_total{worker="1"} 1
+uwsgi_worker_respawns_total{worker="2"} 2
+# HELP uwsgi_worker_avg_response_time_seconds uWSGI's running response-time figure for the worker, in seconds: after each request it becomes (previous + last) / 2, so it follows the last few requests and is not a mean (divide running time by requests for a mean).
+# TYPE uwsgi_worker_avg_response_time_seconds gauge
+# UNIT uwsgi_worker_avg_response_time_seconds seconds
+uwsgi_worker_avg_response_time_seconds{worker="1"} 0.001843
+uwsgi_worker_avg_response_time_seconds{worker="2"} 0.00221
+# HELP uwsgi_worker_tx_bytes Bytes (headers and body) the worker sent in responses.
+# TYPE uwsgi_worker_tx_bytes counter
+# UNIT uwsgi_worker_tx_bytes bytes
+uwsgi_worker_tx_bytes_total{worker="1"} 2457600
+uwsgi_worker_tx_bytes_total{worker="2"} 2150400
+# HELP uwsgi_worker_rss_bytes Resident set size of the worker in bytes, measured after each request only with --memory-report (or an option such as --reload-on-rss); 0 otherwise, and reset to 0 on respawn.
+# TYPE uwsgi_worker_rss_bytes gauge
+# UNIT uwsgi_worker_rss_bytes bytes
+uwsgi_worker_rss_bytes{worker="1"} 52428800
+uwsgi_worker_rss_bytes{worker="2"} 50331648
+# HELP uwsgi_worker_vsz_bytes Virtual memory size of the worker in bytes, measured after each request only with --memory-report (or an option such as --reload-on-as); 0 otherwise, and reset to 0 on respawn.
+# TYPE uwsgi_worker_vsz_bytes gauge
+# UNIT uwsgi_worker_vsz_bytes bytes
+uwsgi_worker_vsz_bytes{worker="1"} 268435456
+uwsgi_worker_vsz_bytes{worker="2"} 268435456
+# HELP uwsgi_worker_running_time_seconds Time the worker spent serving requests, in seconds (microsecond resolution).
+# TYPE uwsgi_worker_running_time_seconds counter
+# UNIT uwsgi_worker_running_time_seconds seconds
+uwsgi_worker_running_time_seconds_total{worker="1"} 1.496123
+uwsgi_worker_running_time_seconds_total{worker="2"} 1.3005
+# HELP uwsgi_worker_core_requests Requests served by this core (thread or async slot) of the worker.
+# TYPE uwsgi_worker_core_requests counter
+uwsgi_worker_core_requests_total{worker="1",core="0"} 410
+uwsgi_worker_core_requests_total{worker="1",core="1"} 402
+uwsgi_worker_core_requests_total{worker="2",core="0"} 360
+uwsgi_worker_core_requests_total{worker="2",core="1"} 351
+# HELP uwsgi_worker_core_write_errors Errors writing responses to clients on this core of the worker.
+# TYPE uwsgi_worker_core_write_errors counter
+uwsgi_worker_core_write_errors_total{worker="1",core="0"} 1
+uwsgi_worker_core_write_errors_total{worker="1",core="1"} 0
+uwsgi_worker_core_write_errors_total{worker="2",core="0"} 0
+uwsgi_worker_core_write_errors_total{worker="2",core="1"} 2
+# HELP uwsgi_worker_core_routed_requests Requests on this core of the worker completed by an internal routing rule (the route returned BREAK).
+# TYPE uwsgi_worker_core_routed_requests counter
+uwsgi_worker_core_routed_requests_total{worker="1",core="0"} 0
+uwsgi_worker_core_routed_requests_total{worker="1",core="1"} 0
+uwsgi_worker_core_routed_requests_total{worker="2",core="0"} 3
+uwsgi_worker_core_routed_requests_total{worker="2",core="1"} 0
+# HELP uwsgi_worker_core_static_requests Requests on this core of the worker served as static files.
+# TYPE uwsgi_worker_core_static_requests counter
+uwsgi_worker_core_static_requests_total{worker="1",core="0"} 12
+uwsgi_worker_core_static_requests_total{worker="1",core="1"} 9
+uwsgi_worker_core_static_requests_total{worker="2",core="0"} 8
+uwsgi_worker_core_static_requests_total{worker="2",core="1"} 7
+# HELP uwsgi_worker_core_offloaded_requests Requests on this core of the worker whose response was handed to the offload threads.
+# TYPE uwsgi_worker_core_offloaded_requests counter
+uwsgi_worker_core_offloaded_requests_total{worker="1",core="0"} 0
+uwsgi_worker_core_offloaded_requests_total{worker="1",core="1"} 0
+uwsgi_worker_core_offloaded_requests_total{worker="2",core="0"} 0
+uwsgi_worker_core_offloaded_requests_total{worker="2",core="1"} 1
+# HELP uwsgi_worker_core_exceptions Exceptions raised by the application on this core of the worker.
+# TYPE uwsgi_worker_core_exceptions counter
+uwsgi_worker_core_exceptions_total{worker="1",core="0"} 2
+uwsgi_worker_core_exceptions_total{worker="1",core="1"} 1
+uwsgi_worker_core_exceptions_total{worker="2",core="0"} 0
+uwsgi_worker_core_exceptions_total{worker="2",core="1"} 0
+# HELP uwsgi_worker_core_read_errors Errors reading requests from clients on this core of the worker.
+# TYPE uwsgi_worker_core_read_errors counter
+uwsgi_worker_core_read_errors_total{worker="1",core="0"} 0
+uwsgi_worker_core_read_errors_total{worker="1",core="1"} 1
+uwsgi_worker_core_read_errors_total{worker="2",core="0"} 0
+uwsgi_worker_core_read_errors_total{worker="2",core="1"} 0
+# HELP uwsgi_tx_bytes Bytes (headers and body) all workers sent in responses.
+# TYPE uwsgi_tx_bytes counter
+# UNIT uwsgi_tx_bytes bytes
+uwsgi_tx_bytes_total 4608000
+# HELP uwsgi_rss_bytes Sum of the workers' resident set sizes in bytes (maintained only with --memory-report or similar; cheaped workers keep their last value).
+# TYPE uwsgi_rss_bytes gauge
+# UNIT uwsgi_rss_bytes bytes
+uwsgi_rss_bytes 102760448
+# HELP uwsgi_vsz_bytes Sum of the workers' virtual memory sizes in bytes (maintained only with --memory-report or similar; cheaped workers keep their last value).
+# TYPE uwsgi_vsz_bytes gauge
+# UNIT uwsgi_vsz_bytes bytes
+uwsgi_vsz_bytes 536870912
+# HELP uwsgi_avg_response_time_seconds Average over all workers of their running response-time figure, in seconds; idle workers' zeros are included, so it is neither a mean nor request-weighted.
+# TYPE uwsgi_avg_response_time_seconds gauge
+# UNIT uwsgi_avg_response_time_seconds seconds
+uwsgi_avg_response_time_seconds 0.002026
+# HELP uwsgi_running_time_seconds Time all workers spent serving requests, in seconds (microsecond resolution).
+# TYPE uwsgi_running_time_seconds counter
+# UNIT uwsgi_running_time_seconds seconds
+uwsgi_running_time_seconds_total 2.796623
+# HELP uwsgi_socket_listen_queue Connections waiting in the listen queue of the socket (label: its index in uWSGI's socket list), sampled by the master about once per second. Only TCP is measured: UNIX sockets read 0 on stock Linux kernels.
+# TYPE uwsgi_socket_listen_queue gauge
+uwsgi_socket_listen_queue{socket="0"} 4
+# EOF
+"##;
+
+// ---------------------------------------------------------------------------
+// (b) Custom metrics with awkward names, collisions and negative counters.
+// ---------------------------------------------------------------------------
+
+#[rustfmt::skip]
+const CUSTOM: &[(&str, u8, i64)] = &[
+    ("my-app.hits", 0, 5),
+    ("MyApp.Latency.ms", 1, 250),
+    ("a..b", 1, 1),
+    ("job..runs.", 0, 17),
+    ("x.1.y.2", 1, 7),
+    ("jobs.total", 0, 3),
+    ("queue_count", 1, 4),
+    ("say.\"hi\"", 1, 1),
+    ("back\\slash.1", 1, 2),
+    ("two\nlines", 0, 9),
+    ("pending.total", 1, 6),
+    ("Cache.HitCount", 0, 11),
+    ("queue.gauge", 1, 2),
+    ("mem.kb", 1, 2048),
+    ("le.5.hits", 0, 1),
+    ("1.x", 1, -1),
+    ("x.1.2.y", 1, 8),
+    ("a.1.a.2", 1, 9),
+    ("myapp.shard.3.hits", 0, 42),
+    ("myapp.shard.4.hits", 0, 40),
+    ("myapp.shard.5.hits", 0, -3),
+    ("jobs", 0, 1),
+    ("jobs", 1, 1),
+    ("jobs.created", 1, 1),
+    ("...", 1, 1),
+    ("kb", 1, 1),
+    ("aliased", 3, 1),
+    ("latency.us", 0, 1500000),
+    ("uptime.s", 1, 12),
+    ("__x.2", 1, 1),
+    ("2x.7.y", 1, 3),
+    ("café.1", 1, 5),
+];
+
+#[test]
+fn custom_names_text() {
+    assert_text(
+        &render(CUSTOM, &Options::default(), Format::Text),
+        CUSTOM_TEXT,
+    );
+}
+
+#[test]
+fn custom_names_openmetrics() {
+    assert_text(
+        &render(CUSTOM, &Options::default(), Format::OpenMetrics),
+        CUSTOM_OPENMETRICS,
+    );
+}
+
+#[test]
+fn custom_names_skips() {
+    let want: Vec<(usize, String, String)> = [
+        (
+            21,
+            "jobs",
+            "duplicate series of uwsgi_jobs_total (same labels as an earlier metric)",
+        ),
+        (
+            22,
+            "jobs",
+            "family uwsgi_jobs already exists with another type",
+        ),
+        (
+            23,
+            "jobs.created",
+            "name uwsgi_jobs_created is already used by another family",
+        ),
+        (24, "...", "no usable name left after sanitising"),
+        (25, "kb", "no usable name left after sanitising"),
+        (26, "aliased", "alias of another metric"),
+    ]
+    .into_iter()
+    .map(|(i, n, r)| (i, n.to_owned(), r.to_owned()))
+    .collect();
+    assert_eq!(skipped(CUSTOM, &Options::default()), want);
+    assert_eq!(layout(CUSTOM, &Options::default()).series(), 26);
+}
+
+const CUSTOM_TEXT: &str = r##"# HELP uwsgi_my_app_hits_total uWSGI metric my-app.hits (custom, or not known to this exporter).
+# TYPE uwsgi_my_app_hits_total counter
+uwsgi_my_app_hits_total 5
+# HELP uwsgi_my_app_latency_seconds uWSGI metric MyApp.Latency.ms (custom, or not known to this exporter); value converted from milliseconds to seconds.
+# TYPE uwsgi_my_app_latency_seconds gauge
+uwsgi_my_app_latency_seconds 0.25
+# HELP uwsgi_a uWSGI metric a..b (custom, or not known to this exporter); unit tokens removed from the name: b.
+# TYPE uwsgi_a gauge
+uwsgi_a 1
+# HELP uwsgi_job_runs_total uWSGI metric job..runs. (custom, or not known to this exporter).
+# TYPE uwsgi_job_runs_total counter
+uwsgi_job_runs_total 17
+# HELP uwsgi_x_y uWSGI metric x.N.y.N (custom, or not known to this exporter).
+# TYPE uwsgi_x_y gauge
+uwsgi_x_y{x="1",y="2"} 7
+# HELP uwsgi_jobs_total uWSGI metric jobs.total (custom, or not known to this exporter).
+# TYPE uwsgi_jobs_total counter
+uwsgi_jobs_total 3
+# HELP uwsgi_queue_counts uWSGI metric queue_count (custom, or not known to this exporter).
+# TYPE uwsgi_queue_counts gauge
+uwsgi_queue_counts 4
+# HELP uwsgi_say__hi_ uWSGI metric say."hi" (custom, or not known to this exporter).
+# TYPE uwsgi_say__hi_ gauge
+uwsgi_say__hi_ 1
+# HELP uwsgi_back_slash uWSGI metric back\\slash.N (custom, or not known to this exporter).
+# TYPE uwsgi_back_slash gauge
+uwsgi_back_slash{back_slash="1"} 2
+# HELP uwsgi_two_lines_total uWSGI metric two\nlines (custom, or not known to this exporter).
+# TYPE uwsgi_two_lines_total counter
+uwsgi_two_lines_total 9
+# HELP uwsgi_pending_totals uWSGI metric pending.total (custom, or not known to this exporter).
+# TYPE uwsgi_pending_totals gauge
+uwsgi_pending_totals 6
+# HELP uwsgi_cache_hit_count_total uWSGI metric Cache.HitCount (custom, or not known to this exporter).
+# TYPE uwsgi_cache_hit_count_total counter
+uwsgi_cache_hit_count_total 11
+# HELP uwsgi_queue_gauges uWSGI metric queue.gauge (custom, or not known to this exporter).
+# TYPE uwsgi_queue_gauges gauge
+uwsgi_queue_gauges 2
+# HELP uwsgi_mem uWSGI metric mem.kb (custom, or not known to this exporter); unit tokens removed from the name: kb.
+# TYPE uwsgi_mem gauge
+uwsgi_mem 2048
+# HELP uwsgi_le_hits_total uWSGI metric le.N.hits (custom, or not known to this exporter).
+# TYPE uwsgi_le_hits_total counter
+uwsgi_le_hits_total{_le="5"} 1
+# HELP uwsgi_1_x uWSGI metric 1.x (custom, or not known to this exporter).
+# TYPE uwsgi_1_x gauge
+uwsgi_1_x -1
+# HELP uwsgi_x_2_y uWSGI metric x.N.2.y (custom, or not known to this exporter).
+# TYPE uwsgi_x_2_y gauge
+uwsgi_x_2_y{x="1"} 8
+# HELP uwsgi_a_a_2 uWSGI metric a.N.a.2 (custom, or not known to this exporter).
+# TYPE uwsgi_a_a_2 gauge
+uwsgi_a_a_2{a="1"} 9
+# HELP uwsgi_myapp_shard_hits_total uWSGI metric myapp.shard.N.hits (custom, or not known to this exporter).
+# TYPE uwsgi_myapp_shard_hits_total counter
+uwsgi_myapp_shard_hits_total{shard="3"} 42
+uwsgi_myapp_shard_hits_total{shard="4"} 40
+uwsgi_myapp_shard_hits_total{shard="5"} 0
+# HELP uwsgi_latency_seconds_total uWSGI metric latency.us (custom, or not known to this exporter); value converted from microseconds to seconds.
+# TYPE uwsgi_latency_seconds_total counter
+uwsgi_latency_seconds_total 1.5
+# HELP uwsgi_uptime_seconds uWSGI metric uptime.s (custom, or not known to this exporter).
+# TYPE uwsgi_uptime_seconds gauge
+uwsgi_uptime_seconds 12
+# HELP uwsgi___x uWSGI metric __x.N (custom, or not known to this exporter).
+# TYPE uwsgi___x gauge
+uwsgi___x{x="2"} 1
+# HELP uwsgi_2x_y uWSGI metric 2x.N.y (custom, or not known to this exporter).
+# TYPE uwsgi_2x_y gauge
+uwsgi_2x_y{_2x="7"} 3
+# HELP uwsgi_caf__ uWSGI metric café.N (custom, or not known to this exporter).
+# TYPE uwsgi_caf__ gauge
+uwsgi_caf__{caf__="1"} 5
+"##;
+
+const CUSTOM_OPENMETRICS: &str = r##"# HELP uwsgi_my_app_hits uWSGI metric my-app.hits (custom, or not known to this exporter).
+# TYPE uwsgi_my_app_hits counter
+uwsgi_my_app_hits_total 5
+# HELP uwsgi_my_app_latency_seconds uWSGI metric MyApp.Latency.ms (custom, or not known to this exporter); value converted from milliseconds to seconds.
+# TYPE uwsgi_my_app_latency_seconds gauge
+# UNIT uwsgi_my_app_latency_seconds seconds
+uwsgi_my_app_latency_seconds 0.25
+# HELP uwsgi_a uWSGI metric a..b (custom, or not known to this exporter); unit tokens removed from the name: b.
+# TYPE uwsgi_a gauge
+uwsgi_a 1
+# HELP uwsgi_job_runs uWSGI metric job..runs. (custom, or not known to this exporter).
+# TYPE uwsgi_job_runs counter
+uwsgi_job_runs_total 17
+# HELP uwsgi_x_y uWSGI metric x.N.y.N (custom, or not known to this exporter).
+# TYPE uwsgi_x_y gauge
+uwsgi_x_y{x="1",y="2"} 7
+# HELP uwsgi_jobs uWSGI metric jobs.total (custom, or not known to this exporter).
+# TYPE uwsgi_jobs counter
+uwsgi_jobs_total 3
+# HELP uwsgi_queue_counts uWSGI metric queue_count (custom, or not known to this exporter).
+# TYPE uwsgi_queue_counts gauge
+uwsgi_queue_counts 4
+# HELP uwsgi_say__hi_ uWSGI metric say.\"hi\" (custom, or not known to this exporter).
+# TYPE uwsgi_say__hi_ gauge
+uwsgi_say__hi_ 1
+# HELP uwsgi_back_slash uWSGI metric back\\slash.N (custom, or not known to this exporter).
+# TYPE uwsgi_back_slash gauge
+uwsgi_back_slash{back_slash="1"} 2
+# HELP uwsgi_two_lines uWSGI metric two\nlines (custom, or not known to this exporter).
+# TYPE uwsgi_two_lines counter
+uwsgi_two_lines_total 9
+# HELP uwsgi_pending_totals uWSGI metric pending.total (custom, or not known to this exporter).
+# TYPE uwsgi_pending_totals gauge
+uwsgi_pending_totals 6
+# HELP uwsgi_cache_hit_count uWSGI metric Cache.HitCount (custom, or not known to this exporter).
+# TYPE uwsgi_cache_hit_count counter
+uwsgi_cache_hit_count_total 11
+# HELP uwsgi_queue_gauges uWSGI metric queue.gauge (custom, or not known to this exporter).
+# TYPE uwsgi_queue_gauges gauge
+uwsgi_queue_gauges 2
+# HELP uwsgi_mem uWSGI metric mem.kb (custom, or not known to this exporter); unit tokens removed from the name: kb.
+# TYPE uwsgi_mem gauge
+uwsgi_mem 2048
+# HELP uwsgi_le_hits uWSGI metric le.N.hits (custom, or not known to this exporter).
+# TYPE uwsgi_le_hits counter
+uwsgi_le_hits_total{_le="5"} 1
+# HELP uwsgi_1_x uWSGI metric 1.x (custom, or not known to this exporter).
+# TYPE uwsgi_1_x gauge
+uwsgi_1_x -1
+# HELP uwsgi_x_2_y uWSGI metric x.N.2.y (custom, or not known to this exporter).
+# TYPE uwsgi_x_2_y gauge
+uwsgi_x_2_y{x="1"} 8
+# HELP uwsgi_a_a_2 uWSGI metric a.N.a.2 (custom, or not known to this exporter).
+# TYPE uwsgi_a_a_2 gauge
+uwsgi_a_a_2{a="1"} 9
+# HELP uwsgi_myapp_shard_hits uWSGI metric myapp.shard.N.hits (custom, or not known to this exporter).
+# TYPE uwsgi_myapp_shard_hits counter
+uwsgi_myapp_shard_hits_total{shard="3"} 42
+uwsgi_myapp_shard_hits_total{shard="4"} 40
+uwsgi_myapp_shard_hits_total{shard="5"} 0
+# HELP uwsgi_latency_seconds uWSGI metric latency.us (custom, or not known to this exporter); value converted from microseconds to seconds.
+# TYPE uwsgi_latency_seconds counter
+# UNIT uwsgi_latency_seconds seconds
+uwsgi_latency_seconds_total 1.5
+# HELP uwsgi_uptime_seconds uWSGI metric uptime.s (custom, or not known to this exporter).
+# TYPE uwsgi_uptime_seconds gauge
+# UNIT uwsgi_uptime_seconds seconds
+uwsgi_uptime_seconds 12
+# HELP uwsgi___x uWSGI metric __x.N (custom, or not known to this exporter).
+# TYPE uwsgi___x gauge
+uwsgi___x{x="2"} 1
+# HELP uwsgi_2x_y uWSGI metric 2x.N.y (custom, or not known to this exporter).
+# TYPE uwsgi_2x_y gauge
+uwsgi_2x_y{_2x="7"} 3
+# HELP uwsgi_caf__ uWSGI metric café.N (custom, or not known to this exporter).
+# TYPE uwsgi_caf__ gauge
+uwsgi_caf__{caf__="1"} 5
+# EOF
+"##;
+
+// ---------------------------------------------------------------------------
+// (c) The empty list.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn empty_list() {
+    let l = Layout::new(&[], &Options::default());
+    assert_eq!(l.series(), 0);
+    assert!(l.skipped().is_empty());
+    assert_eq!(render(&[], &Options::default(), Format::Text), "");
+    assert_eq!(
+        render(&[], &Options::default(), Format::OpenMetrics),
+        "# EOF\n"
+    );
+    let mut out = b"kept".to_vec();
+    l.render(&[1, 2, 3], Format::OpenMetrics, &mut out);
+    assert_eq!(out, b"kept# EOF\n");
+}
+
+// ---------------------------------------------------------------------------
+// (d) Options: no HELP, no TYPE, no per-worker series, other prefixes.
+// ---------------------------------------------------------------------------
+
+#[rustfmt::skip]
+const MIXED: &[(&str, u8, i64)] = &[
+    ("core.busy_workers", 1, 2),
+    ("worker.0.requests", 0, 30),
+    ("worker.1.requests", 0, 18),
+    ("worker.1.avg_response_time", 1, 1250),
+    ("worker.1.core.0.requests", 0, 18),
+    ("worker.2.custom_hits", 0, 4),
+    ("socket.0.listen_queue", 1, 0),
+    ("1.x", 1, 5),
+    ("jobs", 0, -2),
+    ("latency.us", 0, 7),
+    ("core.total_tx", 0, 99),
+];
+
+#[test]
+fn options_all_off() {
+    let o = Options {
+        prefix: "app_".to_owned(),
+        help: false,
+        types: false,
+        workers: false,
+    };
+    assert_text(&render(MIXED, &o, Format::Text), ALL_OFF_TEXT);
+    assert_text(&render(MIXED, &o, Format::OpenMetrics), ALL_OFF_OPENMETRICS);
+}
+
+#[test]
+fn options_empty_prefix() {
+    let o = Options {
+        prefix: String::new(),
+        ..Options::default()
+    };
+    assert_text(&render(MIXED, &o, Format::Text), EMPTY_PREFIX_TEXT);
+    assert_text(
+        &render(MIXED, &o, Format::OpenMetrics),
+        EMPTY_PREFIX_OPENMETRICS,
+    );
+}
+
+#[test]
+fn options_no_help() {
+    let o = Options {
+        help: false,
+        ..Options::default()
+    };
+    assert_text(&render(MIXED, &o, Format::Text), NO_HELP_TEXT);
+    assert_text(&render(MIXED, &o, Format::OpenMetrics), NO_HELP_OPENMETRICS);
+}
+
+#[test]
+fn options_no_type_no_workers() {
+    let o = Options {
+        types: false,
+        workers: false,
+        ..Options::default()
+    };
+    assert_text(&render(MIXED, &o, Format::Text), NO_TYPE_TEXT);
+    assert_text(&render(MIXED, &o, Format::OpenMetrics), NO_TYPE_OPENMETRICS);
+}
+
+#[test]
+fn option_defaults() {
+    assert_eq!(
+        Options::default(),
+        Options {
+            prefix: "uwsgi_".to_owned(),
+            help: true,
+            types: true,
+            workers: true,
+        }
+    );
+}
+
+#[test]
+fn accept_headers() {
+    let om = [
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        "application/openmetrics-text;version=1.0.0;escaping=allow-utf8;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+    ];
+    let text = [
+        "text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        "*/*",
+        "",
+        "text/html",
+        "\u{1}garbage;;,",
+    ];
+    for h in om {
+        assert_eq!(negotiate(Some(h.as_bytes())), Format::OpenMetrics, "{h}");
+    }
+    for h in text {
+        assert_eq!(negotiate(Some(h.as_bytes())), Format::Text, "{h}");
+    }
+    assert_eq!(negotiate(None), Format::Text);
+}
+
+const ALL_OFF_TEXT: &str = r##"app_core_busy_workers 2
+app_requests_total 30
+app_socket_listen_queue{socket="0"} 0
+app_1_x 5
+app_jobs_total 0
+app_latency_seconds_total 0.000007
+app_tx_bytes_total 99
+"##;
+
+const ALL_OFF_OPENMETRICS: &str = r##"app_core_busy_workers 2
+app_requests_total 30
+app_socket_listen_queue{socket="0"} 0
+app_1_x 5
+app_jobs_total 0
+app_latency_seconds_total 0.000007
+app_tx_bytes_total 99
+# EOF
+"##;
+
+const EMPTY_PREFIX_TEXT: &str = r##"# HELP core_busy_workers Workers busy with a request or a signal handler, as last sampled by the master (can lag about 2 s); cheaped workers are not counted.
+# TYPE core_busy_workers gauge
+core_busy_workers 2
+# HELP requests_total Requests served by all workers (uWSGI's worker 0 aggregate slot), kept across worker respawns.
+# TYPE requests_total counter
+requests_total 30
+# HELP worker_requests_total Requests served by the worker, kept across respawns of the worker.
+# TYPE worker_requests_total counter
+worker_requests_total{worker="1"} 18
+# HELP worker_avg_response_time_seconds uWSGI's running response-time figure for the worker, in seconds: after each request it becomes (previous + last) / 2, so it follows the last few requests and is not a mean (divide running time by requests for a mean).
+# TYPE worker_avg_response_time_seconds gauge
+worker_avg_response_time_seconds{worker="1"} 0.00125
+# HELP worker_core_requests_total Requests served by this core (thread or async slot) of the worker.
+# TYPE worker_core_requests_total counter
+worker_core_requests_total{worker="1",core="0"} 18
+# HELP worker_custom_hits_total uWSGI metric worker.N.custom_hits (custom, or not known to this exporter).
+# TYPE worker_custom_hits_total counter
+worker_custom_hits_total{worker="2"} 4
+# HELP socket_listen_queue Connections waiting in the listen queue of the socket (label: its index in uWSGI's socket list), sampled by the master about once per second. Only TCP is measured: UNIX sockets read 0 on stock Linux kernels.
+# TYPE socket_listen_queue gauge
+socket_listen_queue{socket="0"} 0
+# HELP _1_x uWSGI metric 1.x (custom, or not known to this exporter).
+# TYPE _1_x gauge
+_1_x 5
+# HELP jobs_total uWSGI metric jobs (custom, or not known to this exporter).
+# TYPE jobs_total counter
+jobs_total 0
+# HELP latency_seconds_total uWSGI metric latency.us (custom, or not known to this exporter); value converted from microseconds to seconds.
+# TYPE latency_seconds_total counter
+latency_seconds_total 0.000007
+# HELP tx_bytes_total Bytes (headers and body) all workers sent in responses.
+# TYPE tx_bytes_total counter
+tx_bytes_total 99
+"##;
+
+const EMPTY_PREFIX_OPENMETRICS: &str = r##"# HELP core_busy_workers Workers busy with a request or a signal handler, as last sampled by the master (can lag about 2 s); cheaped workers are not counted.
+# TYPE core_busy_workers gauge
+core_busy_workers 2
+# HELP requests Requests served by all workers (uWSGI's worker 0 aggregate slot), kept across worker respawns.
+# TYPE requests counter
+requests_total 30
+# HELP worker_requests Requests served by the worker, kept across respawns of the worker.
+# TYPE worker_requests counter
+worker_requests_total{worker="1"} 18
+# HELP worker_avg_response_time_seconds uWSGI's running response-time figure for the worker, in seconds: after each request it becomes (previous + last) / 2, so it follows the last few requests and is not a mean (divide running time by requests for a mean).
+# TYPE worker_avg_response_time_seconds gauge
+# UNIT worker_avg_response_time_seconds seconds
+worker_avg_response_time_seconds{worker="1"} 0.00125
+# HELP worker_core_requests Requests served by this core (thread or async slot) of the worker.
+# TYPE worker_core_requests counter
+worker_core_requests_total{worker="1",core="0"} 18
+# HELP worker_custom_hits uWSGI metric worker.N.custom_hits (custom, or not known to this exporter).
+# TYPE worker_custom_hits counter
+worker_custom_hits_total{worker="2"} 4
+# HELP socket_listen_queue Connections waiting in the listen queue of the socket (label: its index in uWSGI's socket list), sampled by the master about once per second. Only TCP is measured: UNIX sockets read 0 on stock Linux kernels.
+# TYPE socket_listen_queue gauge
+socket_listen_queue{socket="0"} 0
+# HELP _1_x uWSGI metric 1.x (custom, or not known to this exporter).
+# TYPE _1_x gauge
+_1_x 5
+# HELP jobs uWSGI metric jobs (custom, or not known to this exporter).
+# TYPE jobs counter
+jobs_total 0
+# HELP latency_seconds uWSGI metric latency.us (custom, or not known to this exporter); value converted from microseconds to seconds.
+# TYPE latency_seconds counter
+# UNIT latency_seconds seconds
+latency_seconds_total 0.000007
+# HELP tx_bytes Bytes (headers and body) all workers sent in responses.
+# TYPE tx_bytes counter
+# UNIT tx_bytes bytes
+tx_bytes_total 99
+# EOF
+"##;
+
+const NO_HELP_TEXT: &str = r##"# TYPE uwsgi_core_busy_workers gauge
+uwsgi_core_busy_workers 2
+# TYPE uwsgi_requests_total counter
+uwsgi_requests_total 30
+# TYPE uwsgi_worker_requests_total counter
+uwsgi_worker_requests_total{worker="1"} 18
+# TYPE uwsgi_worker_avg_response_time_seconds gauge
+uwsgi_worker_avg_response_time_seconds{worker="1"} 0.00125
+# TYPE uwsgi_worker_core_requests_total counter
+uwsgi_worker_core_requests_total{worker="1",core="0"} 18
+# TYPE uwsgi_worker_custom_hits_total counter
+uwsgi_worker_custom_hits_total{worker="2"} 4
+# TYPE uwsgi_socket_listen_queue gauge
+uwsgi_socket_listen_queue{socket="0"} 0
+# TYPE uwsgi_1_x gauge
+uwsgi_1_x 5
+# TYPE uwsgi_jobs_total counter
+uwsgi_jobs_total 0
+# TYPE uwsgi_latency_seconds_total counter
+uwsgi_latency_seconds_total 0.000007
+# TYPE uwsgi_tx_bytes_total counter
+uwsgi_tx_bytes_total 99
+"##;
+
+const NO_HELP_OPENMETRICS: &str = r##"# TYPE uwsgi_core_busy_workers gauge
+uwsgi_core_busy_workers 2
+# TYPE uwsgi_requests counter
+uwsgi_requests_total 30
+# TYPE uwsgi_worker_requests counter
+uwsgi_worker_requests_total{worker="1"} 18
+# TYPE uwsgi_worker_avg_response_time_seconds gauge
+# UNIT uwsgi_worker_avg_response_time_seconds seconds
+uwsgi_worker_avg_response_time_seconds{worker="1"} 0.00125
+# TYPE uwsgi_worker_core_requests counter
+uwsgi_worker_core_requests_total{worker="1",core="0"} 18
+# TYPE uwsgi_worker_custom_hits counter
+uwsgi_worker_custom_hits_total{worker="2"} 4
+# TYPE uwsgi_socket_listen_queue gauge
+uwsgi_socket_listen_queue{socket="0"} 0
+# TYPE uwsgi_1_x gauge
+uwsgi_1_x 5
+# TYPE uwsgi_jobs counter
+uwsgi_jobs_total 0
+# TYPE uwsgi_latency_seconds counter
+# UNIT uwsgi_latency_seconds seconds
+uwsgi_latency_seconds_total 0.000007
+# TYPE uwsgi_tx_bytes counter
+# UNIT uwsgi_tx_bytes bytes
+uwsgi_tx_bytes_total 99
+# EOF
+"##;
+
+const NO_TYPE_TEXT: &str = r##"# HELP uwsgi_core_busy_workers Workers busy with a request or a signal handler, as last sampled by the master (can lag about 2 s); cheaped workers are not counted.
+uwsgi_core_busy_workers 2
+# HELP uwsgi_requests_total Requests served by all workers (uWSGI's worker 0 aggregate slot), kept across worker respawns.
+uwsgi_requests_total 30
+# HELP uwsgi_socket_listen_queue Connections waiting in the listen queue of the socket (label: its index in uWSGI's socket list), sampled by the master about once per second. Only TCP is measured: UNIX sockets read 0 on stock Linux kernels.
+uwsgi_socket_listen_queue{socket="0"} 0
+# HELP uwsgi_1_x uWSGI metric 1.x (custom, or not known to this exporter).
+uwsgi_1_x 5
+# HELP uwsgi_jobs_total uWSGI metric jobs (custom, or not known to this exporter).
+uwsgi_jobs_total 0
+# HELP uwsgi_latency_seconds_total uWSGI metric latency.us (custom, or not known to this exporter); value converted from microseconds to seconds.
+uwsgi_latency_seconds_total 0.000007
+# HELP uwsgi_tx_bytes_total Bytes (headers and body) all workers sent in responses.
+uwsgi_tx_bytes_total 99
+"##;
+
+const NO_TYPE_OPENMETRICS: &str = r##"# HELP uwsgi_core_busy_workers Workers busy with a request or a signal handler, as last sampled by the master (can lag about 2 s); cheaped workers are not counted.
+uwsgi_core_busy_workers 2
+# HELP uwsgi_requests_total Requests served by all workers (uWSGI's worker 0 aggregate slot), kept across worker respawns.
+uwsgi_requests_total 30
+# HELP uwsgi_socket_listen_queue Connections waiting in the listen queue of the socket (label: its index in uWSGI's socket list), sampled by the master about once per second. Only TCP is measured: UNIX sockets read 0 on stock Linux kernels.
+uwsgi_socket_listen_queue{socket="0"} 0
+# HELP uwsgi_1_x uWSGI metric 1.x (custom, or not known to this exporter).
+uwsgi_1_x 5
+# HELP uwsgi_jobs_total uWSGI metric jobs (custom, or not known to this exporter).
+uwsgi_jobs_total 0
+# HELP uwsgi_latency_seconds_total uWSGI metric latency.us (custom, or not known to this exporter); value converted from microseconds to seconds.
+uwsgi_latency_seconds_total 0.000007
+# HELP uwsgi_tx_bytes_total Bytes (headers and body) all workers sent in responses.
+uwsgi_tx_bytes_total 99
+# EOF
+"##;
