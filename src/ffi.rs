@@ -1,5 +1,10 @@
 //! Raw bindings: bindgen's view of the target binary's `uwsgi.h` (generated with that binary's
 //! `uwsgi --cflags`, so struct layouts match it) and the symbols of `src/shim.c`. No logic here.
+//!
+//! The functions bindgen declares are never called through these declarations (that would make
+//! every binary linking this crate, tests included, need uWSGI's symbols at link time): the host
+//! layer resolves them with dlsym at load and uses these declarations only to check its function
+//! pointer types at compile time.
 
 #[allow(
     non_upper_case_globals,
@@ -22,10 +27,10 @@ extern "C" {
     pub(crate) static uwsgi_rs_sizeof_server: usize;
     /// `uwsgi_rlock(uwsgi.metrics_lock)` (a macro over `uwsgi.lock_ops`).
     #[link_name = "uwsgi_rs_metrics_rlock"]
-    pub(crate) fn metrics_rlock();
+    pub(crate) fn metrics_rlock(server: *mut uwsgi_server);
     /// `uwsgi_rwunlock(uwsgi.metrics_lock)`.
     #[link_name = "uwsgi_rs_metrics_rwunlock"]
-    pub(crate) fn metrics_rwunlock();
+    pub(crate) fn metrics_rwunlock(server: *mut uwsgi_server);
 }
 
 /// `uwsgi --cflags` of the binary this plugin was built against, exactly as

@@ -153,8 +153,11 @@ extern "C" fn load_time_abi_check() {
         if dlsym_default(c"uwsgi_get_cflags").is_null() {
             return;
         }
-        match check_abi() {
-            Ok(()) => ABI_OK.store(true, Ordering::Relaxed),
+        match check_abi().and_then(|()| resolve_api()) {
+            Ok(api) => {
+                let _ = API.set(api);
+                ABI_OK.store(true, Ordering::Relaxed);
+            }
             Err(m) => {
                 log(&format!(
                     "refusing to load: {m}. Rebuild the plugin against this binary: run \
@@ -180,8 +183,87 @@ pub(crate) fn shim_agrees_with_bindgen() -> bool {
 
 /// The `uwsgi` global. Only valid to dereference after the ABI check passed.
 fn server() -> *mut ffi::uwsgi_server {
-    // Taking the address of an extern static reads nothing.
-    &raw mut ffi::uwsgi
+    api().server
+}
+
+type GetVar =
+    unsafe extern "C" fn(*mut ffi::wsgi_request, *mut c_char, u16, *mut u16) -> *mut c_char;
+type PrepareHeaders = unsafe extern "C" fn(*mut ffi::wsgi_request, *mut c_char, u16) -> c_int;
+type AddHeader =
+    unsafe extern "C" fn(*mut ffi::wsgi_request, *mut c_char, u16, *mut c_char, u16) -> c_int;
+type AddContentLength = unsafe extern "C" fn(*mut ffi::wsgi_request, u64) -> c_int;
+type WriteBody = unsafe extern "C" fn(*mut ffi::wsgi_request, *mut c_char, usize) -> c_int;
+type WriteHeaders = unsafe extern "C" fn(*mut ffi::wsgi_request) -> c_int;
+type AddFdRead = unsafe extern "C" fn(c_int, c_int) -> c_int;
+
+// Compile-time proof that the pointer types above match the binary's header (these constants
+// are never emitted, so they add no link-time reference).
+const _: GetVar = ffi::uwsgi_get_var;
+const _: PrepareHeaders = ffi::uwsgi_response_prepare_headers;
+const _: AddHeader = ffi::uwsgi_response_add_header;
+const _: AddContentLength = ffi::uwsgi_response_add_content_length;
+const _: WriteBody = ffi::uwsgi_response_write_body_do;
+const _: WriteHeaders = ffi::uwsgi_response_write_headers_do;
+const _: AddFdRead = ffi::event_queue_add_fd_read;
+
+/// uWSGI's functions and its server struct, resolved once at load time.
+pub(crate) struct Api {
+    pub server: *mut ffi::uwsgi_server,
+    pub get_var: GetVar,
+    pub prepare_headers: PrepareHeaders,
+    pub add_header: AddHeader,
+    pub add_content_length: AddContentLength,
+    pub write_body: WriteBody,
+    pub write_headers: WriteHeaders,
+    pub add_fd_read: AddFdRead,
+}
+
+// SAFETY: function pointers and the address of uWSGI's process-global struct; which thread may
+// touch which field is each caller's own invariant.
+unsafe impl Send for Api {}
+// SAFETY: see Send.
+unsafe impl Sync for Api {}
+
+static API: OnceLock<Api> = OnceLock::new();
+
+/// The resolved API. Hooks run only after the load-time check stored it.
+pub(crate) fn api() -> &'static Api {
+    API.get()
+        .expect("uWSGI API resolved by the load-time check before any hook runs")
+}
+
+fn resolve_api() -> Result<Api, AbiMismatch> {
+    macro_rules! sym {
+        ($name:literal, $ty:ty) => {{
+            let p = dlsym_default($name);
+            if p.is_null() {
+                return Err(AbiMismatch::NoSymbol(
+                    // c"x" -> "x" for the message
+                    match $name.to_str() {
+                        Ok(s) => s,
+                        Err(_) => "?",
+                    },
+                ));
+            }
+            // SAFETY: `p` is the binary's exported function of that name; its type is checked
+            // against the header by the `const _` items above.
+            unsafe { std::mem::transmute::<*mut c_void, $ty>(p) }
+        }};
+    }
+    let server = dlsym_default(c"uwsgi");
+    if server.is_null() {
+        return Err(AbiMismatch::NoSymbol("uwsgi"));
+    }
+    Ok(Api {
+        server: server.cast(),
+        get_var: sym!(c"uwsgi_get_var", GetVar),
+        prepare_headers: sym!(c"uwsgi_response_prepare_headers", PrepareHeaders),
+        add_header: sym!(c"uwsgi_response_add_header", AddHeader),
+        add_content_length: sym!(c"uwsgi_response_add_content_length", AddContentLength),
+        write_body: sym!(c"uwsgi_response_write_body_do", WriteBody),
+        write_headers: sym!(c"uwsgi_response_write_headers_do", WriteHeaders),
+        add_fd_read: sym!(c"event_queue_add_fd_read", AddFdRead),
+    })
 }
 
 /// Turns on uWSGI's metrics subsystem and the master (its collector thread runs there), as
@@ -216,7 +298,7 @@ pub(crate) fn master_queue() -> c_int {
 /// Adds `fd` for read events to uWSGI's event queue `queue`.
 pub(crate) fn add_fd_read(queue: c_int, fd: c_int) -> bool {
     // SAFETY: both are open descriptors of this process; uWSGI only calls epoll_ctl.
-    unsafe { ffi::event_queue_add_fd_read(queue, fd) >= 0 }
+    unsafe { (api().add_fd_read)(queue, fd) >= 0 }
 }
 
 /// One metric of uWSGI's list, as needed per scrape: a pointer into the shared value mapping.
@@ -274,7 +356,7 @@ impl MetricsReadLock {
     fn acquire() -> MetricsReadLock {
         // SAFETY: metrics_lock is initialised in uwsgi_setup_metrics before any metric exists;
         // callers only get here with a non-empty metrics list. Released by Drop.
-        unsafe { ffi::metrics_rlock() };
+        unsafe { ffi::metrics_rlock(server()) };
         MetricsReadLock
     }
 }
@@ -282,7 +364,7 @@ impl MetricsReadLock {
 impl Drop for MetricsReadLock {
     fn drop(&mut self) {
         // SAFETY: paired with the rlock taken in `acquire`.
-        unsafe { ffi::metrics_rwunlock() };
+        unsafe { ffi::metrics_rwunlock(server()) };
     }
 }
 

@@ -152,7 +152,7 @@ impl Request {
         let mut len: u16 = 0;
         // SAFETY: uwsgi_get_var only reads the request's variables; `key` is not written.
         let p = unsafe {
-            ffi::uwsgi_get_var(
+            (host::api().get_var)(
                 self.0,
                 key.as_ptr() as *mut c_char,
                 key.len() as u16,
@@ -180,7 +180,7 @@ impl Request {
         // SAFETY: the status and header bytes are copied by uWSGI into its header buffer and
         // never written through these pointers.
         if unsafe {
-            ffi::uwsgi_response_prepare_headers(
+            (host::api().prepare_headers)(
                 self.0,
                 status.as_ptr() as *mut c_char,
                 status.len() as u16,
@@ -194,22 +194,20 @@ impl Request {
             self.header(k, v);
         }
         // SAFETY: as above.
-        unsafe { ffi::uwsgi_response_add_content_length(self.0, body.len() as u64) };
+        unsafe { (host::api().add_content_length)(self.0, body.len() as u64) };
         if head {
             // SAFETY: sends the prepared headers; blocking is bounded by uWSGI's socket-timeout.
-            unsafe { ffi::uwsgi_response_write_headers_do(self.0) };
+            unsafe { (host::api().write_headers)(self.0) };
         } else {
             // SAFETY: `body` is live for the call; uWSGI copies or writes it before returning.
-            unsafe {
-                ffi::uwsgi_response_write_body_do(self.0, body.as_ptr() as *mut c_char, body.len())
-            };
+            unsafe { (host::api().write_body)(self.0, body.as_ptr() as *mut c_char, body.len()) };
         }
     }
 
     fn header(&self, k: &[u8], v: &[u8]) {
         // SAFETY: see `respond`; both slices are shorter than 64 KiB.
         unsafe {
-            ffi::uwsgi_response_add_header(
+            (host::api().add_header)(
                 self.0,
                 k.as_ptr() as *mut c_char,
                 k.len() as u16,
