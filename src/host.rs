@@ -206,14 +206,21 @@ const _: WriteBody = ffi::uwsgi_response_write_body_do;
 const _: WriteHeaders = ffi::uwsgi_response_write_headers_do;
 const _: AddFdRead = ffi::event_queue_add_fd_read;
 
-/// uWSGI's functions and its server struct, resolved once at load time.
+/// uWSGI's functions and its server struct, resolved once at load time. The request and
+/// response functions exist in every build but only the route action uses them.
 pub(crate) struct Api {
     pub server: *mut ffi::uwsgi_server,
+    #[cfg(uwsgi_routing)]
     pub get_var: GetVar,
+    #[cfg(uwsgi_routing)]
     pub prepare_headers: PrepareHeaders,
+    #[cfg(uwsgi_routing)]
     pub add_header: AddHeader,
+    #[cfg(uwsgi_routing)]
     pub add_content_length: AddContentLength,
+    #[cfg(uwsgi_routing)]
     pub write_body: WriteBody,
+    #[cfg(uwsgi_routing)]
     pub write_headers: WriteHeaders,
     pub add_fd_read: AddFdRead,
 }
@@ -256,11 +263,17 @@ fn resolve_api() -> Result<Api, AbiMismatch> {
     }
     Ok(Api {
         server: server.cast(),
+        #[cfg(uwsgi_routing)]
         get_var: sym!(c"uwsgi_get_var", GetVar),
+        #[cfg(uwsgi_routing)]
         prepare_headers: sym!(c"uwsgi_response_prepare_headers", PrepareHeaders),
+        #[cfg(uwsgi_routing)]
         add_header: sym!(c"uwsgi_response_add_header", AddHeader),
+        #[cfg(uwsgi_routing)]
         add_content_length: sym!(c"uwsgi_response_add_content_length", AddContentLength),
+        #[cfg(uwsgi_routing)]
         write_body: sym!(c"uwsgi_response_write_body_do", WriteBody),
+        #[cfg(uwsgi_routing)]
         write_headers: sym!(c"uwsgi_response_write_headers_do", WriteHeaders),
         add_fd_read: sym!(c"event_queue_add_fd_read", AddFdRead),
     })
