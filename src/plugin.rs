@@ -1,7 +1,7 @@
 //! The exported `metrics_prometheus_plugin` struct, its option table and its hooks. Each hook
 //! only converts arguments and runs its body through `guard`.
 
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{c_char, c_void, CStr};
 use std::sync::OnceLock;
 
 use parking_lot::Mutex;
@@ -95,7 +95,7 @@ static mut OPTIONS: [ffi::uwsgi_option; 8] = [
 pub static mut metrics_prometheus_plugin: ffi::uwsgi_plugin = ffi::uwsgi_plugin {
     name: c"metrics_prometheus".as_ptr(),
     on_load: Some(on_load),
-    init: Some(init),
+    post_init: Some(post_init),
     postinit_apps: Some(postinit_apps),
     master_cycle: Some(master_cycle),
     master_cleanup: Some(master_cleanup),
@@ -168,10 +168,13 @@ extern "C" fn on_load() {
     })
 }
 
-extern "C" fn init() -> c_int {
-    guard("init", 0, || {
+/// Runs in the master after uWSGI has bound (or, on reload, re-adopted) its own sockets: earlier,
+/// a reloading uWSGI closes every socket it does not recognise, ours included. Workers are not
+/// forked yet, so the listeners are inherited only to be closed by the fork handler.
+extern "C" fn post_init() {
+    guard("post_init", (), || {
         if !host::abi_ok() {
-            return 0;
+            return;
         }
         let cfg = config();
         let mut bound = Vec::new();
@@ -202,7 +205,6 @@ extern "C" fn init() -> c_int {
             ffi::BUILD_UWSGI_VERSION,
             front_ends_summary(&bound)
         ));
-        0
     })
 }
 

@@ -1,6 +1,6 @@
 //! Front end 2: `--prometheus-server`, served by the uWSGI master without ever blocking it.
 //!
-//! - The listeners are bound in the master's `init` hook (so a bind failure stops startup) and
+//! - The listeners are bound in the master's `post_init` hook (so a bind failure stops startup) and
 //!   added, with every connection, to a private epoll instance. That one epoll fd is registered
 //!   in `uwsgi.master_queue` at the first `master_cycle`: a client wakes the master at once,
 //!   uWSGI's event dispatcher ignores the unknown fd, and the loop calls `master_cycle` again
@@ -158,7 +158,8 @@ fn bind_unix(path: &Path, mode: Option<u32>) -> io::Result<RawFd> {
 }
 
 impl Server {
-    /// Binds every address. Called in the master before the workers are forked.
+    /// Binds every address. Called in the master after uWSGI's own sockets are set up and before
+    /// the workers are forked.
     pub(crate) fn bind(
         addrs: &[ServerAddr],
         mode: Option<u32>,

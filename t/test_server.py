@@ -187,8 +187,8 @@ def test_deadline_closes_a_silent_client(server):
 
 
 def test_large_response_through_a_slow_reader(server):
-    # 4 workers x 1024 async cores x 7 per-core metrics: a response of several MB.
-    u, addrs = server(args=['--workers', '4', '--async', '1024'], unix=False)
+    # 5 workers x 1024 async cores x 7 per-core metrics: a response of over 2 MB.
+    u, addrs = server(args=['--workers', '5', '--async', '1024'], unix=False)
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.settimeout(10)

@@ -980,3 +980,69 @@ uwsgi_latency_seconds_total 0.000007
 uwsgi_tx_bytes_total 99
 # EOF
 "##;
+
+#[test]
+fn extras_follow_the_metrics_list() {
+    use metrics_prometheus::format::{Extra, Kind};
+    let socket = |name: &str| Extra {
+        family: "socket_queue",
+        kind: Kind::Gauge,
+        scale: 0,
+        help: "Connections waiting in the socket's listen queue.",
+        labels: vec![("name".into(), name.into())],
+    };
+    let extras = vec![
+        socket("127.0.0.1:8080"),
+        socket("/run/a \"b\"\\c\nd.sock"),
+        Extra {
+            family: "worker_harakiri",
+            kind: Kind::Counter,
+            scale: 0,
+            help: "Requests killed by harakiri.",
+            labels: vec![("worker".into(), "1".into())],
+        },
+        // Same family as a metric of the list, other type: the metric wins.
+        Extra {
+            family: "core_busy_workers",
+            kind: Kind::Counter,
+            scale: 0,
+            help: "x",
+            labels: vec![],
+        },
+        // Same series as the first extra.
+        socket("127.0.0.1:8080"),
+    ];
+    let metrics = [("core.busy_workers", MetricType::Gauge)];
+    let layout = Layout::with_extras(&metrics, &extras, &Options::default());
+    let mut out = Vec::new();
+    layout.render(&[3, 7, 0, 2, 9, 1], Format::Text, &mut out);
+    assert_text(
+        &String::from_utf8(out).expect("UTF-8"),
+        concat!(
+            "# HELP uwsgi_core_busy_workers Workers busy with a request or a signal handler, as last sampled by the master (can lag about 2 s); cheaped workers are not counted.\n",
+            "# TYPE uwsgi_core_busy_workers gauge\n",
+            "uwsgi_core_busy_workers 3\n",
+            "# HELP uwsgi_socket_queue Connections waiting in the socket's listen queue.\n",
+            "# TYPE uwsgi_socket_queue gauge\n",
+            "uwsgi_socket_queue{name=\"127.0.0.1:8080\"} 7\n",
+            "uwsgi_socket_queue{name=\"/run/a \\\"b\\\"\\\\c\\nd.sock\"} 0\n",
+            "# HELP uwsgi_worker_harakiri_total Requests killed by harakiri.\n",
+            "# TYPE uwsgi_worker_harakiri_total counter\n",
+            "uwsgi_worker_harakiri_total{worker=\"1\"} 2\n",
+        ),
+    );
+    let reasons: Vec<(usize, String)> = layout
+        .skipped()
+        .iter()
+        .map(|s| (s.index, s.reason.to_string()))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(reasons[0].0, 4);
+    assert_eq!(reasons[1].0, 5);
+    let no_workers = Options {
+        workers: false,
+        ..Options::default()
+    };
+    let layout = Layout::with_extras(&metrics, &extras[..3], &no_workers);
+    assert_eq!(layout.series(), 3);
+}

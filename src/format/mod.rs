@@ -277,8 +277,10 @@ impl fmt::Display for Skipped {
 
 /// Exported metric type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
+    /// A counter (samples named `<family>_total`).
     Counter,
+    /// A gauge.
     Gauge,
 }
 
@@ -458,6 +460,22 @@ fn candidate(name: &str, ty: MetricType, prefix: &str) -> Result<Candidate, Skip
     })
 }
 
+fn extra_candidate(e: &Extra, prefix: &str) -> Candidate {
+    let mut family = String::with_capacity(prefix.len() + e.family.len() + 1);
+    family.push_str(prefix);
+    family.push_str(e.family);
+    if family.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+        family.insert(0, '_');
+    }
+    Candidate {
+        family,
+        kind: e.kind,
+        scale: e.scale,
+        labels: e.labels.clone(),
+        help: Cow::Borrowed(e.help),
+    }
+}
+
 /// `{k="v",...}` (empty without labels), values escaped.
 fn push_labels(labels: &[(String, String)], out: &mut String) {
     if labels.is_empty() {
@@ -476,11 +494,36 @@ fn push_labels(labels: &[(String, String)], out: &mut String) {
     out.push('}');
 }
 
+/// One series the host computes itself, from uWSGI state outside its metrics list (worker
+/// status, sockets, caches, ...). Its value is given at render time right after the values of
+/// the metrics list, in the order of the `extras` slice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Extra {
+    /// Family name without the prefix (and, for a counter, without `_total`).
+    pub family: &'static str,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// Values are divided by `10^scale` (6: microseconds to seconds).
+    pub scale: u8,
+    /// HELP text.
+    pub help: &'static str,
+    /// Label names and values (values are escaped on output).
+    pub labels: Vec<(String, String)>,
+}
+
 impl Layout {
     /// Builds the layout for uWSGI's metric list (`(name, type)` in list
     /// order). All parsing, sanitising, grouping and collision handling
     /// happens here, once.
     pub fn new(metrics: &[(&str, MetricType)], opts: &Options) -> Layout {
+        Self::with_extras(metrics, &[], opts)
+    }
+
+    /// Like [`Layout::new`], plus series computed by the host ([`Extra`]), which follow the
+    /// metrics list: `values[metrics.len() + i]` is the value of `extras[i]`. Extras go through
+    /// the same checks (option filters, collisions) as metrics; a skipped extra is reported
+    /// under its family name.
+    pub fn with_extras(metrics: &[(&str, MetricType)], extras: &[Extra], opts: &Options) -> Layout {
         let prefix: String = opts
             .prefix
             .bytes()
@@ -501,7 +544,15 @@ impl Layout {
         // (family index, canonical labels) of every series.
         let mut seen: HashSet<(usize, String)> = HashSet::new();
 
-        for (index, &(name, ty)) in metrics.iter().enumerate() {
+        let inputs = metrics
+            .iter()
+            .map(|&(name, ty)| (name, candidate(name, ty, &prefix)))
+            .chain(
+                extras
+                    .iter()
+                    .map(|e| (e.family, Ok(extra_candidate(e, &prefix)))),
+            );
+        for (index, (name, cand)) in inputs.enumerate() {
             let mut skip = |reason| {
                 skipped.push(Skipped {
                     index,
@@ -509,7 +560,7 @@ impl Layout {
                     reason,
                 })
             };
-            let cand = match candidate(name, ty, &prefix) {
+            let cand = match cand {
                 Ok(c) => c,
                 Err(reason) => {
                     skip(reason);
