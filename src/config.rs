@@ -84,17 +84,19 @@ pub enum Opt {
     Path,
     Prefix,
     NoWorkers,
+    NoCores,
     NoHelp,
     NoType,
 }
 
 impl Opt {
-    pub const ALL: [Opt; 7] = [
+    pub const ALL: [Opt; 8] = [
         Opt::Server,
         Opt::ServerMode,
         Opt::Path,
         Opt::Prefix,
         Opt::NoWorkers,
+        Opt::NoCores,
         Opt::NoHelp,
         Opt::NoType,
     ];
@@ -107,6 +109,7 @@ impl Opt {
             Opt::Path => "prometheus-path",
             Opt::Prefix => "prometheus-prefix",
             Opt::NoWorkers => "prometheus-no-workers",
+            Opt::NoCores => "prometheus-no-cores",
             Opt::NoHelp => "prometheus-no-help",
             Opt::NoType => "prometheus-no-type",
         }
@@ -152,6 +155,7 @@ impl Config {
             // Flags take uWSGI's boolean spellings, so `prometheus-no-help = false` in an ini
             // file means what it says.
             Opt::NoWorkers => self.format.workers = !flag(value).map_err(err)?,
+            Opt::NoCores => self.format.cores = !flag(value).map_err(err)?,
             Opt::NoHelp => self.format.help = !flag(value).map_err(err)?,
             Opt::NoType => self.format.types = !flag(value).map_err(err)?,
         }

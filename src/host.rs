@@ -315,7 +315,7 @@ pub(crate) fn add_fd_read(queue: c_int, fd: c_int) -> bool {
 }
 
 /// One metric of uWSGI's list, as needed per scrape: a pointer into the shared value mapping.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Slot(*const i64);
 // SAFETY: the pointer targets uWSGI's MAP_SHARED metrics mapping, created before fork and never
 // unmapped; it is only ever read (volatile, aligned int64), so sharing it across threads is fine.
@@ -381,13 +381,35 @@ impl Drop for MetricsReadLock {
     }
 }
 
-/// Copies every value under uWSGI's metrics read lock; the lock is held only for the copy.
-pub(crate) fn snapshot(slots: &[Slot], out: &mut Vec<i64>) {
+/// Reads one metric slot without the lock (uWSGI: "simple reading from a metric does not
+/// require locking"; the values are aligned int64s written whole).
+pub(crate) fn read_slot(s: Slot) -> i64 {
+    // SAFETY: `s.0` points at an aligned int64 in the shared metrics mapping (see Slot).
+    unsafe { std::ptr::read_volatile(s.0) }
+}
+
+/// Sets `out` to one value per source: metric slots are copied under uWSGI's metrics read lock,
+/// which is held only for that copy; the other positions are left for `Live::fill`.
+pub(crate) fn snapshot(sources: &[crate::live::Source], out: &mut Vec<i64>) {
     out.clear();
-    out.reserve(slots.len());
+    out.resize(sources.len(), 0);
     let _lock = MetricsReadLock::acquire();
-    for s in slots {
-        // SAFETY: `s.0` points at an aligned int64 in the shared metrics mapping (see Slot).
-        out.push(unsafe { std::ptr::read_volatile(s.0) });
+    for (v, src) in out.iter_mut().zip(sources) {
+        if let crate::live::Source::Metric(s) = src {
+            *v = read_slot(*s);
+        }
     }
+}
+
+type WorkerIsBusy = unsafe extern "C" fn(c_int) -> c_int;
+
+/// `uwsgi_worker_is_busy(wid)`, exported by every uWSGI 2.0 (the stats server's definition of
+/// a busy worker).
+pub(crate) fn worker_is_busy_fn() -> Option<WorkerIsBusy> {
+    let p = dlsym_default(c"uwsgi_worker_is_busy");
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `int uwsgi_worker_is_busy(int)` in core/master_utils.c.
+    Some(unsafe { std::mem::transmute::<*mut c_void, WorkerIsBusy>(p) })
 }

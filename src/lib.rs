@@ -7,6 +7,8 @@
 //! - `ffi`: bindgen output for the target binary's `uwsgi.h` plus the C shim's symbols;
 //! - `host`: the only module besides `plugin` with `unsafe`: logging, the ABI guard, the metrics
 //!   snapshot under uWSGI's lock;
+//! - `live`: the rest of the host layer: worker, core, socket, app and process state read
+//!   from uWSGI's shared memory and /proc at scrape time;
 //! - `guard`: the panic boundary every `extern "C"` entry goes through;
 //! - `plugin`: the exported `metrics_prometheus_plugin` struct, its options and hooks.
 
@@ -17,6 +19,7 @@ pub mod format;
 pub(crate) mod guard;
 pub(crate) mod host;
 pub mod http;
+pub(crate) mod live;
 pub(crate) mod plugin;
 #[cfg(uwsgi_routing)]
 pub(crate) mod router;

@@ -33,7 +33,7 @@ const fn option(
 }
 
 /// uWSGI copies these structs in `build_options` but keeps the string pointers: static storage.
-static mut OPTIONS: [ffi::uwsgi_option; 8] = [
+static mut OPTIONS: [ffi::uwsgi_option; 9] = [
     option(
         Opt::Server,
         c"prometheus-server",
@@ -62,6 +62,12 @@ static mut OPTIONS: [ffi::uwsgi_option; 8] = [
         Opt::NoWorkers,
         c"prometheus-no-workers",
         c"do not export per-worker (uwsgi_worker_*) families",
+        0,
+    ),
+    option(
+        Opt::NoCores,
+        c"prometheus-no-cores",
+        c"do not export per-core (thread or async core) series",
         0,
     ),
     option(
@@ -226,8 +232,10 @@ fn front_ends_summary(bound: &[String]) -> String {
 
 /// What a scrape needs, built once in the master before fork and inherited by the workers.
 pub(crate) struct Exporter {
-    pub list: host::MetricsList,
     pub layout: crate::format::Layout,
+    /// Where each value of the layout comes from (metrics list first, then extras).
+    pub sources: Vec<crate::live::Source>,
+    pub live: crate::live::Live,
 }
 
 pub(crate) static EXPORTER: OnceLock<Exporter> = OnceLock::new();
@@ -241,9 +249,10 @@ extern "C" fn postinit_apps() {
             return;
         };
         let cfg = config();
+        let (live, plan) = crate::live::Live::build(&list);
         let names: Vec<(&str, crate::format::MetricType)> =
-            list.names.iter().map(|(n, t)| (n.as_str(), *t)).collect();
-        let layout = crate::format::Layout::new(&names, &cfg.format);
+            plan.names.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+        let layout = crate::format::Layout::with_extras(&names, &plan.extras, &cfg.format);
         // Skips by design (aliases, worker 0, ...) are documented; collisions between the
         // user's own metric names are worth one line each.
         for s in layout.skipped() {
@@ -258,7 +267,11 @@ extern "C" fn postinit_apps() {
                 host::log(&format!("not exported: {s}"));
             }
         }
-        let _ = EXPORTER.set(Exporter { list, layout });
+        let _ = EXPORTER.set(Exporter {
+            layout,
+            sources: plan.sources,
+            live,
+        });
     })
 }
 

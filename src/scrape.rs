@@ -24,7 +24,8 @@ pub(crate) fn render(
     if !host::has_master() {
         return Err(NO_MASTER);
     }
-    host::snapshot(&exp.list.slots, values);
+    host::snapshot(&exp.sources, values);
+    exp.live.fill(&exp.sources, values);
     exp.layout.render(values, fmt, out);
     Ok(())
 }

@@ -729,6 +729,7 @@ fn options_all_off() {
         help: false,
         types: false,
         workers: false,
+        cores: true,
     };
     assert_text(&render(MIXED, &o, Format::Text), ALL_OFF_TEXT);
     assert_text(&render(MIXED, &o, Format::OpenMetrics), ALL_OFF_OPENMETRICS);
@@ -1045,4 +1046,27 @@ fn extras_follow_the_metrics_list() {
     };
     let layout = Layout::with_extras(&metrics, &extras[..3], &no_workers);
     assert_eq!(layout.series(), 3);
+}
+
+#[test]
+fn no_cores_drops_only_per_core_series() {
+    let list = [
+        ("worker.1.requests", MetricType::Counter),
+        ("worker.1.core.0.requests", MetricType::Counter),
+        ("worker.1.core.1.requests", MetricType::Counter),
+    ];
+    let o = Options {
+        cores: false,
+        help: false,
+        ..Options::default()
+    };
+    let layout = Layout::new(&list, &o);
+    let mut out = Vec::new();
+    layout.render(&[5, 2, 3], Format::Text, &mut out);
+    assert_text(
+        &String::from_utf8(out).expect("UTF-8"),
+        "# TYPE uwsgi_worker_requests_total counter\nuwsgi_worker_requests_total{worker=\"1\"} 5\n",
+    );
+    assert_eq!(layout.skipped().len(), 2);
+    assert_eq!(layout.skipped()[0].reason, SkipReason::CoresDisabled);
 }

@@ -169,6 +169,9 @@ pub struct Options {
     /// Emit per-worker series (those with a `worker` label: `uwsgi_worker_*`,
     /// `uwsgi_worker_core_*`, default true). Aggregates stay either way.
     pub workers: bool,
+    /// Emit per-core series (those with a `core` label, default true). Async and
+    /// gevent instances can have thousands of cores per worker.
+    pub cores: bool,
 }
 
 impl Default for Options {
@@ -178,6 +181,7 @@ impl Default for Options {
             help: true,
             types: true,
             workers: true,
+            cores: true,
         }
     }
 }
@@ -211,6 +215,9 @@ pub enum SkipReason {
     /// A per-worker series (it has a `worker` label) while
     /// [`Options::workers`] is false.
     WorkersDisabled,
+    /// A per-core series (it has a `core` label) while [`Options::cores`] is
+    /// false.
+    CoresDisabled,
     /// Nothing is left to name the family (an empty name, or only unit
     /// tokens, e.g. `...` or `kb`).
     EmptyName,
@@ -241,6 +248,7 @@ impl fmt::Display for SkipReason {
                 "worker 0 is uWSGI's aggregate slot; only its requests value is maintained",
             ),
             SkipReason::WorkersDisabled => f.write_str("per-worker metrics are disabled"),
+            SkipReason::CoresDisabled => f.write_str("per-core metrics are disabled"),
             SkipReason::EmptyName => f.write_str("no usable name left after sanitising"),
             SkipReason::TypeConflict { family } => {
                 write!(f, "family {family} already exists with another type")
@@ -569,6 +577,10 @@ impl Layout {
             };
             if !opts.workers && cand.labels.iter().any(|(k, _)| k == "worker") {
                 skip(SkipReason::WorkersDisabled);
+                continue;
+            }
+            if !opts.cores && cand.labels.iter().any(|(k, _)| k == "core") {
+                skip(SkipReason::CoresDisabled);
                 continue;
             }
             let fi = match by_name.get(&cand.family) {

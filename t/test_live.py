@@ -1,0 +1,194 @@
+"""Issue 6: live uWSGI state (worker status, harakiri, exceptions, sockets, apps, processes)."""
+import json
+import re
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import free_port
+from promcheck import assert_grouped, promtool_clean, samples
+from test_server import get, server_addrs
+
+
+def L(**kw):
+    return frozenset(kw.items())
+
+
+def stats(port):
+    with urllib.request.urlopen('http://127.0.0.1:%d/' % port, timeout=10) as r:
+        return json.loads(r.read().decode('utf-8', 'replace'))
+
+
+@pytest.fixture
+def instance(start_uwsgi):
+    def _start(args, variant='pip-routing'):
+        st = free_port()
+        u = start_uwsgi(variant, ['--prometheus-server', '127.0.0.1:0',
+                                  '--stats', '127.0.0.1:%d' % st, '--stats-http'] + list(args))
+        u.stats_port = st
+        return u, server_addrs(u)[0]
+    return _start
+
+
+@pytest.mark.parametrize('variant', ['pip-routing', 'debian'])
+def test_two_busy_two_idle(instance, variant):
+    u, addr = instance(['--workers', '4', '--threads', '1'], variant)
+    threads = [threading.Thread(target=lambda: u.get('/slow?3', timeout=20)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    s = samples(get(addr)[2])
+    for t in threads:
+        t.join()
+    status = {}
+    for w in '1234':
+        states = {st: s[('uwsgi_worker_status', L(worker=w, status=st))]
+                  for st in ('busy', 'idle', 'cheap', 'pause', 'sig')}
+        assert sum(states.values()) == 1, states
+        status[w] = [k for k, v in states.items() if v == 1][0]
+    assert sorted(status.values()) == ['busy', 'busy', 'idle', 'idle'], status
+    busy_cores = sum(v for (n, _), v in s.items() if n == 'uwsgi_worker_core_in_request')
+    assert busy_cores == 2
+
+
+def test_harakiri_and_exceptions(instance):
+    u, addr = instance(['--workers', '2', '--harakiri', '1'])
+    try:
+        u.get('/slow?4', timeout=10)
+    except OSError:
+        pass  # the worker is killed mid-request
+    u.wait_log(r'HARAKIRI')
+    for _ in range(3):
+        try:
+            u.get('/error')
+        except OSError:
+            pass
+    time.sleep(0.5)
+    s = samples(get(addr)[2])
+    harakiri = {dict(k)['worker']: v for (n, k), v in s.items() if n == 'uwsgi_worker_harakiri_total'}
+    assert sorted(harakiri.values()) == [0, 1], harakiri
+    exc = sum(v for (n, _), v in s.items() if n == 'uwsgi_worker_exceptions_total')
+    app_exc = sum(v for (n, _), v in s.items() if n == 'uwsgi_worker_app_exceptions_total')
+    assert exc == 3 and app_exc == 3, (exc, app_exc)
+    js = stats(u.stats_port)
+    assert {str(w['id']): w['harakiri_count'] for w in js['workers']} == harakiri
+
+
+def test_sockets_carry_their_names(instance, tmpdir_path):
+    sock = '%s/app.sock' % tmpdir_path
+    u, addr = instance(['--socket', sock, '--workers', '1'])
+    s = samples(get(addr)[2])
+    names = {dict(k)['name']: dict(k) for (n, k) in s if n == 'uwsgi_socket_listen_queue'}
+    assert set(names) == {'127.0.0.1:%d' % u.http_port, sock}, names
+    assert names[sock]['proto'] == 'uwsgi'
+    assert names['127.0.0.1:%d' % u.http_port]['proto'] == 'http'
+
+
+def worker_expectations(js):
+    """(sample name, labels) -> value, from the stats server's live JSON."""
+    want = {}
+    want[('uwsgi_listen_queue', frozenset())] = js['listen_queue']
+    want[('uwsgi_load', frozenset())] = js['load']
+    for sock in js['sockets']:
+        labels = None
+        for k in ('queue', 'max_queue'):
+            fam = 'uwsgi_socket_listen_queue' + ('_max' if k == 'max_queue' else '')
+            want[(fam, ('name', sock['name']), ('proto', sock['proto']))] = sock[k]
+        del labels
+    for w in js['workers']:
+        wl = L(worker=str(w['id']))
+        status = w['status'] if not w['status'].startswith('sig') else 'sig'
+        for st in ('busy', 'idle', 'cheap', 'pause', 'sig'):
+            want[('uwsgi_worker_status', L(worker=str(w['id']), status=st))] = int(st == status)
+        for fam, key, scale in [
+            ('uwsgi_worker_requests_total', 'requests', 1),
+            ('uwsgi_worker_delta_requests', 'delta_requests', 1),
+            ('uwsgi_worker_exceptions_total', 'exceptions', 1),
+            ('uwsgi_worker_harakiri_total', 'harakiri_count', 1),
+            ('uwsgi_worker_signals_total', 'signals', 1),
+            ('uwsgi_worker_respawns_total', 'respawn_count', 1),
+            ('uwsgi_worker_tx_bytes_total', 'tx', 1),
+            ('uwsgi_worker_avg_response_time_seconds', 'avg_rt', 1e-6),
+            ('uwsgi_worker_running_time_seconds_total', 'running_time', 1e-6),
+            ('uwsgi_worker_rss_bytes', 'rss', 1),
+            ('uwsgi_worker_vsz_bytes', 'vsz', 1),
+            ('uwsgi_worker_accepting', 'accepting', 1),
+            ('uwsgi_worker_last_spawn_timestamp_seconds', 'last_spawn', 1),
+        ]:
+            want[(fam, wl)] = w[key] * scale
+        for app in w['apps']:
+            al = L(worker=str(w['id']), app=str(app['id']), mountpoint=app['mountpoint'])
+            want[('uwsgi_worker_app_requests_total', al)] = app['requests']
+            want[('uwsgi_worker_app_exceptions_total', al)] = app['exceptions']
+        for core in w['cores']:
+            cl = L(worker=str(w['id']), core=str(core['id']))
+            for k in ('requests', 'static_requests', 'routed_requests', 'offloaded_requests',
+                      'write_errors', 'read_errors'):
+                want[('uwsgi_worker_core_%s_total' % k, cl)] = core[k]
+            want[('uwsgi_worker_core_in_request', cl)] = core['in_request']
+    return want
+
+
+@pytest.mark.parametrize('variant', ['pip-routing', 'debian', 'pip-norouting'])
+def test_every_value_the_stats_server_has_is_equal(instance, variant):
+    u, addr = instance(['--workers', '3', '--threads', '2', '--memory-report'], variant)
+    for path in ['/', '/a', '/metric', '/b', '/c']:
+        assert u.get(path)[0] == 200
+    for _ in range(2):
+        try:
+            u.get('/error')
+        except OSError:
+            pass
+    time.sleep(1.5)
+    js = stats(u.stats_port)
+    s = samples(get(addr)[2])
+    want = worker_expectations(js)
+    checked = 0
+    for key, value in want.items():
+        name = key[0]
+        if len(key) == 3:  # socket: match by name and proto, whatever the index label
+            got = [v for (n, k), v in s.items() if n == name and key[1] in k and key[2] in k]
+            assert got == [value], (key, got)
+        else:
+            assert key in s, 'missing %s %s' % (name, dict(key[1]))
+            assert abs(s[key] - value) < 1e-9, '%s %s: scrape %r, stats %r' % (
+                name, dict(key[1]), s[key], value)
+        checked += 1
+    assert checked > 50
+    # --memory-report makes uWSGI fill rss/vsz: the values are real, not zeros.
+    assert any(v > 0 for (n, _), v in s.items() if n == 'uwsgi_worker_rss_bytes')
+
+
+def test_many_threads_complete_and_no_cores_shrinks(instance):
+    u, addr = instance(['--processes', '8', '--threads', '256'])
+    status, h, full = get(addr, timeout=30)
+    assert status == 200 and int(h['content-length']) == len(full)
+    s_full = samples(full)
+    promtool_clean(full)
+    assert_grouped(full)
+    per_core = [k for k in s_full if ('core', '255') in k[1]]
+    assert len(per_core) == 8 * 8  # 7 uWSGI per-core metrics + in_request, for 8 workers
+    u.stop()
+
+    u2, addr2 = instance(['--processes', '8', '--threads', '256', '--prometheus-no-cores'])
+    small = get(addr2, timeout=30)[2]
+    s_small = samples(small)
+    assert not [k for k in s_small if any(lk == 'core' for lk, _ in k[1])]
+    assert len(s_full) - len(s_small) == 8 * 256 * 8
+    assert len(small) * 20 < len(full)
+
+
+def test_process_metrics_are_real(instance):
+    u, addr = instance(['--workers', '2'])
+    s = samples(get(addr)[2])
+    pid = int(re.search(r'spawned uWSGI master process \(pid: (\d+)', u.log()).group(1))
+    import os
+    fds = len(os.listdir('/proc/%d/fd' % pid))
+    assert abs(s[('uwsgi_master_open_fds', frozenset())] - fds) <= 2
+    assert s[('uwsgi_master_resident_memory_bytes', frozenset())] > 1 << 20
+    for w in '12':
+        assert s[('uwsgi_worker_resident_memory_bytes', L(worker=w))] > 1 << 20
+    assert s[('uwsgi_up', frozenset())] == 1
+    assert abs(s[('uwsgi_start_time_seconds', frozenset())] - time.time()) < 60
