@@ -778,6 +778,7 @@ fn option_defaults() {
             help: true,
             types: true,
             workers: true,
+            cores: true,
         }
     );
 }

@@ -463,24 +463,32 @@ fn clean_options() -> impl Strategy<Value = Options> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(prefix, help, types, workers)| Options {
+        .prop_map(|(prefix, help, types, workers, cores)| Options {
             prefix: prefix.to_owned(),
             help,
             types,
             workers,
+            cores,
         })
 }
 
 fn any_options() -> impl Strategy<Value = Options> {
-    (any::<String>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
-        |(prefix, help, types, workers)| Options {
+    (
+        any::<String>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(prefix, help, types, workers, cores)| Options {
             prefix,
             help,
             types,
             workers,
-        },
-    )
+            cores,
+        })
 }
 
 type Metrics = Vec<(String, MetricType, i64)>;
