@@ -236,24 +236,24 @@ mod tests {
     #[test]
     fn flags_and_values() {
         let mut c = Config::default();
-        c.apply(Opt::Server, Some(":1")).unwrap();
-        c.apply(Opt::Server, Some(":1")).unwrap();
-        c.apply(Opt::Prefix, Some("app_")).unwrap();
-        c.apply(Opt::NoWorkers, None).unwrap();
-        c.apply(Opt::NoHelp, None).unwrap();
-        c.apply(Opt::NoType, None).unwrap();
+        c.apply(Opt::Server, Some(":1")).expect("valid option");
+        c.apply(Opt::Server, Some(":1")).expect("valid option");
+        c.apply(Opt::Prefix, Some("app_")).expect("valid option");
+        c.apply(Opt::NoWorkers, None).expect("valid option");
+        c.apply(Opt::NoHelp, None).expect("valid option");
+        c.apply(Opt::NoType, None).expect("valid option");
         assert_eq!(c.servers, vec![tcp("0.0.0.0", 1)]);
         assert_eq!(c.format.prefix, "app_");
         assert!(!c.format.workers && !c.format.help && !c.format.types);
-        c.apply(Opt::NoHelp, Some("false")).unwrap();
+        c.apply(Opt::NoHelp, Some("false")).expect("valid option");
         assert!(c.format.help);
         assert!(c.apply(Opt::NoType, Some("maybe")).is_err());
-        c.apply(Opt::ServerMode, Some("660")).unwrap();
+        c.apply(Opt::ServerMode, Some("660")).expect("valid option");
         assert_eq!(c.server_mode, Some(0o660));
         for bad in ["", "9", "1000", "rw"] {
             assert!(c.apply(Opt::ServerMode, Some(bad)).is_err(), "{bad:?}");
         }
-        c.apply(Opt::Path, Some("/m")).unwrap();
+        c.apply(Opt::Path, Some("/m")).expect("valid option");
         assert_eq!(c.path, "/m");
         assert!(c.apply(Opt::Path, Some("m")).is_err());
     }

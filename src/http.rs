@@ -265,7 +265,7 @@ mod tests {
         let mut out = Vec::new();
         write_error(&mut out, Status::MethodNotAllowed, false);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8(out).expect("UTF-8 output"),
             "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\n\
              Content-Length: 36\r\nConnection: close\r\nAllow: GET, HEAD\r\n\r\n\
              method not allowed: use GET or HEAD\n"
@@ -273,7 +273,7 @@ mod tests {
         let mut out = Vec::new();
         write_response(&mut out, Status::Ok, "text/plain", "", b"abc", true);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8(out).expect("UTF-8 output"),
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\n"
         );
         assert!(index_page("/m\"<").contains("href=\"/m&quot;&lt;\""));

@@ -855,7 +855,7 @@ mod tests {
     fn proc_stat_line() {
         let line = "1234 (uwsgi (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 \
                     12345 123456789 789 18446744073709551615 0 0 0 0 0 0 0 4096 0 0 0 0 17 1 0 0";
-        let (cpu, rss) = parse_proc_stat(line).unwrap();
+        let (cpu, rss) = parse_proc_stat(line).expect("a valid stat line");
         assert_eq!(cpu, 300 * 1_000_000 / clock_ticks());
         assert_eq!(rss, 789);
         assert!(parse_proc_stat("garbage").is_none());

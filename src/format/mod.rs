@@ -23,7 +23,7 @@
 //! let mut out = Vec::new();
 //! layout.render(&[10, 1500, 7, 250_000, 0, 42], Format::Text, &mut out);
 //! assert_eq!(
-//!     String::from_utf8(out).unwrap(),
+//!     String::from_utf8(out).expect("UTF-8 output"),
 //!     concat!(
 //!         "# HELP uwsgi_worker_requests_total Requests served by the worker, kept across respawns of the worker.\n",
 //!         "# TYPE uwsgi_worker_requests_total counter\n",
@@ -825,7 +825,7 @@ mod tests {
     fn value(v: i64, scale: u8) -> String {
         let mut out = Vec::new();
         push_value(&mut out, v, scale);
-        String::from_utf8(out).unwrap()
+        String::from_utf8(out).expect("UTF-8 output")
     }
 
     #[test]
@@ -903,7 +903,7 @@ mod tests {
     ) -> String {
         let mut out = Vec::new();
         Layout::new(metrics, opts).render(values, fmt, &mut out);
-        String::from_utf8(out).unwrap()
+        String::from_utf8(out).expect("UTF-8 output")
     }
 
     #[test]
