@@ -29,6 +29,9 @@ pub(crate) enum Source {
     SocketQueue(usize),
     SocketQueueMax(usize),
     Shared(SharedField),
+    SignalQueue,
+    Cache(usize, CacheField),
+    Spooler(usize, SpoolerField),
     Proc(Proc, ProcField),
     Const(i64),
 }
@@ -86,6 +89,22 @@ pub(crate) enum AppField {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CacheField {
+    Items,
+    MaxItems,
+    Hits,
+    Misses,
+    Full,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SpoolerField {
+    Tasks,
+    Respawns,
+    Running,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SharedField {
     Backlog,
     Load,
@@ -121,6 +140,8 @@ pub(crate) struct Live {
     worker_apps: Vec<*mut ffi::uwsgi_app>,
     shared: *mut ffi::uwsgi_shared,
     sockets: Vec<SocketInfo>,
+    caches: Vec<*mut ffi::uwsgi_cache>,
+    spoolers: Vec<*mut ffi::uwsgi_spooler>,
     listen_backlog: u64,
     master_pid: i32,
     is_busy: Option<unsafe extern "C" fn(c_int) -> c_int>,
@@ -265,6 +286,8 @@ impl Live {
             worker_apps,
             shared: srv.shared,
             sockets: Vec::new(),
+            caches: Vec::new(),
+            spoolers: Vec::new(),
             listen_backlog: srv.listen_queue.max(0) as u64,
             // SAFETY: plain syscall.
             master_pid: unsafe { libc::getpid() },
@@ -358,6 +381,104 @@ impl Live {
             ),
             Source::Shared(SharedField::Load),
         );
+
+        add(
+            extra(
+                "signal_queue",
+                Kind::Gauge,
+                0,
+                "Bytes of uWSGI signals waiting in the workers' shared signal queue (the stats server's signal_queue).",
+                vec![],
+            ),
+            Source::SignalQueue,
+        );
+
+        // Caches and spoolers live in shared memory (uwsgi_calloc_shared / malloc_shared); their
+        // lists are built before fork and never change.
+        let mut uc = srv.caches;
+        while !uc.is_null() && live.caches.len() < 1024 {
+            // SAFETY: a node of uwsgi.caches, immutable after setup.
+            let cache = unsafe { &*uc };
+            uc = cache.next;
+            let name = if cache.name.is_null() {
+                "default".to_string()
+            } else {
+                cstr(cache.name)
+            };
+            let ci = live.caches.len();
+            live.caches
+                .push(cache as *const ffi::uwsgi_cache as *mut ffi::uwsgi_cache);
+            let cl = || labels(&[("name", name.clone())]);
+            let fams: [(&'static str, Kind, &'static str, CacheField); 5] = [
+                (
+                    "cache_items",
+                    Kind::Gauge,
+                    "Items in the uWSGI cache.",
+                    CacheField::Items,
+                ),
+                (
+                    "cache_max_items",
+                    Kind::Gauge,
+                    "Capacity of the uWSGI cache, in items.",
+                    CacheField::MaxItems,
+                ),
+                (
+                    "cache_hits",
+                    Kind::Counter,
+                    "Lookups that found their key in the uWSGI cache.",
+                    CacheField::Hits,
+                ),
+                (
+                    "cache_misses",
+                    Kind::Counter,
+                    "Lookups that did not find their key in the uWSGI cache.",
+                    CacheField::Misses,
+                ),
+                (
+                    "cache_full",
+                    Kind::Counter,
+                    "Writes refused because the uWSGI cache was full.",
+                    CacheField::Full,
+                ),
+            ];
+            for (fam, kind, help, f) in fams {
+                add(extra(fam, kind, 0, help, cl()), Source::Cache(ci, f));
+            }
+        }
+        let mut sp = srv.spoolers;
+        while !sp.is_null() && live.spoolers.len() < 1024 {
+            // SAFETY: a node of uwsgi.spoolers, immutable after setup.
+            let spooler = unsafe { &*sp };
+            sp = spooler.next;
+            let dir = fixed_cstr(&spooler.dir);
+            let si = live.spoolers.len();
+            live.spoolers
+                .push(spooler as *const ffi::uwsgi_spooler as *mut ffi::uwsgi_spooler);
+            let sl = || labels(&[("dir", dir.clone())]);
+            let fams: [(&'static str, Kind, &'static str, SpoolerField); 3] = [
+                (
+                    "spooler_tasks",
+                    Kind::Counter,
+                    "Tasks run by the spooler.",
+                    SpoolerField::Tasks,
+                ),
+                (
+                    "spooler_respawns",
+                    Kind::Counter,
+                    "Times the spooler process was respawned.",
+                    SpoolerField::Respawns,
+                ),
+                (
+                    "spooler_running",
+                    Kind::Gauge,
+                    "1 while the spooler runs a task.",
+                    SpoolerField::Running,
+                ),
+            ];
+            for (fam, kind, help, f) in fams {
+                add(extra(fam, kind, 0, help, sl()), Source::Spooler(si, f));
+            }
+        }
 
         // Sockets, de-duplicated by name and protocol (uWSGI can list one socket twice).
         let mut seen = Vec::<(String, String)>::new();
@@ -718,6 +839,46 @@ impl Live {
         v.min(i64::MAX as u64) as i64
     }
 
+    fn cache_field(&self, ci: usize, f: CacheField) -> i64 {
+        let Some(&p) = self.caches.get(ci) else {
+            return 0;
+        };
+        let v = match f {
+            CacheField::Items => load!(p, n_items),
+            CacheField::MaxItems => load!(p, max_items),
+            CacheField::Hits => load!(p, hits),
+            CacheField::Misses => load!(p, miss),
+            CacheField::Full => load!(p, full),
+        };
+        v.min(i64::MAX as u64) as i64
+    }
+
+    fn spooler_field(&self, si: usize, f: SpoolerField) -> i64 {
+        let Some(&p) = self.spoolers.get(si) else {
+            return 0;
+        };
+        let v = match f {
+            SpoolerField::Tasks => load!(p, tasks),
+            SpoolerField::Respawns => load!(p, respawned),
+            SpoolerField::Running => load!(p, running).max(0) as u64,
+        };
+        v.min(i64::MAX as u64) as i64
+    }
+
+    /// FIONREAD on the workers' signal pipe, as the stats server computes `signal_queue`.
+    fn signal_queue(&self) -> i64 {
+        if self.shared.is_null() {
+            return 0;
+        }
+        let fd = load!(self.shared, worker_signal_pipe)[1];
+        let mut n: c_int = 0;
+        // SAFETY: FIONREAD writes one int; a closed or invalid fd only makes ioctl fail.
+        if fd < 0 || unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 {
+            return 0;
+        }
+        i64::from(n)
+    }
+
     fn pid_of(&self, p: Proc) -> Option<i32> {
         match p {
             Proc::Master => Some(self.master_pid),
@@ -743,6 +904,9 @@ impl Live {
                 Source::SocketQueue(si) => self.socket_queue(si, false),
                 Source::SocketQueueMax(si) => self.socket_queue(si, true),
                 Source::Shared(f) => self.shared_field(f),
+                Source::SignalQueue => self.signal_queue(),
+                Source::Cache(ci, f) => self.cache_field(ci, f),
+                Source::Spooler(si, f) => self.spooler_field(si, f),
                 Source::Proc(p, f) => {
                     let st = match procs.iter().find(|(q, _)| *q == p) {
                         Some((_, st)) => *st,

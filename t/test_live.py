@@ -1,5 +1,6 @@
 """Issue 6: live uWSGI state (worker status, harakiri, exceptions, sockets, apps, processes)."""
 import json
+import os
 import re
 import threading
 import time
@@ -91,6 +92,19 @@ def worker_expectations(js):
     want = {}
     want[('uwsgi_listen_queue', frozenset())] = js['listen_queue']
     want[('uwsgi_load', frozenset())] = js['load']
+    want[('uwsgi_signal_queue', frozenset())] = js['signal_queue']
+    for c in js.get('caches', []):
+        cl = L(name=c['name'])
+        want[('uwsgi_cache_items', cl)] = c['items']
+        want[('uwsgi_cache_max_items', cl)] = c['max_items']
+        want[('uwsgi_cache_hits_total', cl)] = c['hits']
+        want[('uwsgi_cache_misses_total', cl)] = c['miss']
+        want[('uwsgi_cache_full_total', cl)] = c['full']
+    for sp in js.get('spoolers', []):
+        sl = L(dir=sp['dir'])
+        want[('uwsgi_spooler_tasks_total', sl)] = sp['tasks']
+        want[('uwsgi_spooler_respawns_total', sl)] = sp['respawns']
+        want[('uwsgi_spooler_running', sl)] = sp['running']
     for sock in js['sockets']:
         labels = None
         for k in ('queue', 'max_queue'):
@@ -132,9 +146,12 @@ def worker_expectations(js):
 
 
 @pytest.mark.parametrize('variant', ['pip-routing', 'debian', 'pip-norouting'])
-def test_every_value_the_stats_server_has_is_equal(instance, variant):
-    u, addr = instance(['--workers', '3', '--threads', '2', '--memory-report'], variant)
-    for path in ['/', '/a', '/metric', '/b', '/c']:
+def test_every_value_the_stats_server_has_is_equal(instance, tmpdir_path, variant):
+    spool = os.path.join(tmpdir_path, 'spool')
+    os.mkdir(spool)
+    u, addr = instance(['--workers', '3', '--threads', '2', '--memory-report',
+                        '--cache2', 'name=mycache,items=100', '--spooler', spool], variant)
+    for path in ['/', '/a', '/metric', '/b', '/c', '/cache', '/cache']:
         assert u.get(path)[0] == 200
     for _ in range(2):
         try:
@@ -157,6 +174,9 @@ def test_every_value_the_stats_server_has_is_equal(instance, variant):
                 name, dict(key[1]), s[key], value)
         checked += 1
     assert checked > 50
+    assert s[('uwsgi_cache_hits_total', L(name='mycache'))] == 2
+    assert s[('uwsgi_cache_misses_total', L(name='mycache'))] == 2
+    assert s[('uwsgi_cache_items', L(name='mycache'))] == 1
     # --memory-report makes uWSGI fill rss/vsz: the values are real, not zeros.
     assert any(v > 0 for (n, _), v in s.items() if n == 'uwsgi_worker_rss_bytes')
 

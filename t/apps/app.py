@@ -11,6 +11,11 @@ def application(environ, start_response):
     elif path == '/metric':
         import uwsgi
         uwsgi.metric_inc('myapp.jobs.done')
+    elif path == '/cache':
+        import uwsgi
+        uwsgi.cache_update('key', 'value', 0, 'mycache')
+        uwsgi.cache_get('key', 'mycache')
+        uwsgi.cache_get('missing', 'mycache')
     body = ('hello from %s\n' % path).encode()
     start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
     return [body]
