@@ -1,6 +1,7 @@
 //! Option values: parsing and validation, pure (no FFI). The plugin's option callbacks feed
 //! [`Builder`]; a bad value is an `Err` whose text names the option, and startup stops.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 /// Where `--prometheus-server` listens.
@@ -54,6 +55,93 @@ pub fn parse_server_addr(v: &str) -> Result<ServerAddr, String> {
     Ok(ServerAddr::Tcp { host, port })
 }
 
+/// An IP network (`10.0.0.0/8`, `::1/128`; a bare address is a single host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    pub fn parse(v: &str) -> Result<Cidr, String> {
+        let v = v.trim();
+        let (addr, bits) = match v.split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (v, None),
+        };
+        let net: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("'{v}' is not an IP address or network (e.g. 10.0.0.0/8)"))?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let bits = match bits {
+            None => max,
+            Some(b) => b
+                .parse::<u8>()
+                .ok()
+                .filter(|b| *b <= max)
+                .ok_or_else(|| format!("'{v}': prefix length must be 0-{max}"))?,
+        };
+        Ok(Cidr { net, bits })
+    }
+
+    /// True when `ip` is in the network. IPv4-mapped IPv6 clients (`::ffff:a.b.c.d`, as seen
+    /// on a dual-stack listener) match IPv4 networks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        let (a, b, width): (u128, u128, u32) = match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => (u32::from(n).into(), u32::from(i).into(), 32),
+            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        let bits = u32::from(self.bits);
+        if bits == 0 {
+            return true;
+        }
+        let shift = width - bits;
+        (a >> shift) == (b >> shift)
+    }
+}
+
+/// HTTP basic-auth credentials for the dedicated server: a user name and the SHA-256 digest of
+/// the password (only the digest is kept; `Debug` hides both).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    pub user: String,
+    pub sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BasicAuth(<redacted>)")
+    }
+}
+
+impl BasicAuth {
+    /// Parses `USER:sha256:HEX` (HEX = the 64 hex digits of the password's SHA-256, e.g.
+    /// `printf %s "$PASSWORD" | sha256sum`). Errors never echo the value.
+    pub fn parse(v: &str) -> Result<BasicAuth, String> {
+        const FORM: &str = "expected USER:sha256:HEX (HEX: the password's SHA-256 in hex, \
+                            e.g. from `printf %s \"$PASSWORD\" | sha256sum`)";
+        let (user, rest) = v.split_once(':').ok_or(FORM)?;
+        let hex = rest.strip_prefix("sha256:").ok_or(FORM)?;
+        if user.is_empty() || hex.len() != 64 {
+            return Err(FORM.into());
+        }
+        let mut sha256 = [0u8; 32];
+        for (i, out) in sha256.iter_mut().enumerate() {
+            *out = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or(FORM)?, 16)
+                .map_err(|_| FORM.to_string())?;
+        }
+        Ok(BasicAuth {
+            user: user.to_string(),
+            sha256,
+        })
+    }
+}
+
 /// The plugin's settings after option parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -62,6 +150,10 @@ pub struct Config {
     pub server_mode: Option<u32>,
     /// Path that serves the metrics on `--prometheus-server`.
     pub path: String,
+    /// TCP clients allowed on `--prometheus-server` (empty: all).
+    pub allow: Vec<Cidr>,
+    /// Credentials required on `--prometheus-server`.
+    pub basic_auth: Option<BasicAuth>,
     pub format: crate::format::Options,
 }
 
@@ -71,6 +163,8 @@ impl Default for Config {
             servers: Vec::new(),
             server_mode: None,
             path: "/metrics".to_string(),
+            allow: Vec::new(),
+            basic_auth: None,
             format: crate::format::Options::default(),
         }
     }
@@ -82,6 +176,8 @@ pub enum Opt {
     Server,
     ServerMode,
     Path,
+    Allow,
+    BasicAuth,
     Prefix,
     NoWorkers,
     NoCores,
@@ -90,10 +186,12 @@ pub enum Opt {
 }
 
 impl Opt {
-    pub const ALL: [Opt; 8] = [
+    pub const ALL: [Opt; 10] = [
         Opt::Server,
         Opt::ServerMode,
         Opt::Path,
+        Opt::Allow,
+        Opt::BasicAuth,
         Opt::Prefix,
         Opt::NoWorkers,
         Opt::NoCores,
@@ -107,6 +205,8 @@ impl Opt {
             Opt::Server => "prometheus-server",
             Opt::ServerMode => "prometheus-server-mode",
             Opt::Path => "prometheus-path",
+            Opt::Allow => "prometheus-allow",
+            Opt::BasicAuth => "prometheus-basic-auth",
             Opt::Prefix => "prometheus-prefix",
             Opt::NoWorkers => "prometheus-no-workers",
             Opt::NoCores => "prometheus-no-cores",
@@ -118,7 +218,7 @@ impl Opt {
     pub const fn takes_value(self) -> bool {
         matches!(
             self,
-            Opt::Server | Opt::ServerMode | Opt::Path | Opt::Prefix
+            Opt::Server | Opt::ServerMode | Opt::Path | Opt::Allow | Opt::BasicAuth | Opt::Prefix
         )
     }
 }
@@ -146,6 +246,17 @@ impl Config {
                 let p = value.unwrap_or("");
                 crate::http::validate_path(p).map_err(err)?;
                 self.path = p.to_string();
+            }
+            Opt::Allow => {
+                for part in value.unwrap_or("").split(',') {
+                    let cidr = Cidr::parse(part).map_err(err)?;
+                    if !self.allow.contains(&cidr) {
+                        self.allow.push(cidr);
+                    }
+                }
+            }
+            Opt::BasicAuth => {
+                self.basic_auth = Some(BasicAuth::parse(value.unwrap_or("")).map_err(err)?);
             }
             Opt::Prefix => {
                 let p = value.unwrap_or("");
@@ -215,6 +326,50 @@ mod tests {
             assert!(parse_server_addr(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(tcp("::1", 5).to_string(), "[::1]:5");
+    }
+
+    #[test]
+    fn networks() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("test address");
+        let n = Cidr::parse("10.0.0.0/8").expect("valid");
+        assert!(n.contains(ip("10.1.2.3")) && !n.contains(ip("11.0.0.1")));
+        assert!(n.contains(ip("::ffff:10.9.9.9")));
+        assert!(!n.contains(ip("::1")));
+        let h = Cidr::parse("127.0.0.1").expect("valid");
+        assert!(h.contains(ip("127.0.0.1")) && !h.contains(ip("127.0.0.2")));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .expect("valid")
+            .contains(ip("1.2.3.4")));
+        let v6 = Cidr::parse("fd00::/8").expect("valid");
+        assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
+        for bad in ["", "10.0.0.0/33", "::/129", "host", "10.0.0.0/x"] {
+            assert!(Cidr::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn basic_auth_values() {
+        let hex = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
+        let a = BasicAuth::parse(&format!("prom:sha256:{hex}")).expect("valid");
+        assert_eq!(a.user, "prom");
+        assert_eq!(a.sha256[0], 0x5e);
+        assert_eq!(format!("{a:?}"), "BasicAuth(<redacted>)");
+        for bad in [
+            "prom:password",
+            ":sha256:00",
+            "prom:sha256:zz",
+            "prom:sha256:",
+        ] {
+            assert!(BasicAuth::parse(bad).is_err(), "{bad:?}");
+        }
+        let mut c = Config::default();
+        let e = c
+            .apply(Opt::BasicAuth, Some("prom:secret-password"))
+            .expect_err("plain passwords are refused");
+        assert!(!e.contains("secret-password"), "{e}");
+        c.apply(Opt::Allow, Some("127.0.0.1, 10.0.0.0/8"))
+            .expect("valid option");
+        assert_eq!(c.allow.len(), 2);
     }
 
     #[test]

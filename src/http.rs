@@ -2,6 +2,10 @@
 //! parsing proper), routing and response heads. Pure: no I/O, no FFI.
 #![forbid(unsafe_code)]
 
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+use crate::config::BasicAuth;
 use crate::format::{negotiate, Format};
 
 /// Largest request head accepted; beyond it the answer is 431.
@@ -14,6 +18,8 @@ pub const MAX_HEADERS: usize = 64;
 pub enum Status {
     Ok,
     BadRequest,
+    Unauthorized,
+    Forbidden,
     NotFound,
     MethodNotAllowed,
     HeadersTooLarge,
@@ -25,6 +31,8 @@ impl Status {
         match self {
             Status::Ok => "200 OK",
             Status::BadRequest => "400 Bad Request",
+            Status::Unauthorized => "401 Unauthorized",
+            Status::Forbidden => "403 Forbidden",
             Status::NotFound => "404 Not Found",
             Status::MethodNotAllowed => "405 Method Not Allowed",
             Status::HeadersTooLarge => "431 Request Header Fields Too Large",
@@ -36,6 +44,8 @@ impl Status {
         match self {
             Status::Ok => "",
             Status::BadRequest => "bad request\n",
+            Status::Unauthorized => "authentication required\n",
+            Status::Forbidden => "forbidden\n",
             Status::NotFound => "not found\n",
             Status::MethodNotAllowed => "method not allowed: use GET or HEAD\n",
             Status::HeadersTooLarge => "request head too large\n",
@@ -67,6 +77,12 @@ pub enum Parsed {
 /// Parses the request head in `buf` and decides the answer. Bytes after the head (a body,
 /// pipelined requests) are ignored: every response closes the connection.
 pub fn parse(buf: &[u8], metrics_path: &str) -> Parsed {
+    parse_with_auth(buf, metrics_path, None)
+}
+
+/// [`parse`], and when `auth` is set, every request must carry those basic-auth credentials
+/// (else 401).
+pub fn parse_with_auth(buf: &[u8], metrics_path: &str, auth: Option<&BasicAuth>) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
@@ -80,12 +96,58 @@ pub fn parse(buf: &[u8], metrics_path: &str) -> Parsed {
         Ok(httparse::Status::Complete(n)) if n > HEAD_LIMIT => {
             Parsed::Done(Action::Error(Status::HeadersTooLarge))
         }
-        Ok(httparse::Status::Complete(_)) => Parsed::Done(decide(&req, metrics_path)),
+        Ok(httparse::Status::Complete(_)) => {
+            if let Some(auth) = auth {
+                let given = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+                    .map(|h| h.value);
+                if !authorized(given, auth) {
+                    return Parsed::Done(Action::Error(Status::Unauthorized));
+                }
+            }
+            Parsed::Done(decide(&req, metrics_path))
+        }
         Err(httparse::Error::TooManyHeaders) => {
             Parsed::Done(Action::Error(Status::HeadersTooLarge))
         }
         Err(_) => Parsed::Done(Action::Error(Status::BadRequest)),
     }
+}
+
+/// Checks an `Authorization: Basic ...` value. The user name and password are compared as
+/// SHA-256 digests in constant time, so timing tells nothing about either.
+fn authorized(header: Option<&[u8]>, auth: &BasicAuth) -> bool {
+    let Some(value) = header else {
+        return false;
+    };
+    let value = value.trim_ascii();
+    if value.len() < 6 || !value[..6].eq_ignore_ascii_case(b"basic ") {
+        return false;
+    }
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(value[6..].trim_ascii())
+    else {
+        return false;
+    };
+    let Some(colon) = decoded.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let user_ok = ct_eq(
+        &Sha256::digest(&decoded[..colon]),
+        &Sha256::digest(auth.user.as_bytes()),
+    );
+    let pass_ok = ct_eq(&Sha256::digest(&decoded[colon + 1..]), &auth.sha256);
+    user_ok & pass_ok
+}
+
+/// Constant-time equality of two equal-length digests.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
 }
 
 fn decide(req: &httparse::Request<'_, '_>, metrics_path: &str) -> Action {
@@ -139,10 +201,10 @@ pub fn write_response(
 
 /// Appends the response for an error status.
 pub fn write_error(out: &mut Vec<u8>, status: Status, head_only: bool) {
-    let extra = if status == Status::MethodNotAllowed {
-        "Allow: GET, HEAD\r\n"
-    } else {
-        ""
+    let extra = match status {
+        Status::MethodNotAllowed => "Allow: GET, HEAD\r\n",
+        Status::Unauthorized => "WWW-Authenticate: Basic realm=\"uWSGI metrics\"\r\n",
+        _ => "",
     };
     write_response(
         out,
@@ -258,6 +320,60 @@ mod tests {
             p(&format!("GET /metrics HTTP/1.1\r\n{many}\r\n")),
             Parsed::Done(Action::Error(Status::HeadersTooLarge))
         );
+    }
+
+    #[test]
+    fn basic_auth() {
+        // sha256("s3cret")
+        let auth = BasicAuth::parse(
+            "prom:sha256:3cbd9ab2b8f6b0a8b6f8a2b3c1e4d0c6d2f1f0e5b1a0c9d8e7f6a5b4c3d2e1f0",
+        )
+        .expect("valid");
+        let real = BasicAuth {
+            user: "prom".into(),
+            sha256: Sha256::digest(b"s3cret").into(),
+        };
+        let req = |cred: &str| {
+            format!(
+                "GET /metrics HTTP/1.1\r\nAuthorization: Basic {}\r\n\r\n",
+                base64::engine::general_purpose::STANDARD.encode(cred)
+            )
+        };
+        let ok = Parsed::Done(Action::Metrics {
+            fmt: Format::Text,
+            head: false,
+        });
+        let denied = Parsed::Done(Action::Error(Status::Unauthorized));
+        assert_eq!(
+            parse_with_auth(req("prom:s3cret").as_bytes(), "/metrics", Some(&real)),
+            ok
+        );
+        assert_eq!(
+            parse_with_auth(req("prom:s3cret").as_bytes(), "/metrics", Some(&auth)),
+            denied
+        );
+        assert_eq!(
+            parse_with_auth(req("prom:wrong").as_bytes(), "/metrics", Some(&real)),
+            denied
+        );
+        assert_eq!(
+            parse_with_auth(req("other:s3cret").as_bytes(), "/metrics", Some(&real)),
+            denied
+        );
+        assert_eq!(
+            parse_with_auth(req("proms3cret").as_bytes(), "/metrics", Some(&real)),
+            denied
+        );
+        let no_header = b"GET /metrics HTTP/1.1\r\n\r\n";
+        assert_eq!(parse_with_auth(no_header, "/metrics", Some(&real)), denied);
+        let garbage = b"GET /metrics HTTP/1.1\r\nAuthorization: Basic !!!\r\n\r\n";
+        assert_eq!(parse_with_auth(garbage, "/metrics", Some(&real)), denied);
+        assert_eq!(parse(no_header, "/metrics"), ok);
+        let mut out = Vec::new();
+        write_error(&mut out, Status::Unauthorized, false);
+        assert!(String::from_utf8(out)
+            .expect("UTF-8 output")
+            .contains("WWW-Authenticate: Basic realm=\"uWSGI metrics\"\r\n"));
     }
 
     #[test]

@@ -33,7 +33,7 @@ const fn option(
 }
 
 /// uWSGI copies these structs in `build_options` but keeps the string pointers: static storage.
-static mut OPTIONS: [ffi::uwsgi_option; 9] = [
+static mut OPTIONS: [ffi::uwsgi_option; 11] = [
     option(
         Opt::Server,
         c"prometheus-server",
@@ -50,6 +50,18 @@ static mut OPTIONS: [ffi::uwsgi_option; 9] = [
         Opt::Path,
         c"prometheus-path",
         c"path of the metrics on --prometheus-server (default /metrics)",
+        0,
+    ),
+    option(
+        Opt::Allow,
+        c"prometheus-allow",
+        c"comma-separated networks (10.0.0.0/8, ::1) allowed to connect to --prometheus-server over TCP; others get 403",
+        0,
+    ),
+    option(
+        Opt::BasicAuth,
+        c"prometheus-basic-auth",
+        c"require HTTP basic auth on --prometheus-server: USER:sha256:HEX (HEX = sha256 of the password)",
         0,
     ),
     option(
@@ -186,7 +198,7 @@ extern "C" fn post_init() {
         let mut bound = Vec::new();
         if !cfg.servers.is_empty() {
             if host::has_master() {
-                match Server::bind(&cfg.servers, cfg.server_mode, &cfg.path) {
+                match Server::bind(&cfg) {
                     Ok(server) => {
                         bound = server.describe();
                         *SERVER.lock() = Some(server);

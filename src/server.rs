@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::config::ServerAddr;
+use crate::config::{BasicAuth, Cidr, Config, ServerAddr};
 use crate::http::{self, Action, Parsed, Status};
 
 /// Connections served at once. Beyond it, the oldest connection still waiting for its request
@@ -88,6 +88,8 @@ pub(crate) struct Server {
     spare: Vec<Vec<u8>>,
     registered: bool,
     path: String,
+    allow: Vec<Cidr>,
+    auth: Option<BasicAuth>,
     index: Vec<u8>,
     values: Vec<i64>,
     body: Vec<u8>,
@@ -160,11 +162,8 @@ fn bind_unix(path: &Path, mode: Option<u32>) -> io::Result<RawFd> {
 impl Server {
     /// Binds every address. Called in the master after uWSGI's own sockets are set up and before
     /// the workers are forked.
-    pub(crate) fn bind(
-        addrs: &[ServerAddr],
-        mode: Option<u32>,
-        path: &str,
-    ) -> Result<Server, String> {
+    pub(crate) fn bind(cfg: &Config) -> Result<Server, String> {
+        let (addrs, mode, path) = (&cfg.servers, cfg.server_mode, cfg.path.as_str());
         if addrs.len() > MAX_LISTENERS {
             return Err(format!(
                 "at most {MAX_LISTENERS} --prometheus-server addresses"
@@ -189,6 +188,8 @@ impl Server {
             spare: Vec::new(),
             registered: false,
             path: path.to_string(),
+            allow: cfg.allow.clone(),
+            auth: cfg.basic_auth.clone(),
             index: Vec::new(),
             values: Vec::new(),
             body: Vec::new(),
@@ -302,22 +303,16 @@ impl Server {
                 // level-triggered epoll brings us back next cycle.
                 return;
             }
+            // A client outside the allow-list gets its 403 through the normal write/drain path
+            // (closing at once, with its request unread, would reset the connection and
+            // destroy the answer in flight).
+            let denied = !self.allow.is_empty()
+                && self.listeners[li].unix_path.is_none()
+                && !peer_ip(fd).is_some_and(|ip| self.allow.iter().any(|n| n.contains(ip)));
             let free = self.conns.iter().position(Option::is_none);
             let Some(slot) = free.or_else(|| self.evict_idle()) else {
-                // Over the cap with every connection mid-response: one best-effort 503,
-                // never waiting for the client.
-                let mut out = Vec::new();
-                http::write_error(&mut out, Status::Unavailable, false);
-                // SAFETY: `fd` is the socket just accepted; `out` is live for the call.
-                unsafe {
-                    libc::send(
-                        fd,
-                        out.as_ptr().cast(),
-                        out.len(),
-                        libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-                    )
-                };
-                close(fd);
+                // Over the cap with every connection mid-response.
+                refuse(fd, Status::Unavailable);
                 continue;
             };
             if epoll_ctl(
@@ -342,6 +337,9 @@ impl Server {
                 sent: 0,
                 deadline: now + DEADLINE,
             });
+            if denied {
+                self.respond(slot, Action::Error(Status::Forbidden));
+            }
             // Data often arrives with the connection (TCP_DEFER_ACCEPT-like clients, UNIX
             // sockets): try right away instead of waiting for the next cycle.
             self.drive(slot, now);
@@ -414,7 +412,11 @@ impl Server {
             // SAFETY: recv initialised `n` more bytes (n <= room).
             unsafe { c.buf.set_len(len + n as usize) };
         }
-        match http::parse(&c.buf, &self.path) {
+        #[cfg(feature = "fault-injection")]
+        if c.buf.starts_with(b"GET /__panic ") {
+            panic!("fault injection: GET /__panic");
+        }
+        match http::parse_with_auth(&c.buf, &self.path, self.auth.as_ref()) {
             Parsed::Partial => true,
             Parsed::Done(action) => {
                 self.respond(slot, action);
@@ -585,11 +587,43 @@ impl Server {
     }
 }
 
+/// Answers a just-accepted connection with one best-effort error response, never waiting for
+/// the client, and closes it.
+fn refuse(fd: RawFd, status: Status) {
+    let mut out = Vec::new();
+    http::write_error(&mut out, status, false);
+    // SAFETY: `fd` is the socket just accepted; `out` is live for the call.
+    unsafe {
+        libc::send(
+            fd,
+            out.as_ptr().cast(),
+            out.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
+    close(fd);
+}
+
+fn peer_ip(fd: RawFd) -> Option<std::net::IpAddr> {
+    sockaddr_of(fd, true).map(|(ip, _)| ip)
+}
+
 fn local_tcp_addr(fd: RawFd) -> Option<String> {
+    sockaddr_of(fd, false).map(|(ip, port)| std::net::SocketAddr::new(ip, port).to_string())
+}
+
+/// The peer's (`peer`) or the local address of a TCP socket.
+fn sockaddr_of(fd: RawFd, peer: bool) -> Option<(std::net::IpAddr, u16)> {
     let mut ss: libc::sockaddr_storage = unsafe_zeroed_storage();
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: `ss` is large enough for any address; `len` says so.
-    if unsafe { libc::getsockname(fd, (&raw mut ss).cast(), &mut len) } < 0 {
+    let r = if peer {
+        // SAFETY: `ss` is large enough for any address; `len` says so.
+        unsafe { libc::getpeername(fd, (&raw mut ss).cast(), &mut len) }
+    } else {
+        // SAFETY: as above.
+        unsafe { libc::getsockname(fd, (&raw mut ss).cast(), &mut len) }
+    };
+    if r < 0 {
         return None;
     }
     match ss.ss_family as i32 {
@@ -597,13 +631,13 @@ fn local_tcp_addr(fd: RawFd) -> Option<String> {
             // SAFETY: the family says `ss` holds a sockaddr_in.
             let sin: libc::sockaddr_in = unsafe { std::ptr::read((&raw const ss).cast()) };
             let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(format!("{ip}:{}", u16::from_be(sin.sin_port)))
+            Some((ip.into(), u16::from_be(sin.sin_port)))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says `ss` holds a sockaddr_in6.
             let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read((&raw const ss).cast()) };
             let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            Some(format!("[{ip}]:{}", u16::from_be(sin6.sin6_port)))
+            Some((ip.into(), u16::from_be(sin6.sin6_port)))
         }
         _ => None,
     }

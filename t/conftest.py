@@ -51,7 +51,10 @@ VARIANTS = {
     'debian': Variant('debian', 'UWSGI_DEBIAN', True),
     'pip-routing': Variant('pip-routing', 'UWSGI_PIP_ROUTING', False),
     'pip-norouting': Variant('pip-norouting', 'UWSGI_PIP_NOROUTING', False),
+    # Same binary, plugin built with the test-only `fault-injection` feature.
+    'pip-routing-faults': Variant('pip-routing-faults', 'UWSGI_PIP_ROUTING', False),
 }
+MAIN_VARIANTS = ['debian', 'pip-norouting', 'pip-routing']
 ROUTING_VARIANTS = ['debian', 'pip-routing']
 
 

@@ -10,7 +10,7 @@
 #       debian:       /usr/bin/uwsgi-core (2.0.21, routing via PCRE1, python as a plugin)
 #       pip-routing:  pip 2.0.31 built with libpcre2-dev present   -> -DUWSGI_ROUTING
 #       pip-norouting: pip 2.0.31 built with pcre and routing off  -> no routing, no uwsgi_register_router
-#   - a tools venv with pytest, prometheus_client and hypothesis.
+#   - a tools venv with pytest (+ pytest-timeout), prometheus_client and hypothesis.
 set -euo pipefail
 
 UWSGI_PIP_VERSION=2.0.31
@@ -81,12 +81,12 @@ pip_uwsgi "$MP_ENV/uwsgi-pip-norouting" "pcre=false;routing=false" 0 &
 p2=$!
 
 tools=$MP_ENV/tools
-if [ ! -x "$tools/bin/pytest" ] || ! "$tools/bin/python" -c 'import prometheus_client, hypothesis' 2>/dev/null; then
+if [ ! -x "$tools/bin/pytest" ] || ! "$tools/bin/python" -c 'import prometheus_client, hypothesis, pytest_timeout' 2>/dev/null; then
   log "creating the test tools venv in $tools"
   rm -rf "$tools"
   "$PY" -m venv "$tools"
   "$tools/bin/pip" install -q --upgrade pip >/dev/null
-  "$tools/bin/pip" install -q pytest prometheus_client hypothesis
+  "$tools/bin/pip" install -q pytest pytest-timeout prometheus_client hypothesis
 fi
 wait "$p1"
 wait "$p2"

@@ -22,6 +22,8 @@ step "cargo clippy (routing)"
 UWSGI_BIN=$UWSGI_PIP_ROUTING cargo clippy --all-targets -- -D warnings
 step "cargo clippy (no routing)"
 UWSGI_BIN=$UWSGI_PIP_NOROUTING cargo clippy --all-targets -- -D warnings
+step "cargo clippy (fault-injection feature)"
+UWSGI_BIN=$UWSGI_PIP_ROUTING cargo clippy --all-targets --features fault-injection -- -D warnings
 
 step "cargo test"
 UWSGI_BIN=$UWSGI_PIP_ROUTING cargo test
@@ -29,17 +31,21 @@ UWSGI_BIN=$UWSGI_PIP_ROUTING cargo test
 step "build the plugin for each uWSGI"
 build_for() {
   local name=$1 bin=$2
-  UWSGI_BIN=$bin cargo build --release --lib
+  shift 2
+  UWSGI_BIN=$bin cargo build --release --lib "$@"
   mkdir -p "build/$name"
   cp target/release/libmetrics_prometheus.so "build/$name/metrics_prometheus_plugin.so"
   echo "build/$name/metrics_prometheus_plugin.so <- $bin ($("$bin" --version))"
 }
 build_for debian "$UWSGI_DEBIAN"
 build_for pip-norouting "$UWSGI_PIP_NOROUTING"
+# A test-only build whose dedicated server panics on GET /__panic (proves the panic guard).
+build_for pip-routing-faults "$UWSGI_PIP_ROUTING" --features fault-injection
 build_for pip-routing "$UWSGI_PIP_ROUTING"
 UWSGI_BIN=$UWSGI_PIP_ROUTING cargo build --release --example render
 export RENDER_BIN=$ROOT/target/release/examples/render
 
 step "integration tests (real uWSGI)"
 export CARGO_TARGET_DIR=$ROOT/target
-"$MP_TOOLS/bin/pytest" -p no:cacheprovider -ra t/ "$@"
+# --timeout: a hung test fails after 5 minutes instead of stalling CI.
+"$MP_TOOLS/bin/pytest" -p no:cacheprovider -ra --timeout 300 t/ "$@"

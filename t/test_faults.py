@@ -1,0 +1,216 @@
+"""Issue 7: faults (panics, killed workers, harakiri, reloads, stop) and access control."""
+import base64
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import VARIANTS
+from promcheck import promtool_clean, samples
+from test_server import connect, get, raw, server_addrs, server_addrs_last
+
+
+def master_pid(u):
+    return int(re.findall(r'spawned uWSGI master process \(pid: (\d+)', u.log())[-1])
+
+
+def test_panic_in_the_server_is_caught_and_the_master_keeps_serving(start_uwsgi):
+    u = start_uwsgi('pip-routing-faults', ['--prometheus-server', '127.0.0.1:0'])
+    addr = server_addrs(u)[0]
+    pid = master_pid(u)
+    status, _, _ = raw(addr, b'GET /__panic HTTP/1.1\r\n\r\n', timeout=15)
+    assert status is None  # the connection is dropped, nothing half-written
+    u.wait_log(r'master_cycle: caught a panic, failing closed')
+    assert re.search(r'\[metrics_prometheus\] panic at src/server\.rs:\d+: fault injection', u.log())
+    for _ in range(3):
+        assert get(addr)[0] == 200
+    assert master_pid(u) == pid and u.proc.poll() is None
+    assert u.get('/')[0] == 200
+
+
+def test_worker_killed_during_scrapes(start_uwsgi):
+    u = start_uwsgi('pip-routing', ['--workers', '2', '--threads', '4',
+                                    '--route', '^/metrics$ prometheus-metrics:',
+                                    '--prometheus-server', '127.0.0.1:0'])
+    addr = server_addrs(u)[0]
+    pid = master_pid(u)
+    stop = threading.Event()
+    errors = []
+
+    def scrape_loop():
+        while not stop.is_set():
+            try:
+                status, _, body = u.get('/metrics', timeout=5)
+                if status == 200:
+                    samples(body)
+            except OSError:
+                pass  # the worker serving us died: that is the fault under test
+            except Exception as e:  # a parse failure would be a real defect
+                errors.append(e)
+
+    threads = [threading.Thread(target=scrape_loop, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(3):
+            workers = [int(p) for p in re.findall(
+                r'(?:spawned uWSGI worker \d+ \(pid: |[Rr]espawned uWSGI worker \d+ \(new pid: )(\d+)',
+                u.log())]
+            os.kill(workers[-1], signal.SIGKILL)
+            time.sleep(0.7)
+            assert get(addr)[0] == 200
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert not errors, errors
+    assert master_pid(u) == pid
+    s = samples(get(addr)[2])
+    assert sum(v for (n, _), v in s.items() if n == 'uwsgi_worker_respawns_total') >= 5
+
+
+def test_harakiri_during_a_route_scrape(start_uwsgi, tmpdir_path):
+    # The route answers on a UNIX http-socket (kernel buffers of ~200 KB) with a ~600 KB
+    # exposition to a client that stops reading: the worker blocks in the write until harakiri
+    # kills it. The master respawns it and both front ends keep answering.
+    app_sock = os.path.join(tmpdir_path, 'app.sock')
+    u = start_uwsgi('pip-routing', ['--http-socket', app_sock, '--workers', '1',
+                                    '--threads', '1000', '--harakiri', '2',
+                                    '--socket-timeout', '30',
+                                    '--route', '^/metrics$ prometheus-metrics:',
+                                    '--prometheus-server', '127.0.0.1:0'], http=False)
+    addr = server_addrs(u)[0]
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(app_sock)
+    s.sendall(b'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n')
+    s.recv(1)
+    u.wait_log(r'HARAKIRI', timeout=20)
+    s.close()
+    u.wait_log(r'[Rr]espawned uWSGI worker', timeout=20)
+    assert get(addr)[0] == 200
+    time.sleep(0.5)
+    status, _, body = get(app_sock)
+    assert status == 200
+    samples(body)
+    s2 = samples(get(addr)[2])
+    assert s2[('uwsgi_worker_harakiri_total', frozenset({('worker', '1')}))] == 1
+
+
+@pytest.mark.parametrize('how', ['touch-reload', 'touch-chain-reload', 'SIGHUP'])
+def test_reloads_keep_tcp_and_unix_listening(start_uwsgi, tmpdir_path, how):
+    trigger = os.path.join(tmpdir_path, 'reload.trigger')
+    open(trigger, 'w').close()
+    sock = os.path.join(tmpdir_path, 'r.sock')
+    args = ['--workers', '2', '--prometheus-server', '127.0.0.1:0', '--prometheus-server', sock,
+            '--lazy-apps']
+    if how != 'SIGHUP':
+        args += ['--' + how, trigger]
+    u = start_uwsgi('pip-routing', args)
+    pid = master_pid(u)
+    n = u.log().count('prometheus-server on')
+    workers_before = len(re.findall(r'spawned uWSGI worker', u.log()))
+    time.sleep(1.2)
+    if how == 'SIGHUP':
+        os.kill(pid, signal.SIGHUP)
+    else:
+        os.utime(trigger, None)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        log = u.log()
+        if how == 'touch-chain-reload':
+            if len(re.findall(r'[Rr]espawned uWSGI worker|spawned uWSGI worker', log)) >= workers_before + 2:
+                break
+        elif log.count('prometheus-server on') > n:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError('no reload seen:\n' + u.log()[-3000:])
+    addrs = server_addrs_last(u)
+    for a in addrs:
+        deadline = time.time() + 5
+        while True:
+            try:
+                if get(a)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline, a
+            time.sleep(0.1)
+    assert 'Address already in use' not in u.log()
+
+
+def test_stop_removes_the_unix_socket(start_uwsgi, tmpdir_path):
+    sock = os.path.join(tmpdir_path, 's.sock')
+    pidfile = os.path.join(tmpdir_path, 'u.pid')
+    u = start_uwsgi('pip-routing', ['--prometheus-server', sock, '--pidfile', pidfile])
+    assert get(sock)[0] == 200
+    subprocess.run([VARIANTS['pip-routing'].bin, '--stop', pidfile], check=True, timeout=10)
+    assert u.wait_exit(15) is not None
+    assert not os.path.exists(sock)
+
+
+def test_first_second_gives_valid_output(start_uwsgi):
+    """Before uWSGI's metrics collector has run once, the output is valid, not garbage."""
+    u = start_uwsgi('pip-routing', ['--workers', '2', '--prometheus-server', '127.0.0.1:0',
+                                    '--metric', 'myapp.jobs.done'], wait_for=r'prometheus-server on')
+    addr = server_addrs(u)[0]
+    deadline = time.time() + 5
+    body = None
+    while time.time() < deadline:
+        try:
+            st, _, body = get(addr, timeout=2)
+            if st == 200:
+                break
+        except OSError:
+            time.sleep(0.01)
+    assert body
+    samples(body)
+    promtool_clean(body)
+
+
+def test_allow_list(start_uwsgi, tmpdir_path):
+    sock = os.path.join(tmpdir_path, 'a.sock')
+    u = start_uwsgi('pip-routing', ['--prometheus-server', '127.0.0.1:0',
+                                    '--prometheus-server', sock,
+                                    '--prometheus-allow', '10.0.0.0/8,192.168.0.0/16'])
+    tcp, unix = server_addrs(u)
+    status, _, body = get(tcp)
+    assert status == 403 and body == b'forbidden\n'
+    assert get(unix)[0] == 200  # UNIX sockets are governed by file permissions
+    u.stop()
+    u = start_uwsgi('pip-routing', ['--prometheus-server', '127.0.0.1:0',
+                                    '--prometheus-allow', '10.0.0.0/8',
+                                    '--prometheus-allow', '127.0.0.0/8'])
+    assert get(server_addrs(u)[0])[0] == 200
+
+
+def test_basic_auth(start_uwsgi):
+    digest = hashlib.sha256(b's3cret').hexdigest()
+    u = start_uwsgi('pip-routing', ['--prometheus-server', '127.0.0.1:0',
+                                    '--prometheus-basic-auth', 'prom:sha256:' + digest])
+    addr = server_addrs(u)[0]
+    status, h, _ = get(addr)
+    assert status == 401 and h['www-authenticate'] == 'Basic realm="uWSGI metrics"'
+    bad = base64.b64encode(b'prom:nope').decode()
+    assert get(addr, headers={'Authorization': 'Basic ' + bad})[0] == 401
+    good = base64.b64encode(b'prom:s3cret').decode()
+    status, _, body = get(addr, headers={'Authorization': 'Basic ' + good})
+    assert status == 200
+    samples(body)
+    assert digest not in u.log() and 's3cret' not in u.log()
+
+
+def test_bad_access_options_stop_startup(start_uwsgi):
+    for args, opt in [(['--prometheus-allow', '10.0.0.0/40'], 'prometheus-allow'),
+                      (['--prometheus-basic-auth', 'prom:plaintext'], 'prometheus-basic-auth')]:
+        u = start_uwsgi('pip-routing', ['--prometheus-server', '127.0.0.1:0'] + args,
+                        wait_for=None)
+        assert u.wait_exit() != 0
+        assert 'invalid value for --%s' % opt in u.log()
+        assert 'plaintext' not in u.log()

@@ -1,0 +1,415 @@
+"""Issue 7: hostile clients against --prometheus-server on TCP and on a UNIX socket.
+
+One real uWSGI serves every case. After each case: the master is the same process, a normal
+scrape works at once, and nothing in the log looks like a crash. At the end the master's fd
+count is back to its start and 10 000 scrapes grew its RSS by at most 1 MiB.
+"""
+import os
+import random
+import re
+import socket
+import struct
+import tempfile
+import threading
+import time
+
+import pytest
+
+from conftest import APP, VARIANTS, Uwsgi
+from test_server import connect, get, server_addrs
+
+OK_OR_CLOSED = {200, 400, 404, 405, 431, 503, None}
+
+
+@pytest.fixture(scope='module')
+def target():
+    v = VARIANTS['pip-routing'].require()
+    d = tempfile.mkdtemp(prefix='mp-hostile-')
+    sock = os.path.join(d, 'm.sock')
+    u = Uwsgi(v, ['--need-plugin', v.plugin, '--http-socket', '127.0.0.1:0', '--wsgi-file', APP,
+                  '--workers', '2', '--prometheus-server', '127.0.0.1:0',
+                  '--prometheus-server', sock, '--metric', 'myapp.jobs.done'], d)
+    u.start()
+    addrs = server_addrs(u)
+    pid = int(re.search(r'spawned uWSGI master process \(pid: (\d+)', u.log()).group(1))
+    for a in addrs:
+        get(a)
+    time.sleep(0.3)
+    u.master = pid
+    u.addrs = {'tcp': addrs[0], 'unix': addrs[1]}
+    u.base_fds = len(os.listdir('/proc/%d/fd' % pid))
+    yield u
+    u.stop()
+
+
+def read_response(s, timeout=12):
+    """Reads until close; returns the status code, or None if the server closed silently."""
+    s.settimeout(timeout)
+    data = b''
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    m = re.match(rb'HTTP/1\.1 (\d{3}) ', data)
+    return int(m.group(1)) if m else None
+
+
+def send_and_read(addr, payload, timeout=12):
+    s = connect(addr, timeout)
+    try:
+        try:
+            s.sendall(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return read_response(s, timeout)
+    finally:
+        s.close()
+
+
+def send_background(addr, payload):
+    """Sends a large payload from a thread (the server may stop reading), returns the status."""
+    s = connect(addr, 15)
+    t = threading.Thread(target=lambda: _sendall_quiet(s, payload))
+    t.start()
+    status = read_response(s, 15)
+    s.close()
+    t.join(15)
+    return status
+
+
+def _sendall_quiet(s, payload):
+    try:
+        s.sendall(payload)
+    except OSError:
+        pass
+
+
+def rst_close(s):
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    s.close()
+
+
+GET = b'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n'
+
+
+def c_garbage(a):
+    return send_and_read(a, bytes(random.Random(1).getrandbits(8) for _ in range(1024))), {400}
+
+
+def c_tls_hello(a):
+    hello = bytes.fromhex('16030100a5010000a10303') + os.urandom(32) + b'\x00\x00\x02\x13\x01'
+    return send_and_read(a, hello), {400}
+
+
+def c_http09(a):
+    return send_and_read(a, b'GET /metrics\r\n'), {400, None}
+
+
+def c_http09_blank(a):
+    return send_and_read(a, b'GET /metrics\r\n\r\n'), {400}
+
+
+def c_header_1mb(a):
+    return send_background(a, b'GET /metrics HTTP/1.1\r\nX: ' + b'a' * (1 << 20) + b'\r\n\r\n'), {431}
+
+
+def c_10000_headers(a):
+    lines = b''.join(b'X-%d: y\r\n' % i for i in range(10000))
+    return send_background(a, b'GET /metrics HTTP/1.1\r\n' + lines + b'\r\n'), {431}
+
+
+def c_lf_only(a):
+    return send_and_read(a, b'GET /metrics HTTP/1.1\nHost: x\n\n'), {200, 400}
+
+
+def c_nul_in_request_line(a):
+    return send_and_read(a, b'GET /met\x00rics HTTP/1.1\r\n\r\n'), {400}
+
+
+def c_nul_in_header(a):
+    return send_and_read(a, b'GET /metrics HTTP/1.1\r\nX: a\x00b\r\n\r\n'), {400}
+
+
+def c_absurd_method(a):
+    return send_and_read(a, b'FROBNICATE /metrics HTTP/1.1\r\n\r\n'), {405}
+
+
+def c_lowercase_method(a):
+    return send_and_read(a, b'get /metrics HTTP/1.1\r\n\r\n'), {405}
+
+
+def c_long_url_fits(a):
+    return send_and_read(a, b'GET /' + b'x' * 7000 + b' HTTP/1.1\r\n\r\n'), {404}
+
+
+def c_long_url_too_long(a):
+    return send_and_read(a, b'GET /' + b'x' * 9000 + b' HTTP/1.1\r\n\r\n'), {431}
+
+
+def c_pipelined(a):
+    s = connect(a)
+    s.sendall(GET + GET + GET)
+    s.settimeout(12)
+    data = b''
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        data += b
+    s.close()
+    assert data.count(b'HTTP/1.1 200 OK') == 1, data[:200]
+    return 200, {200}
+
+
+def c_post_body(a):
+    return send_and_read(a, b'POST /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello'), {405}
+
+
+def c_chunked_post(a):
+    return send_and_read(a, b'POST /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n'), {405}
+
+
+def c_expect_continue(a):
+    return send_and_read(a, b'PUT /metrics HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n'), {405}
+
+
+def c_half_close_after_request(a):
+    s = connect(a)
+    s.sendall(GET)
+    s.shutdown(socket.SHUT_WR)
+    st = read_response(s)
+    s.close()
+    return st, {200}
+
+
+def c_half_close_mid_request(a):
+    s = connect(a)
+    s.sendall(b'GET /metr')
+    s.shutdown(socket.SHUT_WR)
+    st = read_response(s)
+    s.close()
+    return st, {None}
+
+
+def c_rst_mid_request(a):
+    s = connect(a)
+    s.sendall(b'GET /metrics HTTP/1.1\r\nHo')
+    rst_close(s)
+    return None, {None}
+
+
+def c_rst_mid_response(a):
+    s = connect(a)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    s.sendall(GET)
+    s.recv(100)
+    rst_close(s)
+    return None, {None}
+
+
+def c_close_without_reading(a):
+    for _ in range(100):
+        s = connect(a)
+        s.sendall(GET)
+        s.close()
+    return None, {None}
+
+
+def c_connect_and_close(a):
+    for _ in range(100):
+        connect(a).close()
+    return None, {None}
+
+
+def c_one_byte_writes(a):
+    s = connect(a)
+    for b in GET:
+        s.send(bytes([b]))
+    st = read_response(s)
+    s.close()
+    return st, {200}
+
+
+def c_slowloris(a):
+    """Trickles a head while a normal scrape must stay fast."""
+    s = connect(a)
+    for b in b'GET /metrics HTTP/1.1\r\nX-':
+        s.send(bytes([b]))
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    assert get(a)[0] == 200
+    assert time.monotonic() - t0 < 0.2
+    s.close()
+    return None, {None}
+
+
+def c_slow_reader(a):
+    s = connect(a)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    s.sendall(GET)
+    for _ in range(5):
+        s.recv(1)
+        t0 = time.monotonic()
+        assert get(a, method='HEAD')[0] == 200
+        assert time.monotonic() - t0 < 0.2
+        time.sleep(0.2)
+    s.close()
+    return None, {None}
+
+
+def c_idle_64(a):
+    conns = [connect(a) for _ in range(64)]
+    t0 = time.monotonic()
+    assert get(a)[0] == 200
+    elapsed = time.monotonic() - t0
+    for c in conns:
+        c.close()
+    assert elapsed < 0.05, elapsed
+    return None, {None}
+
+
+def c_500_connections(a):
+    conns = []
+    for _ in range(500):
+        try:
+            conns.append(connect(a, 5))
+        except OSError:
+            break
+    time.sleep(0.3)
+    statuses = []
+    for c in conns[:20]:
+        c.setblocking(False)
+        try:
+            data = c.recv(200)
+            statuses.append(data[:12])
+        except BlockingIOError:
+            statuses.append(b'open')
+        except OSError:
+            statuses.append(b'reset')
+    for c in conns:
+        c.close()
+    assert get(a)[0] == 200
+    return None, {None}
+
+
+def c_abs_uri(a):
+    return send_and_read(a, b'GET http://x/metrics HTTP/1.1\r\n\r\n'), {404}
+
+
+def c_bad_version(a):
+    return send_and_read(a, b'GET /metrics HTTP/9.9\r\n\r\n'), {400}
+
+
+def c_header_no_colon(a):
+    return send_and_read(a, b'GET /metrics HTTP/1.1\r\nBroken\r\n\r\n'), {400}
+
+
+def c_only_crlf(a):
+    return send_background(a, b'\r\n' * 10000), {400, 431, None}
+
+
+def c_unicode_path(a):
+    return send_and_read(a, 'GET /m\u00e9trics HTTP/1.1\r\n\r\n'.encode()), {404, 400}
+
+
+def c_traversal(a):
+    return send_and_read(a, b'GET /../../etc/passwd HTTP/1.1\r\n\r\n'), {404}
+
+
+def c_percent_path(a):
+    return send_and_read(a, b'GET /%6detrics HTTP/1.1\r\n\r\n'), {404}
+
+
+def c_garbage_accept(a):
+    return send_and_read(a, b'GET /metrics HTTP/1.1\r\nAccept: ;;;q=x,,\xff\r\n\r\n'), {200, 400}
+
+
+def c_long_accept(a):
+    return send_and_read(a, b'GET /metrics HTTP/1.1\r\nAccept: ' + b'a,' * 5000 + b'\r\n\r\n'), {431}
+
+
+def c_keep_alive(a):
+    s = connect(a)
+    s.sendall(b'GET /metrics HTTP/1.1\r\nConnection: keep-alive\r\n\r\n')
+    s.settimeout(12)
+    data = b''
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        data += b
+    s.close()
+    assert b'Connection: close' in data
+    return 200, {200}
+
+
+def c_head_with_body(a):
+    return send_and_read(a, b'HEAD /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc'), {200}
+
+
+def c_duplicate_headers(a):
+    return send_and_read(a, b'GET /metrics HTTP/1.1\r\nAccept: a\r\nAccept: b\r\n\r\n'), {200}
+
+
+def c_garbage_after_head(a):
+    return send_and_read(a, GET + os.urandom(4096)), {200}
+
+
+def c_http10(a):
+    return send_and_read(a, b'GET /metrics HTTP/1.0\r\n\r\n'), {200}
+
+
+def c_head_at_limit(a):
+    head = b'GET /metrics HTTP/1.1\r\nX: '
+    pad = 8192 - len(head) - 4
+    return send_and_read(a, head + b'a' * pad + b'\r\n\r\n'), {200, 431}
+
+
+CASES = [f for name, f in sorted(globals().items()) if name.startswith('c_')]
+
+
+def test_there_are_at_least_40_cases():
+    assert len(CASES) >= 40, len(CASES)
+
+
+@pytest.mark.parametrize('transport', ['tcp', 'unix'])
+@pytest.mark.parametrize('case', CASES, ids=lambda f: f.__name__[2:])
+def test_hostile_client(target, transport, case):
+    a = target.addrs[transport]
+    t0 = time.monotonic()
+    status, allowed = case(a)
+    assert status in allowed, (status, allowed)
+    assert time.monotonic() - t0 < 14  # answered or closed within the deadline
+    assert os.path.exists('/proc/%d' % target.master)
+    assert int(re.findall(r'spawned uWSGI master process \(pid: (\d+)', target.log())[-1]) == target.master
+    t1 = time.monotonic()
+    st, h, body = get(a)
+    assert st == 200 and b'uwsgi_up 1' in body
+    assert time.monotonic() - t1 < 0.5
+    log = target.log()
+    assert 'panic' not in log and 'Segmentation' not in log and 'SIGSEGV' not in log
+
+
+def test_fds_back_to_baseline_and_rss_bounded(target):
+    pid = target.master
+    deadline = time.time() + 15  # the slowest leftovers hit their 10 s deadline
+    while len(os.listdir('/proc/%d/fd' % pid)) != target.base_fds and time.time() < deadline:
+        time.sleep(0.1)
+    assert len(os.listdir('/proc/%d/fd' % pid)) == target.base_fds
+
+    def rss():
+        with open('/proc/%d/status' % pid) as f:
+            return int(re.search(r'VmRSS:\s+(\d+) kB', f.read()).group(1)) * 1024
+
+    for _ in range(500):  # warm up buffers and allocator
+        get(target.addrs['tcp'])
+    before = rss()
+    for i in range(10000):
+        st = get(target.addrs['tcp' if i % 2 else 'unix'])[0]
+        assert st == 200
+    after = rss()
+    assert after - before <= 1 << 20, (before, after)
