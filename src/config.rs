@@ -84,24 +84,20 @@ impl Cidr {
         Ok(Cidr { net, bits })
     }
 
-    /// True when `ip` is in the network. IPv4-mapped IPv6 clients (`::ffff:a.b.c.d`, as seen
-    /// on a dual-stack listener) match IPv4 networks.
+    /// True when `ip` is in the network. Both sides are compared as IPv6, IPv4 as IPv4-mapped
+    /// (`::ffff:a.b.c.d`), so an IPv4 network matches IPv4 clients on a dual-stack listener and
+    /// a network written in IPv4-mapped form matches IPv4 clients.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
+        let v6 = |ip: IpAddr| match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
         };
-        let (a, b, width): (u128, u128, u32) = match (self.net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(i)) => (u32::from(n).into(), u32::from(i).into(), 32),
-            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
-            _ => return false,
-        };
-        let bits = u32::from(self.bits);
+        let bits = u32::from(self.bits) + if self.net.is_ipv4() { 96 } else { 0 };
         if bits == 0 {
             return true;
         }
-        let shift = width - bits;
-        (a >> shift) == (b >> shift)
+        let shift = 128 - bits;
+        (u128::from(v6(self.net)) >> shift) == (u128::from(v6(ip)) >> shift)
     }
 }
 
@@ -340,6 +336,10 @@ mod tests {
         assert!(Cidr::parse("0.0.0.0/0")
             .expect("valid")
             .contains(ip("1.2.3.4")));
+        let mapped = Cidr::parse("::ffff:10.0.0.0/104").expect("valid");
+        assert!(mapped.contains(ip("10.2.3.4")) && mapped.contains(ip("::ffff:10.0.0.1")));
+        assert!(!mapped.contains(ip("11.0.0.1")));
+        assert!(Cidr::parse("::/0").expect("valid").contains(ip("1.2.3.4")));
         let v6 = Cidr::parse("fd00::/8").expect("valid");
         assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
         for bad in ["", "10.0.0.0/33", "::/129", "host", "10.0.0.0/x"] {

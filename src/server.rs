@@ -385,6 +385,9 @@ impl Server {
         let Some(c) = self.conns[slot].as_mut() else {
             return false;
         };
+        // A client may send its request and half-close at once: EOF after a complete head still
+        // gets its answer; EOF before one just ends the connection.
+        let mut eof = false;
         loop {
             let room = http::HEAD_LIMIT - c.buf.len().min(http::HEAD_LIMIT);
             if room == 0 {
@@ -397,7 +400,8 @@ impl Server {
             // most that many, and set_len below exposes exactly what it wrote.
             let n = unsafe { libc::recv(c.fd, spare.cast(), room, 0) };
             if n == 0 {
-                return false; // closed before a complete head
+                eof = true;
+                break;
             }
             if n < 0 {
                 let e = errno();
@@ -417,7 +421,7 @@ impl Server {
             panic!("fault injection: GET /__panic");
         }
         match http::parse_with_auth(&c.buf, &self.path, self.auth.as_ref()) {
-            Parsed::Partial => true,
+            Parsed::Partial => !eof,
             Parsed::Done(action) => {
                 self.respond(slot, action);
                 let now = Instant::now();

@@ -45,6 +45,9 @@ build_for pip-routing "$UWSGI_PIP_ROUTING"
 UWSGI_BIN=$UWSGI_PIP_ROUTING cargo build --release --example render
 export RENDER_BIN=$ROOT/target/release/examples/render
 
+step "fuzz smoke run (cargo fuzz, ${FUZZ_SECONDS:-30} s per target)"
+UWSGI_BIN=$UWSGI_PIP_ROUTING FUZZ_SECONDS=${FUZZ_SECONDS:-30} bash fuzz/smoke.sh
+
 step "integration tests (real uWSGI)"
 export CARGO_TARGET_DIR=$ROOT/target
 # --timeout: a hung test fails after 5 minutes instead of stalling CI.

@@ -15,10 +15,15 @@
 //! and LF: they are replaced by a space (OpenMetrics forbids carriage returns in
 //! an exposition, and nothing useful is lost).
 
-/// Appends `v` escaped as a label value (`\` → `\\`, `"` → `\"`, LF → `\n`).
+/// Appends `v` escaped as a label value (`\` → `\\`, `"` → `\"`, LF → `\n`). Other ASCII
+/// control characters but TAB (a CR in a socket name or mountpoint, say) become a space, as in
+/// HELP text: OpenMetrics forbids a carriage return anywhere in an exposition.
 pub(crate) fn push_label_value(v: &str, out: &mut String) {
-    // Fast path: most values (all of uWSGI's) are plain digits.
-    if !v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+    // Fast path: most values (all of uWSGI's numbers) are plain.
+    if !v
+        .bytes()
+        .any(|b| matches!(b, b'\\' | b'"' | b'\n') || (b.is_ascii_control() && b != b'\t'))
+    {
         out.push_str(v);
         return;
     }
@@ -27,6 +32,8 @@ pub(crate) fn push_label_value(v: &str, out: &mut String) {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
             '\n' => out.push_str("\\n"),
+            '\t' => out.push('\t'),
+            c if c.is_ascii_control() => out.push(' '),
             c => out.push(c),
         }
     }

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Smoke-fuzzes every cargo-fuzz target of metrics_prometheus for FUZZ_SECONDS
+# seconds each (default 60), one after the other, and prints per target the
+# number of inputs executed. Exits non-zero if any target crashes (panic,
+# failed assertion, sanitizer report, timeout, OOM) or does not build.
+#
+#   UWSGI_BIN=/path/to/uwsgi bash fuzz/smoke.sh          # from any directory
+#   FUZZ_SECONDS=10 UWSGI_BIN=... bash fuzz/smoke.sh
+#   FUZZ_TARGETS="render accept" ...                       # a subset
+#   FUZZ_SANITIZER=none ...                                # faster, no ASan (default: address)
+#
+# The machine's toolchain is stable; cargo-fuzz's sanitizer flag
+# (-Zsanitizer=address) is a nightly option, so RUSTC_BOOTSTRAP=1 is exported
+# for the build. With FUZZ_SANITIZER=none no nightly flag is used at all.
+#
+# Writes only under this directory: target/ (build, and target/smoke/*.log),
+# corpus/<target>/ (inputs libFuzzer finds; git-ignored except seed-*) and
+# artifacts/<target>/ (crashing inputs). Installing cargo-fuzz, if missing,
+# writes to cargo's own install root (~/.cargo).
+set -uo pipefail
+
+FUZZ_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
+SECS="${FUZZ_SECONDS:-60}"
+SAN="${FUZZ_SANITIZER:-address}"
+
+die() { echo "smoke.sh: $*" >&2; exit 2; }
+
+[[ "$SECS" =~ ^[1-9][0-9]*$ ]] || die "FUZZ_SECONDS must be a positive integer, got '$SECS'"
+if [[ -z "${UWSGI_BIN:-}" ]]; then
+    die "UWSGI_BIN is not set. The crate's build.rs needs a uWSGI binary to read uwsgi.h and
+its CFLAGS from, e.g.:
+    export UWSGI_BIN=/root/.cache/metrics_prometheus/uwsgi-pip-routing/bin/uwsgi
+or, after t/setup.sh:
+    source /root/.cache/metrics_prometheus/env && export UWSGI_BIN=\$UWSGI_PIP_ROUTING"
+fi
+[[ -x "$UWSGI_BIN" ]] || die "UWSGI_BIN='$UWSGI_BIN' is not an executable file"
+export UWSGI_BIN
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "smoke.sh: cargo-fuzz not found, installing it (cargo install --locked cargo-fuzz)" >&2
+    cargo install --locked cargo-fuzz || die "cargo install --locked cargo-fuzz failed"
+fi
+
+export RUSTC_BOOTSTRAP=1
+LOG_DIR="$FUZZ_DIR/target/smoke"
+mkdir -p "$LOG_DIR"
+t0=$(date +%s)
+
+echo "== building fuzz targets (sanitizer: $SAN)"
+if ! cargo fuzz build --fuzz-dir "$FUZZ_DIR" --sanitizer "$SAN" >"$LOG_DIR/build.log" 2>&1; then
+    tail -n 40 "$LOG_DIR/build.log" >&2
+    die "build failed (full log: $LOG_DIR/build.log)"
+fi
+t_build=$(($(date +%s) - t0))
+echo "   built in ${t_build}s"
+
+if [[ -n "${FUZZ_TARGETS:-}" ]]; then
+    read -r -a targets <<<"$FUZZ_TARGETS"
+else
+    mapfile -t targets < <(cargo fuzz list --fuzz-dir "$FUZZ_DIR")
+fi
+[[ ${#targets[@]} -gt 0 ]] || die "no fuzz targets found"
+
+failed=()
+summary=()
+for t in "${targets[@]}"; do
+    # Inputs larger than libFuzzer's default 4096 bytes: http_head must reach the
+    # 8 KiB head limit; render inputs are metric lists.
+    case "$t" in
+        http_head) max_len=12288 ;;
+        render) max_len=8192 ;;
+        *) max_len=4096 ;;
+    esac
+    log="$LOG_DIR/$t.log"
+    echo "== $t: fuzzing for ${SECS}s (log: $log)"
+    ts=$(date +%s)
+    cargo fuzz run --fuzz-dir "$FUZZ_DIR" --sanitizer "$SAN" "$t" -- \
+        -max_total_time="$SECS" -max_len="$max_len" -timeout=30 -rss_limit_mb=2048 \
+        -print_final_stats=1 >"$log" 2>&1
+    rc=$?
+    secs=$(($(date +%s) - ts))
+    execs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -n 1)
+    [[ -n "$execs" ]] || execs=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$log" | tail -n 1)
+    [[ -n "$execs" ]] || execs="?"
+    if [[ $rc -eq 0 ]]; then
+        status="ok"
+    else
+        status="CRASH (exit $rc)"
+        failed+=("$t")
+        echo "   $t FAILED:"
+        grep -E -m 1 -A 1 "panicked at" "$log" | sed 's/^/     /'
+        grep -E -m 2 "ERROR: (libFuzzer|AddressSanitizer|LeakSanitizer)|^SUMMARY:" "$log" | sed 's/^/     /'
+        art=$(grep -o -m 1 'Test unit written to [^ ]*' "$log" | sed 's/^Test unit written to //')
+        if [[ -n "$art" ]]; then
+            echo "     crashing input: $art"
+            echo "     reproduce: RUSTC_BOOTSTRAP=1 UWSGI_BIN=\$UWSGI_BIN cargo fuzz run --fuzz-dir $FUZZ_DIR --sanitizer $SAN $t $art"
+        fi
+    fi
+    printf '   %s: %s executions in %ss, %s\n' "$t" "$execs" "$secs" "$status"
+    summary+=("$(printf '%-10s %12s executions  %4ss  %s' "$t" "$execs" "$secs" "$status")")
+done
+
+total=$(($(date +%s) - t0))
+echo
+echo "== summary (${SECS}s per target, sanitizer $SAN; build ${t_build}s, total ${total}s)"
+printf '%s\n' "${summary[@]}"
+if [[ ${#failed[@]} -gt 0 ]]; then
+    echo "smoke.sh: crash in: ${failed[*]}" >&2
+    exit 1
+fi
