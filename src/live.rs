@@ -32,6 +32,7 @@ pub(crate) enum Source {
     SignalQueue,
     Cache(usize, CacheField),
     Spooler(usize, SpoolerField),
+    Mule(usize, MuleField),
     Proc(Proc, ProcField),
     Const(i64),
 }
@@ -105,6 +106,13 @@ pub(crate) enum SpoolerField {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MuleField {
+    Running,
+    Signals,
+    InSignal,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SharedField {
     Backlog,
     Load,
@@ -142,6 +150,8 @@ pub(crate) struct Live {
     sockets: Vec<SocketInfo>,
     caches: Vec<*mut ffi::uwsgi_cache>,
     spoolers: Vec<*mut ffi::uwsgi_spooler>,
+    mules: *mut ffi::uwsgi_mule,
+    mules_cnt: usize,
     listen_backlog: u64,
     master_pid: i32,
     is_busy: Option<unsafe extern "C" fn(c_int) -> c_int>,
@@ -288,6 +298,12 @@ impl Live {
             sockets: Vec::new(),
             caches: Vec::new(),
             spoolers: Vec::new(),
+            mules: srv.mules,
+            mules_cnt: if srv.mules.is_null() {
+                0
+            } else {
+                srv.mules_cnt.max(0) as usize
+            },
             listen_backlog: srv.listen_queue.max(0) as u64,
             // SAFETY: plain syscall.
             master_pid: unsafe { libc::getpid() },
@@ -477,6 +493,38 @@ impl Live {
             ];
             for (fam, kind, help, f) in fams {
                 add(extra(fam, kind, 0, help, sl()), Source::Spooler(si, f));
+            }
+        }
+
+        // Mules: uwsgi.mules is a shared array of mules_cnt entries, allocated before fork.
+        for m in 0..live.mules_cnt {
+            let ml = || labels(&[("mule", (m + 1).to_string())]);
+            // uWSGI 2.0 never updates a mule's respawn_count or last_spawn: not exported.
+            let fams: [(&'static str, Kind, u8, &'static str, MuleField); 3] = [
+                (
+                    "mule_running",
+                    Kind::Gauge,
+                    0,
+                    "1 while the mule process exists (its pid is set).",
+                    MuleField::Running,
+                ),
+                (
+                    "mule_signals",
+                    Kind::Counter,
+                    0,
+                    "uWSGI signals handled by the mule.",
+                    MuleField::Signals,
+                ),
+                (
+                    "mule_in_signal",
+                    Kind::Gauge,
+                    0,
+                    "1 while the mule runs a signal handler.",
+                    MuleField::InSignal,
+                ),
+            ];
+            for (fam, kind, scale, help, f) in fams {
+                add(extra(fam, kind, scale, help, ml()), Source::Mule(m, f));
             }
         }
 
@@ -865,6 +913,20 @@ impl Live {
         v.min(i64::MAX as u64) as i64
     }
 
+    fn mule_field(&self, m: usize, f: MuleField) -> i64 {
+        if self.mules.is_null() || m >= self.mules_cnt {
+            return 0;
+        }
+        // SAFETY: m < mules_cnt, the length of the shared mules array.
+        let p = unsafe { self.mules.add(m) };
+        let v: u64 = match f {
+            MuleField::Running => u64::from(load!(p, pid) > 0),
+            MuleField::Signals => load!(p, signals),
+            MuleField::InSignal => u64::from(load!(p, sig) != 0),
+        };
+        v.min(i64::MAX as u64) as i64
+    }
+
     /// FIONREAD on the workers' signal pipe, as the stats server computes `signal_queue`.
     fn signal_queue(&self) -> i64 {
         if self.shared.is_null() {
@@ -907,6 +969,7 @@ impl Live {
                 Source::SignalQueue => self.signal_queue(),
                 Source::Cache(ci, f) => self.cache_field(ci, f),
                 Source::Spooler(si, f) => self.spooler_field(si, f),
+                Source::Mule(m, f) => self.mule_field(m, f),
                 Source::Proc(p, f) => {
                     let st = match procs.iter().find(|(q, _)| *q == p) {
                         Some((_, st)) => *st,

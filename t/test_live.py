@@ -212,3 +212,13 @@ def test_process_metrics_are_real(instance):
         assert s[('uwsgi_worker_resident_memory_bytes', L(worker=w))] > 1 << 20
     assert s[('uwsgi_up', frozenset())] == 1
     assert abs(s[('uwsgi_start_time_seconds', frozenset())] - time.time()) < 60
+
+
+def test_mules(instance):
+    u, addr = instance(['--workers', '1', '--mule', '--mule'])
+    u.wait_log(r'spawned uWSGI mule 2')
+    s = samples(get(addr)[2])
+    for m in ('1', '2'):
+        assert s[('uwsgi_mule_running', L(mule=m))] == 1
+        assert s[('uwsgi_mule_signals_total', L(mule=m))] == 0
+        assert s[('uwsgi_mule_in_signal', L(mule=m))] == 0
