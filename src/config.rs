@@ -144,6 +144,8 @@ pub struct Config {
     pub servers: Vec<ServerAddr>,
     /// Permission bits for UNIX-socket servers (`--prometheus-server-mode 660`).
     pub server_mode: Option<u32>,
+    /// Owner (`USER[:GROUP]`) for UNIX-socket servers, resolved at bind time.
+    pub server_owner: Option<(String, Option<String>)>,
     /// Path that serves the metrics on `--prometheus-server`.
     pub path: String,
     /// TCP clients allowed on `--prometheus-server` (empty: all).
@@ -158,6 +160,7 @@ impl Default for Config {
         Config {
             servers: Vec::new(),
             server_mode: None,
+            server_owner: None,
             path: "/metrics".to_string(),
             allow: Vec::new(),
             basic_auth: None,
@@ -171,6 +174,7 @@ impl Default for Config {
 pub enum Opt {
     Server,
     ServerMode,
+    ServerOwner,
     Path,
     Allow,
     BasicAuth,
@@ -182,9 +186,10 @@ pub enum Opt {
 }
 
 impl Opt {
-    pub const ALL: [Opt; 10] = [
+    pub const ALL: [Opt; 11] = [
         Opt::Server,
         Opt::ServerMode,
+        Opt::ServerOwner,
         Opt::Path,
         Opt::Allow,
         Opt::BasicAuth,
@@ -200,6 +205,7 @@ impl Opt {
         match self {
             Opt::Server => "prometheus-server",
             Opt::ServerMode => "prometheus-server-mode",
+            Opt::ServerOwner => "prometheus-server-owner",
             Opt::Path => "prometheus-path",
             Opt::Allow => "prometheus-allow",
             Opt::BasicAuth => "prometheus-basic-auth",
@@ -214,7 +220,13 @@ impl Opt {
     pub const fn takes_value(self) -> bool {
         matches!(
             self,
-            Opt::Server | Opt::ServerMode | Opt::Path | Opt::Allow | Opt::BasicAuth | Opt::Prefix
+            Opt::Server
+                | Opt::ServerMode
+                | Opt::ServerOwner
+                | Opt::Path
+                | Opt::Allow
+                | Opt::BasicAuth
+                | Opt::Prefix
         )
     }
 }
@@ -237,6 +249,22 @@ impl Config {
                     .filter(|m| !v.is_empty() && *m <= 0o777)
                     .ok_or_else(|| err(format!("'{v}' is not an octal mode such as 660")))?;
                 self.server_mode = Some(mode);
+            }
+            Opt::ServerOwner => {
+                let v = value.unwrap_or("").trim();
+                let (user, group) = match v.split_once(':') {
+                    Some((u, g)) => (u, Some(g)),
+                    None => (v, None),
+                };
+                let ok = |n: &str| {
+                    !n.is_empty()
+                        && n.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                };
+                if !ok(user) || group.is_some_and(|g| !ok(g)) {
+                    return Err(err(format!("'{v}': expected USER or USER:GROUP")));
+                }
+                self.server_owner = Some((user.to_string(), group.map(str::to_string)));
             }
             Opt::Path => {
                 let p = value.unwrap_or("");
@@ -407,6 +435,15 @@ mod tests {
         assert_eq!(c.server_mode, Some(0o660));
         for bad in ["", "9", "1000", "rw"] {
             assert!(c.apply(Opt::ServerMode, Some(bad)).is_err(), "{bad:?}");
+        }
+        c.apply(Opt::ServerOwner, Some("www-data:adm"))
+            .expect("valid option");
+        assert_eq!(
+            c.server_owner,
+            Some(("www-data".to_string(), Some("adm".to_string())))
+        );
+        for bad in ["", ":adm", "a b", "u:"] {
+            assert!(c.apply(Opt::ServerOwner, Some(bad)).is_err(), "{bad:?}");
         }
         c.apply(Opt::Path, Some("/m")).expect("valid option");
         assert_eq!(c.path, "/m");

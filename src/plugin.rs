@@ -33,7 +33,7 @@ const fn option(
 }
 
 /// uWSGI copies these structs in `build_options` but keeps the string pointers: static storage.
-static mut OPTIONS: [ffi::uwsgi_option; 11] = [
+static mut OPTIONS: [ffi::uwsgi_option; 12] = [
     option(
         Opt::Server,
         c"prometheus-server",
@@ -44,6 +44,12 @@ static mut OPTIONS: [ffi::uwsgi_option; 11] = [
         Opt::ServerMode,
         c"prometheus-server-mode",
         c"permission bits (octal, e.g. 660) of --prometheus-server UNIX sockets",
+        0,
+    ),
+    option(
+        Opt::ServerOwner,
+        c"prometheus-server-owner",
+        c"owner (USER or USER:GROUP) of --prometheus-server UNIX sockets",
         0,
     ),
     option(

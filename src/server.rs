@@ -130,7 +130,36 @@ fn bind_tcp(host: &str, port: u16) -> io::Result<RawFd> {
     Err(last)
 }
 
-fn bind_unix(path: &Path, mode: Option<u32>) -> io::Result<RawFd> {
+/// uid and gid for `USER[:GROUP]` (the group defaults to the user's primary group).
+fn resolve_owner(user: &str, group: Option<&str>) -> io::Result<(libc::uid_t, libc::gid_t)> {
+    let not_found = |what: &str| io::Error::new(io::ErrorKind::NotFound, format!("no {what}"));
+    let cuser = std::ffi::CString::new(user).map_err(|_| not_found("such user"))?;
+    // SAFETY: getpwnam reads the user database; called once at startup in the master, before
+    // any thread of ours exists. The returned record is copied out at once.
+    let pw = unsafe { libc::getpwnam(cuser.as_ptr()) };
+    if pw.is_null() {
+        return Err(not_found(&format!("user '{user}'")));
+    }
+    // SAFETY: non-NULL record from getpwnam, read before any other NSS call.
+    let (uid, mut gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    if let Some(g) = group {
+        let cgroup = std::ffi::CString::new(g).map_err(|_| not_found("such group"))?;
+        // SAFETY: as for getpwnam.
+        let gr = unsafe { libc::getgrnam(cgroup.as_ptr()) };
+        if gr.is_null() {
+            return Err(not_found(&format!("group '{g}'")));
+        }
+        // SAFETY: non-NULL record from getgrnam.
+        gid = unsafe { (*gr).gr_gid };
+    }
+    Ok((uid, gid))
+}
+
+fn bind_unix(
+    path: &Path,
+    mode: Option<u32>,
+    owner: Option<&(String, Option<String>)>,
+) -> io::Result<RawFd> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             // A live server behind it must not be cut off; a stale file (e.g. after SIGKILL)
@@ -154,6 +183,10 @@ fn bind_unix(path: &Path, mode: Option<u32>) -> io::Result<RawFd> {
     let l = UnixListener::bind(path)?;
     if let Some(mode) = mode {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    if let Some((user, group)) = owner {
+        let (uid, gid) = resolve_owner(user, group.as_deref())?;
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
     }
     l.set_nonblocking(true)?;
     Ok(l.into_raw_fd())
@@ -206,7 +239,10 @@ impl Server {
         for addr in addrs {
             let (fd, unix_path) = match addr {
                 ServerAddr::Tcp { host, port } => (bind_tcp(host, *port), None),
-                ServerAddr::Unix(p) => (bind_unix(p, mode), Some(p.clone())),
+                ServerAddr::Unix(p) => (
+                    bind_unix(p, mode, cfg.server_owner.as_ref()),
+                    Some(p.clone()),
+                ),
             };
             let fd = match fd {
                 Ok(fd) => fd,

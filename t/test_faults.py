@@ -214,3 +214,24 @@ def test_bad_access_options_stop_startup(start_uwsgi):
         assert u.wait_exit() != 0
         assert 'invalid value for --%s' % opt in u.log()
         assert 'plaintext' not in u.log()
+
+
+def test_unix_socket_mode_and_owner(start_uwsgi, tmpdir_path):
+    import grp
+    import pwd
+    import stat
+    sock = os.path.join(tmpdir_path, 'o.sock')
+    u = start_uwsgi('pip-routing', ['--prometheus-server', sock, '--prometheus-server-mode', '640',
+                                    '--prometheus-server-owner', 'nobody:nogroup'])
+    st = os.stat(sock)
+    assert stat.S_IMODE(st.st_mode) == 0o640
+    assert st.st_uid == pwd.getpwnam('nobody').pw_uid
+    assert st.st_gid == grp.getgrnam('nogroup').gr_gid
+    assert get(sock)[0] == 200
+    u.stop()
+    u = start_uwsgi('pip-routing', ['--prometheus-server', sock,
+                                    '--prometheus-server-owner', 'no-such-user-xyz'],
+                    wait_for=None)
+    assert u.wait_exit() != 0
+    assert re.search(r'--prometheus-server %s: cannot listen: no user .no-such-user-xyz.' %
+                     re.escape(sock), u.log()), u.log()
