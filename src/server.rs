@@ -141,7 +141,8 @@ fn resolve_owner(user: &str, group: Option<&str>) -> io::Result<(libc::uid_t, li
         return Err(not_found(&format!("user '{user}'")));
     }
     // SAFETY: non-NULL record from getpwnam, read before any other NSS call.
-    let (uid, mut gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    let pw = unsafe { &*pw };
+    let (uid, mut gid) = (pw.pw_uid, pw.pw_gid);
     if let Some(g) = group {
         let cgroup = std::ffi::CString::new(g).map_err(|_| not_found("such group"))?;
         // SAFETY: as for getpwnam.
