@@ -6,10 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-bash t/setup.sh
-MP_ENV=${MP_ENV:-${XDG_CACHE_HOME:-$HOME/.cache}/metrics_prometheus}
-# shellcheck disable=SC1091
-. "$MP_ENV/env"
+# shellcheck source=t/env.sh
+. t/env.sh
 
 step() { printf '\n=== %s ===\n' "$*"; }
 

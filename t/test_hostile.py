@@ -150,16 +150,20 @@ def c_long_url_too_long(a):
     return send_and_read(a, b'GET /' + b'x' * 9000 + b' HTTP/1.1\r\n\r\n'), {431}
 
 
-def c_pipelined(a):
-    s = connect(a)
-    s.sendall(GET + GET + GET)
-    s.settimeout(12)
+def read_all(s, timeout=12):
+    s.settimeout(timeout)
     data = b''
     while True:
         b = s.recv(65536)
         if not b:
-            break
+            return data
         data += b
+
+
+def c_pipelined(a):
+    s = connect(a)
+    s.sendall(GET + GET + GET)
+    data = read_all(s)
     s.close()
     assert data.count(b'HTTP/1.1 200 OK') == 1, data[:200]
     return 200, {200}
@@ -335,13 +339,7 @@ def c_long_accept(a):
 def c_keep_alive(a):
     s = connect(a)
     s.sendall(b'GET /metrics HTTP/1.1\r\nConnection: keep-alive\r\n\r\n')
-    s.settimeout(12)
-    data = b''
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        data += b
+    data = read_all(s)
     s.close()
     assert b'Connection: close' in data
     return 200, {200}
