@@ -12,13 +12,15 @@ UWSGI=${UWSGI_BIN:-$UWSGI_PIP_ROUTING}
 echo "building the plugin for $UWSGI ($("$UWSGI" --version))"
 UWSGI_BIN=$UWSGI cargo build --release --lib
 mkdir -p build/demo
-cp target/release/libmetrics_prometheus.so build/demo/metrics_prometheus_plugin.so
+cp "${CARGO_TARGET_DIR:-target}/release/libmetrics_prometheus.so" build/demo/metrics_prometheus_plugin.so
 
-export MP_ROOT=$ROOT
-export MP_PLUGIN=$ROOT/build/demo/metrics_prometheus_plugin.so
-export DEMO_HTTP=${DEMO_HTTP:-127.0.0.1:8080}
-export DEMO_METRICS=${DEMO_METRICS:-127.0.0.1:9290}
-export DEMO_STATS=${DEMO_STATS:-127.0.0.1:9291}
+DEMO_HTTP=${DEMO_HTTP:-127.0.0.1:8080}
+DEMO_METRICS=${DEMO_METRICS:-127.0.0.1:9290}
+DEMO_STATS=${DEMO_STATS:-127.0.0.1:9291}
+sed -e "s|@MP_PLUGIN@|$ROOT/build/demo/metrics_prometheus_plugin.so|" \
+    -e "s|@MP_ROOT@|$ROOT|" -e "s|@DEMO_HTTP@|$DEMO_HTTP|" \
+    -e "s|@DEMO_METRICS@|$DEMO_METRICS|" -e "s|@DEMO_STATS@|$DEMO_STATS|" \
+    t/apps/demo.ini > build/demo/demo.ini
 cat <<MSG
 
   app:                         http://$DEMO_HTTP/   (/metric bumps a custom metric, /slow?5 sleeps)
@@ -30,4 +32,4 @@ cat <<MSG
   Ctrl-C stops uWSGI.
 
 MSG
-exec "$UWSGI" --ini t/apps/demo.ini
+exec "$UWSGI" --ini build/demo/demo.ini

@@ -32,7 +32,7 @@ build_for() {
   shift 2
   UWSGI_BIN=$bin cargo build --release --lib "$@"
   mkdir -p "build/$name"
-  cp target/release/libmetrics_prometheus.so "build/$name/metrics_prometheus_plugin.so"
+  cp "${CARGO_TARGET_DIR:-target}/release/libmetrics_prometheus.so" "build/$name/metrics_prometheus_plugin.so"
   echo "build/$name/metrics_prometheus_plugin.so <- $bin ($("$bin" --version))"
 }
 build_for debian "$UWSGI_DEBIAN"
@@ -41,12 +41,12 @@ build_for pip-norouting "$UWSGI_PIP_NOROUTING"
 build_for pip-routing-faults "$UWSGI_PIP_ROUTING" --features fault-injection
 build_for pip-routing "$UWSGI_PIP_ROUTING"
 UWSGI_BIN=$UWSGI_PIP_ROUTING cargo build --release --example render
-export RENDER_BIN=$ROOT/target/release/examples/render
+export RENDER_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/render
 
 step "fuzz smoke run (cargo fuzz, ${FUZZ_SECONDS:-30} s per target)"
 UWSGI_BIN=$UWSGI_PIP_ROUTING FUZZ_SECONDS=${FUZZ_SECONDS:-30} bash fuzz/smoke.sh
 
 step "integration tests (real uWSGI)"
-export CARGO_TARGET_DIR=$ROOT/target
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 # --timeout: a hung test fails after 5 minutes instead of stalling CI.
 "$MP_TOOLS/bin/pytest" -p no:cacheprovider -ra --timeout 300 t/ "$@"
