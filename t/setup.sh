@@ -67,8 +67,10 @@ pip_uwsgi() {
   "$dir/bin/pip" install -q --upgrade pip >/dev/null
   # --no-cache-dir: pip would otherwise reuse the other variant's cached wheel.
   # An empty UWSGI_PROFILE_OVERRIDE makes uwsgiconfig.py fail, so set it only when needed.
+  # --no-binary: the variant is decided by what the build sees, so never take a prebuilt wheel
+  # (from a local cache or PIP_FIND_LINKS).
   env ${override:+UWSGI_PROFILE_OVERRIDE="$override"} \
-    "$dir/bin/pip" install -q --no-cache-dir "uwsgi==$UWSGI_PIP_VERSION"
+    "$dir/bin/pip" install -q --no-cache-dir --no-binary uwsgi "uwsgi==$UWSGI_PIP_VERSION"
   if "$bin" --cflags | grep -q -- '-DUWSGI_ROUTING'; then have=1; else have=0; fi
   if [ "$have" != "$want_routing" ]; then
     log "uWSGI in $dir has routing=$have, wanted $want_routing"; exit 1
