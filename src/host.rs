@@ -195,6 +195,7 @@ type AddContentLength = unsafe extern "C" fn(*mut ffi::wsgi_request, u64) -> c_i
 type WriteBody = unsafe extern "C" fn(*mut ffi::wsgi_request, *mut c_char, usize) -> c_int;
 type WriteHeaders = unsafe extern "C" fn(*mut ffi::wsgi_request) -> c_int;
 type AddFdRead = unsafe extern "C" fn(c_int, c_int) -> c_int;
+type WorkerIsBusy = unsafe extern "C" fn(c_int) -> c_int;
 
 // Compile-time proof that the pointer types above match the binary's header (these constants
 // are never emitted, so they add no link-time reference).
@@ -205,6 +206,7 @@ const _: AddContentLength = ffi::uwsgi_response_add_content_length;
 const _: WriteBody = ffi::uwsgi_response_write_body_do;
 const _: WriteHeaders = ffi::uwsgi_response_write_headers_do;
 const _: AddFdRead = ffi::event_queue_add_fd_read;
+const _: WorkerIsBusy = ffi::uwsgi_worker_is_busy;
 
 /// uWSGI's functions and its server struct, resolved once at load time. The request and
 /// response functions exist in every build but only the route action uses them.
@@ -223,6 +225,8 @@ pub(crate) struct Api {
     #[cfg(uwsgi_routing)]
     pub write_headers: WriteHeaders,
     pub add_fd_read: AddFdRead,
+    /// `uwsgi_worker_is_busy(wid)`: the stats server's definition of a busy worker.
+    pub worker_is_busy: WorkerIsBusy,
 }
 
 // SAFETY: function pointers and the address of uWSGI's process-global struct; which thread may
@@ -276,6 +280,7 @@ fn resolve_api() -> Result<Api, AbiMismatch> {
         #[cfg(uwsgi_routing)]
         write_headers: sym!(c"uwsgi_response_write_headers_do", WriteHeaders),
         add_fd_read: sym!(c"event_queue_add_fd_read", AddFdRead),
+        worker_is_busy: sym!(c"uwsgi_worker_is_busy", WorkerIsBusy),
     })
 }
 
@@ -399,17 +404,4 @@ pub(crate) fn snapshot(sources: &[crate::live::Source], out: &mut Vec<i64>) {
             *v = read_slot(*s);
         }
     }
-}
-
-type WorkerIsBusy = unsafe extern "C" fn(c_int) -> c_int;
-
-/// `uwsgi_worker_is_busy(wid)`, exported by every uWSGI 2.0 (the stats server's definition of
-/// a busy worker).
-pub(crate) fn worker_is_busy_fn() -> Option<WorkerIsBusy> {
-    let p = dlsym_default(c"uwsgi_worker_is_busy");
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: `int uwsgi_worker_is_busy(int)` in core/master_utils.c.
-    Some(unsafe { std::mem::transmute::<*mut c_void, WorkerIsBusy>(p) })
 }

@@ -154,7 +154,6 @@ pub(crate) struct Live {
     mules_cnt: usize,
     listen_backlog: u64,
     master_pid: i32,
-    is_busy: Option<unsafe extern "C" fn(c_int) -> c_int>,
 }
 
 // SAFETY: the pointers target uWSGI's shared mappings, which live for the whole process and are
@@ -307,7 +306,6 @@ impl Live {
             listen_backlog: srv.listen_queue.max(0) as u64,
             // SAFETY: plain syscall.
             master_pid: unsafe { libc::getpid() },
-            is_busy: host::worker_is_busy_fn(),
         };
 
         let mut plan = Plan {
@@ -823,11 +821,8 @@ impl Live {
         let Some(p) = self.worker(w) else {
             return Status::Idle;
         };
-        let busy = match self.is_busy {
-            // SAFETY: uwsgi_worker_is_busy(int wid) reads the shared worker table; wid <= numproc.
-            Some(f) => (unsafe { f(w as c_int) }) != 0,
-            None => (0..self.cores).any(|c| self.core_field(w, c, CoreField::InRequest) != 0),
-        };
+        // SAFETY: uwsgi_worker_is_busy(int wid) reads the shared worker table; wid <= numproc.
+        let busy = unsafe { (host::api().worker_is_busy)(w as c_int) } != 0;
         if load!(p, cheaped) != 0 {
             Status::Cheap
         } else if load!(p, suspended) != 0 && !busy {
