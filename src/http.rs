@@ -241,6 +241,11 @@ fn html_escape(s: &str) -> String {
 
 /// Checks a `--prometheus-path` value.
 pub fn validate_path(p: &str) -> Result<(), String> {
+    // Far below HEAD_LIMIT, so a request for the path always fits in an accepted head.
+    const MAX_PATH: usize = 1024;
+    if p.len() > MAX_PATH {
+        return Err(format!("longer than {MAX_PATH} bytes"));
+    }
     if !p.starts_with('/') {
         return Err(format!("'{p}' must start with '/'"));
     }
@@ -396,5 +401,7 @@ mod tests {
         assert!(validate_path("/metrics").is_ok());
         assert!(validate_path("metrics").is_err());
         assert!(validate_path("/a b").is_err());
+        assert!(validate_path(&format!("/{}", "a".repeat(1023))).is_ok());
+        assert!(validate_path(&format!("/{}", "a".repeat(1024))).is_err());
     }
 }
