@@ -4,19 +4,20 @@
 # number of inputs executed. Exits non-zero if any target crashes (panic,
 # failed assertion, sanitizer report, timeout, OOM) or does not build.
 #
-#   UWSGI_BIN=/path/to/uwsgi bash fuzz/smoke.sh          # from any directory
-#   FUZZ_SECONDS=10 UWSGI_BIN=... bash fuzz/smoke.sh
+#   bash fuzz/smoke.sh                                     # from any directory
+#   FUZZ_SECONDS=10 bash fuzz/smoke.sh
 #   FUZZ_TARGETS="render accept" ...                       # a subset
 #   FUZZ_SANITIZER=none ...                                # faster, no ASan (default: address)
 #
-# The machine's toolchain is stable; cargo-fuzz's sanitizer flag
-# (-Zsanitizer=address) is a nightly option, so RUSTC_BOOTSTRAP=1 is exported
-# for the build. With FUZZ_SANITIZER=none no nightly flag is used at all.
+# The targets fuzz the pure engine crate (../engine), which needs neither uWSGI
+# nor libclang. It relies on cargo-fuzz (t/setup.sh installs it; this script
+# never installs anything) and on a stable toolchain: cargo-fuzz's sanitizer
+# flag (-Zsanitizer=address) is a nightly option, so RUSTC_BOOTSTRAP=1 is
+# exported for the build. With FUZZ_SANITIZER=none no nightly flag is used.
 #
 # Writes only under this directory: target/ (build, and target/smoke/*.log),
 # corpus/<target>/ (inputs libFuzzer finds; git-ignored except seed-*) and
-# artifacts/<target>/ (crashing inputs). Installing cargo-fuzz, if missing,
-# writes to cargo's own install root (~/.cargo).
+# artifacts/<target>/ (crashing inputs).
 set -uo pipefail
 
 FUZZ_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -26,19 +27,8 @@ SAN="${FUZZ_SANITIZER:-address}"
 die() { echo "smoke.sh: $*" >&2; exit 2; }
 
 [[ "$SECS" =~ ^[1-9][0-9]*$ ]] || die "FUZZ_SECONDS must be a positive integer, got '$SECS'"
-if [[ -z "${UWSGI_BIN:-}" ]]; then
-    die "UWSGI_BIN is not set. The crate's build.rs needs a uWSGI binary to read uwsgi.h and
-its CFLAGS from, e.g.:
-    export UWSGI_BIN=/root/.cache/metrics_prometheus/uwsgi-pip-routing/bin/uwsgi
-or, after t/setup.sh:
-    source /root/.cache/metrics_prometheus/env && export UWSGI_BIN=\$UWSGI_PIP_ROUTING"
-fi
-[[ -x "$UWSGI_BIN" ]] || die "UWSGI_BIN='$UWSGI_BIN' is not an executable file"
-export UWSGI_BIN
-
 if ! cargo fuzz --version >/dev/null 2>&1; then
-    echo "smoke.sh: cargo-fuzz not found, installing it (cargo install --locked cargo-fuzz)" >&2
-    cargo install --locked cargo-fuzz || die "cargo install --locked cargo-fuzz failed"
+    die "cargo-fuzz not found: run \`bash t/setup.sh\` (it runs \`cargo install --locked cargo-fuzz\`)"
 fi
 
 export RUSTC_BOOTSTRAP=1
@@ -93,7 +83,7 @@ for t in "${targets[@]}"; do
         art=$(grep -o -m 1 'Test unit written to [^ ]*' "$log" | sed 's/^Test unit written to //')
         if [[ -n "$art" ]]; then
             echo "     crashing input: $art"
-            echo "     reproduce: RUSTC_BOOTSTRAP=1 UWSGI_BIN=\$UWSGI_BIN cargo fuzz run --fuzz-dir $FUZZ_DIR --sanitizer $SAN $t $art"
+            echo "     reproduce: RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir $FUZZ_DIR --sanitizer $SAN $t $art"
         fi
     fi
     printf '   %s: %s executions in %ss, %s\n' "$t" "$execs" "$secs" "$status"

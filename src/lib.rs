@@ -1,24 +1,21 @@
 //! metrics_prometheus: a uWSGI plugin that exports uWSGI's metrics in Prometheus text 0.0.4 and
 //! OpenMetrics 1.0 format from inside uWSGI.
 //!
-//! Layout (dependencies point one way: `format` <- front ends <- `plugin`, `host` <- `plugin`):
-//! - [`format`]: the pure exposition engine (no FFI, no I/O, `#![forbid(unsafe_code)]`);
-//! - `config`: option values, parsed and validated (pure);
-//! - `ffi`: bindgen output for the target binary's `uwsgi.h` plus the C shim's symbols;
-//! - `host`: the only module besides `plugin` with `unsafe`: logging, the ABI guard, the metrics
-//!   snapshot under uWSGI's lock;
-//! - `live`: the rest of the host layer: worker, core, socket, app and process state read
-//!   from uWSGI's shared memory and /proc at scrape time;
-//! - `guard`: the panic boundary every `extern "C"` entry goes through;
-//! - `plugin`: the exported `metrics_prometheus_plugin` struct, its options and hooks.
+//! Layers, ground floor first; each module uses only the ones before it (`tests/layering.rs`
+//! fails on a back edge):
+//! 1. the pure engine, its own crate (`metrics_prometheus_engine`: exposition, the catalogue of
+//!    host families, the planner, HTTP heads, options), plus [`ffi`] (bindgen's view of the
+//!    target binary's `uwsgi.h` and the C shim) and `cflags`;
+//! 2. [`host`]: every touch of uWSGI's memory and every raw syscall, behind typed wrappers;
+//! 3. [`live`]: uWSGI's shape read once into a plain `Topology`, its values per scrape;
+//! 4. [`scrape`]: the exporter state and one scrape, shared by both front ends;
+//! 5. the front ends: [`router`] (the `prometheus-metrics` route action) and [`server`]
+//!    (`--prometheus-server`);
+//! 6. [`plugin`]: the struct uWSGI loads and every `extern "C"` entry, behind the panic guard.
 
 pub(crate) mod cflags;
-pub mod config;
 pub(crate) mod ffi;
-pub mod format;
-pub(crate) mod guard;
 pub(crate) mod host;
-pub mod http;
 pub(crate) mod live;
 pub(crate) mod plugin;
 #[cfg(uwsgi_routing)]

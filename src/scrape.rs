@@ -1,31 +1,93 @@
-//! One scrape, shared by both front ends: copy the values under uWSGI's lock, then render.
+//! One scrape, shared by both front ends, and the exporter state it needs: built once in the
+//! master before fork ([`install`]) and inherited by the workers.
 
-use crate::format::Format;
+use std::sync::OnceLock;
+
+use metrics_prometheus_engine::config::Config;
+use metrics_prometheus_engine::format::{Format, Layout, MetricType, SkipReason};
+use metrics_prometheus_engine::plan::{plan, Source};
+
 use crate::host;
-use crate::plugin::EXPORTER;
+use crate::live::{self, Live};
 
 /// Why a scrape cannot be answered (the front ends send it as a 503 body).
-pub(crate) const NO_METRICS: &str =
-    "uWSGI's metrics subsystem is disabled (enable-metrics = false); metrics_prometheus has nothing to export\n";
-pub(crate) const NO_MASTER: &str =
-    "uWSGI runs without a master process, so its metrics are never collected; remove master = false\n";
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScrapeError {
+    NoMetrics,
+    NoMaster,
+}
 
-/// Renders the exposition into `out` (cleared first). `values` is scratch space kept by the
-/// caller so that a scrape allocates nothing once the buffers have grown.
-pub(crate) fn render(
-    fmt: Format,
-    values: &mut Vec<i64>,
-    out: &mut Vec<u8>,
-) -> Result<(), &'static str> {
-    out.clear();
-    let Some(exp) = EXPORTER.get() else {
-        return Err(NO_METRICS);
-    };
-    if !host::has_master() {
-        return Err(NO_MASTER);
+impl ScrapeError {
+    pub(crate) fn body(self) -> &'static str {
+        match self {
+            ScrapeError::NoMetrics => "uWSGI's metrics subsystem is disabled (enable-metrics = false); metrics_prometheus has nothing to export\n",
+            ScrapeError::NoMaster => "uWSGI runs without a master process, so its metrics are never collected; remove master = false\n",
+        }
     }
-    host::snapshot(&exp.sources, values);
-    exp.live.fill(&exp.sources, values);
-    exp.layout.render(values, fmt, out);
+}
+
+struct Exporter {
+    layout: Layout,
+    /// Where each value of the layout comes from (metrics list first, then extras).
+    sources: Vec<Source>,
+    live: Live,
+}
+
+static EXPORTER: OnceLock<Exporter> = OnceLock::new();
+
+/// Reads uWSGI's shape and precomputes the exposition. Master, `postinit_apps`, once.
+pub(crate) fn install(cfg: &Config) {
+    if !host::uwsgi::has_metrics() {
+        return;
+    }
+    let Some(list) = host::metrics::read_metrics_list() else {
+        return;
+    };
+    let (topology, live) = live::read(list);
+    let plan = plan(&topology);
+    let names: Vec<(&str, MetricType)> = plan.names.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+    let layout = Layout::with_extras(&names, &plan.extras, &cfg.format);
+    // Skips by design (aliases, worker 0, ...) are documented; collisions between the user's
+    // own metric names are worth one line each.
+    for s in layout.skipped() {
+        if matches!(
+            s.reason,
+            SkipReason::EmptyName
+                | SkipReason::TypeConflict { .. }
+                | SkipReason::NameClash { .. }
+                | SkipReason::DuplicateSeries { .. }
+        ) {
+            host::log(&format!("not exported: {s}"));
+        }
+    }
+    let _ = EXPORTER.set(Exporter {
+        layout,
+        sources: plan.sources,
+        live,
+    });
+}
+
+/// Scratch space of one scraper (the server, or one thread of the route action), reused so
+/// that a steady scrape allocates nothing.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    values: Vec<i64>,
+    live: live::Scratch,
+    /// The rendered exposition.
+    pub(crate) out: Vec<u8>,
+}
+
+/// Renders the exposition into `scratch.out`.
+pub(crate) fn render(fmt: Format, scratch: &mut Scratch) -> Result<(), ScrapeError> {
+    scratch.out.clear();
+    let Some(exp) = EXPORTER.get() else {
+        return Err(ScrapeError::NoMetrics);
+    };
+    if !host::uwsgi::has_master() {
+        return Err(ScrapeError::NoMaster);
+    }
+    exp.live
+        .fill(&exp.sources, &mut scratch.values, &mut scratch.live);
+    exp.layout.render(&scratch.values, fmt, &mut scratch.out);
     Ok(())
 }

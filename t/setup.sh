@@ -10,7 +10,8 @@
 #       debian:       /usr/bin/uwsgi-core (2.0.21, routing via PCRE1, python as a plugin)
 #       pip-routing:  pip 2.0.31 built with libpcre2-dev present   -> -DUWSGI_ROUTING
 #       pip-norouting: pip 2.0.31 built with pcre and routing off  -> no routing, no uwsgi_register_router
-#   - a tools venv with pytest (+ pytest-timeout), prometheus_client and hypothesis.
+#   - a tools venv with pytest (+ pytest-timeout), prometheus_client and hypothesis;
+#   - the rustfmt and clippy components (rustup) and cargo-fuzz (in ~/.cargo/bin), for t/test.sh.
 set -euo pipefail
 
 UWSGI_PIP_VERSION=2.0.31
@@ -49,6 +50,22 @@ fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   log "cargo not found: install a Rust toolchain (rustup) first"; exit 1
+fi
+# t/test.sh runs `cargo fmt` and `cargo clippy`; rustup toolchains may lack them.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  if command -v rustup >/dev/null 2>&1; then
+    log "installing the rustfmt and clippy components (rustup component add)"
+    rustup component add rustfmt clippy
+  else
+    log "cargo fmt / cargo clippy missing and no rustup to add them"; exit 1
+  fi
+fi
+# The fuzz smoke run (fuzz/smoke.sh) needs cargo-fuzz; installed into cargo's own install root
+# (~/.cargo/bin), the one global change these scripts make to the Rust toolchain.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  log "installing cargo-fuzz into ~/.cargo/bin (cargo install --locked cargo-fuzz); takes a few minutes"
+  cargo install --locked cargo-fuzz &
+  fuzz_pid=$!
 fi
 
 mkdir -p "$MP_ENV"
@@ -92,6 +109,7 @@ if [ ! -x "$tools/bin/pytest" ] || ! "$tools/bin/python" -c 'import prometheus_c
 fi
 wait "$p1"
 wait "$p2"
+if [ -n "${fuzz_pid:-}" ]; then wait "$fuzz_pid"; fi
 
 cat > "$MP_ENV/env" <<ENV
 # written by t/setup.sh

@@ -14,17 +14,22 @@ step() { printf '\n=== %s ===\n' "$*"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+# The pure engine needs no uWSGI and no libclang: prove it with a uWSGI path that does not
+# exist (the plugin crate's build script would fail on it, the engine has none).
+step "engine: cargo test -p metrics_prometheus_engine (no uWSGI, no libclang)"
+UWSGI_BIN=/nonexistent/uwsgi LIBCLANG_PATH=/nonexistent cargo test -p metrics_prometheus_engine
+
 # Lints and unit tests need a uWSGI to generate bindings for; run clippy against a binary with
 # routing and one without, so both sides of cfg(uwsgi_routing) are checked.
 step "cargo clippy (routing)"
-UWSGI_BIN=$UWSGI_PIP_ROUTING cargo clippy --all-targets -- -D warnings
+UWSGI_BIN=$UWSGI_PIP_ROUTING cargo clippy --workspace --all-targets -- -D warnings
 step "cargo clippy (no routing)"
-UWSGI_BIN=$UWSGI_PIP_NOROUTING cargo clippy --all-targets -- -D warnings
+UWSGI_BIN=$UWSGI_PIP_NOROUTING cargo clippy --workspace --all-targets -- -D warnings
 step "cargo clippy (fault-injection feature)"
 UWSGI_BIN=$UWSGI_PIP_ROUTING cargo clippy --all-targets --features fault-injection -- -D warnings
 
-step "cargo test"
-UWSGI_BIN=$UWSGI_PIP_ROUTING cargo test
+step "cargo test (workspace: plugin unit tests, layering, engine)"
+UWSGI_BIN=$UWSGI_PIP_ROUTING cargo test --workspace
 
 step "build the plugin for each uWSGI"
 build_for() {
@@ -40,11 +45,11 @@ build_for pip-norouting "$UWSGI_PIP_NOROUTING"
 # A test-only build whose dedicated server panics on GET /__panic (proves the panic guard).
 build_for pip-routing-faults "$UWSGI_PIP_ROUTING" --features fault-injection
 build_for pip-routing "$UWSGI_PIP_ROUTING"
-UWSGI_BIN=$UWSGI_PIP_ROUTING cargo build --release --example render
+cargo build --release -p metrics_prometheus_engine --example render
 export RENDER_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/render
 
 step "fuzz smoke run (cargo fuzz, ${FUZZ_SECONDS:-30} s per target)"
-UWSGI_BIN=$UWSGI_PIP_ROUTING FUZZ_SECONDS=${FUZZ_SECONDS:-30} bash fuzz/smoke.sh
+FUZZ_SECONDS=${FUZZ_SECONDS:-30} bash fuzz/smoke.sh
 
 step "integration tests (real uWSGI)"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use metrics_prometheus::format::{negotiate, Format};
+use metrics_prometheus_engine::format::{negotiate, Format};
 
 fuzz_target!(|data: &[u8]| {
     let f = negotiate(Some(data));

@@ -11,9 +11,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use metrics_prometheus::config::BasicAuth;
-use metrics_prometheus::format::Format;
-use metrics_prometheus::http::{
+use metrics_prometheus_engine::format::Format;
+use metrics_prometheus_engine::http::{BasicAuth, 
     index_page, parse, parse_with_auth, validate_path, write_error, write_response, Action, Parsed,
     Status, HEAD_LIMIT,
 };

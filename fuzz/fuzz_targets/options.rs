@@ -1,5 +1,5 @@
 //! Option values: `config::parse_server_addr` and `Config::apply` for every
-//! `Opt::ALL`, on arbitrary sequences of (option, value).
+//! `OPTIONS`, on arbitrary sequences of (option, value).
 //!
 //! Input (lossy UTF-8): records separated by `\n`, each `NAME=VALUE` or a bare
 //! `NAME` (a flag without value, i.e. `None`). NAME is an option name with or
@@ -14,9 +14,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use metrics_prometheus::config::{parse_server_addr, BasicAuth, Cidr, Config, Opt, ServerAddr};
-use metrics_prometheus::format::{validate_prefix, Format, Layout, MetricType};
-use metrics_prometheus::http::validate_path;
+use metrics_prometheus_engine::config::{parse_server_addr, Cidr, Config, Opt, ServerAddr, OPTIONS};
+use metrics_prometheus_engine::format::{validate_prefix, Format, Layout, MetricType};
+use metrics_prometheus_engine::http::{validate_path, BasicAuth};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() > 4096 {
@@ -29,15 +29,15 @@ fuzz_target!(|data: &[u8]| {
             Some((n, v)) => (n, Some(v)),
             None => (rec, None),
         };
-        let opt = Opt::ALL
+        let opt = OPTIONS
             .iter()
-            .copied()
+            .map(|d| d.opt)
             .find(|o| o.name() == name || o.name().strip_prefix("prometheus-") == Some(name))
             .unwrap_or_else(|| {
                 let h = name
                     .bytes()
                     .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
-                Opt::ALL[h % Opt::ALL.len()]
+                OPTIONS[h % OPTIONS.len()].opt
             });
 
         // The address parser on its own, on every value.
@@ -58,6 +58,8 @@ fuzz_target!(|data: &[u8]| {
         let before = cfg.clone();
         match cfg.apply(opt, value) {
             Err(e) => {
+                assert_eq!(e.opt, opt);
+                let e = e.to_string();
                 // `--prometheus-allow a,b` is applied part by part: a bad later part leaves
                 // the earlier ones in place. Harmless (a rejected value stops startup), so
                 // not asserted for it.

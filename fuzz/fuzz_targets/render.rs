@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use metrics_prometheus::format::{Format, Layout, MetricType};
+use metrics_prometheus_engine::format::{Format, Layout, MetricType};
 use metrics_prometheus_fuzz::{check::check, render_input::RenderInput};
 
 /// Prefixes for which the output must also be promlint-clean (as in

@@ -27,7 +27,7 @@
 //! values are arbitrary (the host puts socket names, mountpoints, cache names
 //! there).
 
-use metrics_prometheus::format::{Extra, Kind, MetricType, Options};
+use metrics_prometheus_engine::format::{Extra, Kind, MetricType, Options};
 
 /// Family names the host uses for extras (`live.rs`), plus a few that collide
 /// with the built-in table or with each other's sample names.
@@ -268,7 +268,7 @@ impl RenderInput {
 mod tests {
     use super::*;
     use crate::check::check;
-    use metrics_prometheus::format::{Format, Layout};
+    use metrics_prometheus_engine::format::{Format, Layout};
 
     #[test]
     fn decodes() {

@@ -4,7 +4,7 @@
 //! hand, checked with `promtool check metrics` and prometheus_client), not
 //! derived from the engine.
 
-use metrics_prometheus::format::{
+use metrics_prometheus_engine::format::{
     negotiate, Format, Layout, MetricType, Options, SkipReason, Skipped,
 };
 
@@ -985,7 +985,7 @@ uwsgi_tx_bytes_total 99
 
 #[test]
 fn extras_follow_the_metrics_list() {
-    use metrics_prometheus::format::{Extra, Kind};
+    use metrics_prometheus_engine::format::{Extra, Kind};
     let socket = |name: &str| Extra {
         family: "socket_queue",
         kind: Kind::Gauge,

@@ -21,7 +21,7 @@
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
-use metrics_prometheus::format::{validate_prefix, Format, Layout, MetricType, Options};
+use metrics_prometheus_engine::format::{validate_prefix, Format, Layout, MetricType, Options};
 
 const USAGE: &str =
     "usage: render text|openmetrics [--prefix P] [--no-help] [--no-type] [--no-workers] < metrics.tsv";

@@ -7,7 +7,7 @@
 //! order.
 //!
 //! ```
-//! use metrics_prometheus::format::{Format, Layout, MetricType, Options};
+//! use metrics_prometheus_engine::format::{Format, Layout, MetricType, Options};
 //!
 //! let layout = Layout::new(
 //!     &[
@@ -142,7 +142,7 @@ impl Format {
 /// the headers Prometheus 2.x and 3.x send. Details in `negotiate.rs`.
 ///
 /// ```
-/// use metrics_prometheus::format::{negotiate, Format};
+/// use metrics_prometheus_engine::format::{negotiate, Format};
 /// let prom2 = b"application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 /// assert_eq!(negotiate(Some(prom2)), Format::OpenMetrics);
 /// assert_eq!(negotiate(Some(b"*/*")), Format::Text);

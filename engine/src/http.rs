@@ -5,8 +5,44 @@
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use crate::config::BasicAuth;
 use crate::format::{negotiate, Format};
+
+/// HTTP basic-auth credentials for the dedicated server: a user name and the SHA-256 digest of
+/// the password (only the digest is kept; `Debug` hides both).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    pub user: String,
+    pub sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BasicAuth(<redacted>)")
+    }
+}
+
+impl BasicAuth {
+    /// Parses `USER:sha256:HEX` (HEX = the 64 hex digits of the password's SHA-256, e.g.
+    /// `printf %s "$PASSWORD" | sha256sum`). Errors never echo the value.
+    pub fn parse(v: &str) -> Result<BasicAuth, String> {
+        const FORM: &str = "expected USER:sha256:HEX (HEX: the password's SHA-256 in hex, \
+                            e.g. from `printf %s \"$PASSWORD\" | sha256sum`)";
+        let (user, rest) = v.split_once(':').ok_or(FORM)?;
+        let hex = rest.strip_prefix("sha256:").ok_or(FORM)?;
+        if user.is_empty() || hex.len() != 64 {
+            return Err(FORM.into());
+        }
+        let mut sha256 = [0u8; 32];
+        for (i, out) in sha256.iter_mut().enumerate() {
+            *out = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or(FORM)?, 16)
+                .map_err(|_| FORM.to_string())?;
+        }
+        Ok(BasicAuth {
+            user: user.to_string(),
+            sha256,
+        })
+    }
+}
 
 /// Largest request head accepted; beyond it the answer is 431.
 pub const HEAD_LIMIT: usize = 8 * 1024;
@@ -97,6 +133,9 @@ pub fn parse_with_auth(buf: &[u8], metrics_path: &str, auth: Option<&BasicAuth>)
             Parsed::Done(Action::Error(Status::HeadersTooLarge))
         }
         Ok(httparse::Status::Complete(_)) => {
+            if !framing_ok(req.headers) {
+                return Parsed::Done(Action::Error(Status::BadRequest));
+            }
             if let Some(auth) = auth {
                 let given = req
                     .headers
@@ -114,6 +153,34 @@ pub fn parse_with_auth(buf: &[u8], metrics_path: &str, auth: Option<&BasicAuth>)
         }
         Err(_) => Parsed::Done(Action::Error(Status::BadRequest)),
     }
+}
+
+/// RFC 9112 §6.3: a message with both `Transfer-Encoding` and `Content-Length`, or with a
+/// `Content-Length` that is not one non-negative decimal number (after merging repeated headers
+/// and comma-separated lists of identical values), cannot be framed and must be rejected with
+/// 400 and the connection closed. The dedicated server never reads a body, but a request it
+/// accepts must be one every intermediary would frame the same way.
+fn framing_ok(headers: &[httparse::Header<'_>]) -> bool {
+    let mut length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            for part in h.value.split(|&b| b == b',') {
+                let part = part.trim_ascii();
+                if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                    return false;
+                }
+                let v = part.iter().fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
+                match length {
+                    Some(l) if l != v => return false,
+                    _ => length = Some(v),
+                }
+            }
+        }
+    }
+    !(transfer_encoding && length.is_some())
 }
 
 /// Checks an `Authorization: Basic ...` value. The user name and password are compared as
@@ -309,6 +376,39 @@ mod tests {
             p("GET /metrics\r\n\r\n"),
             Parsed::Done(Action::Error(Status::BadRequest))
         );
+    }
+
+    #[test]
+    fn framing() {
+        let req = |extra: &str| p(&format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{extra}\r\n"));
+        let bad = Parsed::Done(Action::Error(Status::BadRequest));
+        for h in [
+            "Content-Length: -1\r\n",
+            "Content-Length: abc\r\n",
+            "Content-Length: 99999999999999999999\r\n",
+            "Content-Length: \r\n",
+            "Content-Length: 1 2\r\n",
+            "Content-Length: +5\r\n",
+            "Content-Length: 5\r\nContent-Length: 6\r\n",
+            "Content-Length: 5, 6\r\n",
+            "Content-Length: 0\r\nTransfer-Encoding: chunked\r\n",
+            "Transfer-Encoding: chunked\r\ncontent-length: 0\r\n",
+        ] {
+            assert_eq!(req(h), bad, "{h:?}");
+        }
+        for h in [
+            "",
+            "Content-Length: 0\r\n",
+            "Content-Length: 0\r\nContent-Length: 0\r\n",
+            "Content-Length: 7, 7\r\n",
+            "Content-Length: 9999999999999999999\r\n",
+            "Transfer-Encoding: chunked\r\n",
+        ] {
+            assert!(
+                matches!(req(h), Parsed::Done(Action::Metrics { .. })),
+                "{h:?}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 mod check;
 
 use check::check;
-use metrics_prometheus::format::{Format, Layout, MetricType, Options};
+use metrics_prometheus_engine::format::{Format, Layout, MetricType, Options};
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use metrics_prometheus::format::{Format, Options};
+use metrics_prometheus_engine::format::{Format, Options};
 
 // ---------------------------------------------------------------------------
 // Checker

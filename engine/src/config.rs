@@ -1,7 +1,10 @@
 //! Option values: parsing and validation, pure (no FFI). The plugin's option callbacks feed
 //! [`Builder`]; a bad value is an `Err` whose text names the option, and startup stops.
 
+use std::ffi::CStr;
 use std::net::IpAddr;
+
+use crate::http::BasicAuth;
 use std::path::PathBuf;
 
 /// Where `--prometheus-server` listens.
@@ -101,43 +104,6 @@ impl Cidr {
     }
 }
 
-/// HTTP basic-auth credentials for the dedicated server: a user name and the SHA-256 digest of
-/// the password (only the digest is kept; `Debug` hides both).
-#[derive(Clone, PartialEq, Eq)]
-pub struct BasicAuth {
-    pub user: String,
-    pub sha256: [u8; 32],
-}
-
-impl std::fmt::Debug for BasicAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BasicAuth(<redacted>)")
-    }
-}
-
-impl BasicAuth {
-    /// Parses `USER:sha256:HEX` (HEX = the 64 hex digits of the password's SHA-256, e.g.
-    /// `printf %s "$PASSWORD" | sha256sum`). Errors never echo the value.
-    pub fn parse(v: &str) -> Result<BasicAuth, String> {
-        const FORM: &str = "expected USER:sha256:HEX (HEX: the password's SHA-256 in hex, \
-                            e.g. from `printf %s \"$PASSWORD\" | sha256sum`)";
-        let (user, rest) = v.split_once(':').ok_or(FORM)?;
-        let hex = rest.strip_prefix("sha256:").ok_or(FORM)?;
-        if user.is_empty() || hex.len() != 64 {
-            return Err(FORM.into());
-        }
-        let mut sha256 = [0u8; 32];
-        for (i, out) in sha256.iter_mut().enumerate() {
-            *out = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or(FORM)?, 16)
-                .map_err(|_| FORM.to_string())?;
-        }
-        Ok(BasicAuth {
-            user: user.to_string(),
-            sha256,
-        })
-    }
-}
-
 /// The plugin's settings after option parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -169,72 +135,114 @@ impl Default for Config {
     }
 }
 
-/// The options this plugin registers, in table order.
+/// What uWSGI must turn on for an option (`UWSGI_OPT_MASTER | UWSGI_OPT_METRICS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Opt {
-    Server,
-    ServerMode,
-    ServerOwner,
-    Path,
-    Allow,
-    BasicAuth,
-    Prefix,
-    NoWorkers,
-    NoCores,
-    NoHelp,
-    NoType,
+pub enum Implies {
+    Nothing,
+    MasterAndMetrics,
+}
+
+/// One option as uWSGI sees it: the plugin builds its C option table from [`OPTIONS`], so a
+/// name, its help text and its kind are written exactly once, here.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionDecl {
+    pub opt: Opt,
+    /// The name without `--`, NUL-terminated for uWSGI's table.
+    pub name: &'static CStr,
+    pub help: &'static CStr,
+    /// `--opt VALUE` (else a flag, which still accepts uWSGI's boolean spellings in ini files).
+    pub takes_value: bool,
+    pub implies: Implies,
+}
+
+macro_rules! declare_options {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal, $kind:ident, $implies:ident, $help:literal; )*) => {
+        /// The options this plugin registers.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Opt { $( $(#[$doc])* $variant ),* }
+
+        /// Every option, in the order of uWSGI's table (`--help` lists them in this order).
+        pub const OPTIONS: &[OptionDecl] = &[ $( OptionDecl {
+            opt: Opt::$variant,
+            name: $name,
+            help: $help,
+            takes_value: declare_options!(@value $kind),
+            implies: Implies::$implies,
+        } ),* ];
+    };
+    (@value value) => { true };
+    (@value flag) => { false };
+}
+
+declare_options! {
+    Server = c"prometheus-server", value, MasterAndMetrics,
+        c"serve Prometheus metrics from the master on ADDR (host:port, :port, [v6]:port or a UNIX socket path); implies --master and --enable-metrics";
+    ServerMode = c"prometheus-server-mode", value, Nothing,
+        c"permission bits (octal, e.g. 660) of --prometheus-server UNIX sockets";
+    ServerOwner = c"prometheus-server-owner", value, Nothing,
+        c"owner (USER or USER:GROUP) of --prometheus-server UNIX sockets";
+    Path = c"prometheus-path", value, Nothing,
+        c"path of the metrics on --prometheus-server (default /metrics)";
+    Allow = c"prometheus-allow", value, Nothing,
+        c"comma-separated networks (10.0.0.0/8, ::1) allowed to connect to --prometheus-server over TCP; others get 403";
+    BasicAuth = c"prometheus-basic-auth", value, Nothing,
+        c"require HTTP basic auth on --prometheus-server: USER:sha256:HEX (HEX = sha256 of the password)";
+    Prefix = c"prometheus-prefix", value, Nothing,
+        c"prefix of every exported metric family (default uwsgi_)";
+    NoWorkers = c"prometheus-no-workers", flag, Nothing,
+        c"do not export per-worker (uwsgi_worker_*) families";
+    NoCores = c"prometheus-no-cores", flag, Nothing,
+        c"do not export per-core (thread or async core) series";
+    NoHelp = c"prometheus-no-help", flag, Nothing,
+        c"omit # HELP lines";
+    NoType = c"prometheus-no-type", flag, Nothing,
+        c"omit # TYPE lines";
 }
 
 impl Opt {
-    pub const ALL: [Opt; 11] = [
-        Opt::Server,
-        Opt::ServerMode,
-        Opt::ServerOwner,
-        Opt::Path,
-        Opt::Allow,
-        Opt::BasicAuth,
-        Opt::Prefix,
-        Opt::NoWorkers,
-        Opt::NoCores,
-        Opt::NoHelp,
-        Opt::NoType,
-    ];
+    /// The declaration of this option.
+    pub fn decl(self) -> &'static OptionDecl {
+        OPTIONS
+            .iter()
+            .find(|d| d.opt == self)
+            .expect("every Opt variant is declared in OPTIONS by the same macro")
+    }
 
     /// The option's name without `--`.
     pub fn name(self) -> &'static str {
-        match self {
-            Opt::Server => "prometheus-server",
-            Opt::ServerMode => "prometheus-server-mode",
-            Opt::ServerOwner => "prometheus-server-owner",
-            Opt::Path => "prometheus-path",
-            Opt::Allow => "prometheus-allow",
-            Opt::BasicAuth => "prometheus-basic-auth",
-            Opt::Prefix => "prometheus-prefix",
-            Opt::NoWorkers => "prometheus-no-workers",
-            Opt::NoCores => "prometheus-no-cores",
-            Opt::NoHelp => "prometheus-no-help",
-            Opt::NoType => "prometheus-no-type",
-        }
+        self.decl().name.to_str().unwrap_or("prometheus-?")
     }
 
-    pub const fn takes_value(self) -> bool {
-        matches!(
-            self,
-            Opt::Server
-                | Opt::ServerMode
-                | Opt::ServerOwner
-                | Opt::Path
-                | Opt::Allow
-                | Opt::BasicAuth
-                | Opt::Prefix
+    pub fn takes_value(self) -> bool {
+        self.decl().takes_value
+    }
+}
+
+/// A bad option value: startup stops with this message, which names the option and never
+/// echoes a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub opt: Opt,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "invalid value for --{}: {}",
+            self.opt.name(),
+            self.reason
         )
     }
 }
 
+impl std::error::Error for ConfigError {}
+
 impl Config {
     /// Applies one option occurrence. `value` is `None` for flags.
-    pub fn apply(&mut self, opt: Opt, value: Option<&str>) -> Result<(), String> {
-        let err = |e: String| format!("invalid value for --{}: {e}", opt.name());
+    pub fn apply(&mut self, opt: Opt, value: Option<&str>) -> Result<(), ConfigError> {
+        let err = |reason: String| ConfigError { opt, reason };
         match opt {
             Opt::Server => {
                 let addr = parse_server_addr(value.unwrap_or("")).map_err(err)?;
@@ -393,7 +401,8 @@ mod tests {
         let mut c = Config::default();
         let e = c
             .apply(Opt::BasicAuth, Some("prom:secret-password"))
-            .expect_err("plain passwords are refused");
+            .expect_err("plain passwords are refused")
+            .to_string();
         assert!(!e.contains("secret-password"), "{e}");
         c.apply(Opt::Allow, Some("127.0.0.1, 10.0.0.0/8"))
             .expect("valid option");
@@ -404,16 +413,34 @@ mod tests {
     fn errors_name_the_option() {
         let mut c = Config::default();
         let e = c.apply(Opt::Server, Some("nope")).unwrap_err();
+        assert_eq!(e.opt, Opt::Server);
+        let e = e.to_string();
         assert!(
             e.starts_with("invalid value for --prometheus-server: "),
             "{e}"
         );
-        let e = c.apply(Opt::Prefix, Some("9bad")).unwrap_err();
+        let e = c.apply(Opt::Prefix, Some("9bad")).unwrap_err().to_string();
         assert!(
             e.starts_with("invalid value for --prometheus-prefix: "),
             "{e}"
         );
         assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn options_are_declared_once() {
+        let mut names: Vec<&str> = OPTIONS.iter().map(|d| d.opt.name()).collect();
+        assert_eq!(names.len(), 11);
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), OPTIONS.len(), "duplicate option name");
+        for d in OPTIONS {
+            assert!(d.name.to_str().is_ok_and(|n| n.starts_with("prometheus-")));
+            assert!(!d.help.to_bytes().is_empty());
+            assert_eq!(d.opt.decl().name, d.name);
+        }
+        assert!(Opt::Server.takes_value() && !Opt::NoHelp.takes_value());
+        assert_eq!(Opt::Server.decl().implies, Implies::MasterAndMetrics);
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
-use metrics_prometheus::format::{Format, Layout, MetricType, Options};
+use metrics_prometheus_engine::format::{Format, Layout, MetricType, Options};
 
 /// uWSGI's metric list, in uWSGI's order, for `workers` x `cores` and one
 /// socket (uwsgi-internals.md §3.3), with plausible values.

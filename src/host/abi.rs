@@ -1,5 +1,6 @@
-//! The thin host layer: everything that touches uWSGI's memory or calls into uWSGI, except the
-//! plugin struct and hooks themselves (plugin.rs). Every `unsafe` block states its invariant.
+//! The ABI gate and uWSGI's API: is the running binary the one this plugin was built for, and
+//! if so, its functions and server struct, resolved once. The check returns a `Result`; the
+//! load-time constructor that acts on it is an entry point and lives with the plugin.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,39 +8,12 @@ use std::sync::OnceLock;
 
 use crate::cflags;
 use crate::ffi;
-use crate::format::MetricType;
 
 /// Looks up a symbol of the process (the uWSGI executable exports all of its functions).
 pub(crate) fn dlsym_default(name: &CStr) -> *mut c_void {
     // SAFETY: RTLD_DEFAULT with a NUL-terminated name only searches the loaded objects; a
     // missing symbol gives NULL, which every caller checks.
     unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) }
-}
-
-type UwsgiLogFn = unsafe extern "C" fn(fmt: *const c_char, ...);
-
-/// `uwsgi_log`, resolved at run time so that code reachable from the load-time constructor and
-/// from unit tests has no link-time dependency on the host.
-fn uwsgi_log_fn() -> Option<UwsgiLogFn> {
-    static LOG: OnceLock<usize> = OnceLock::new();
-    let addr = *LOG.get_or_init(|| dlsym_default(c"uwsgi_log") as usize);
-    if addr == 0 {
-        return None;
-    }
-    // SAFETY: `addr` is the address of uWSGI's exported `void uwsgi_log(const char *, ...)`.
-    Some(unsafe { std::mem::transmute::<usize, UwsgiLogFn>(addr) })
-}
-
-/// Logs one line through uWSGI's logger, prefixed with the plugin name. Outside uWSGI (tests)
-/// it goes to stderr.
-pub(crate) fn log(msg: &str) {
-    let len = c_int::try_from(msg.len()).unwrap_or(c_int::MAX);
-    match uwsgi_log_fn() {
-        // SAFETY: constant format; `%.*s` reads exactly `len` bytes from `msg`, which is live for
-        // the call. No NUL terminator is needed with a precision.
-        Some(f) => unsafe { f(c"[metrics_prometheus] %.*s\n".as_ptr(), len, msg.as_ptr()) },
-        None => eprintln!("[metrics_prometheus] {msg}"),
-    }
 }
 
 /// Set once the load-time ABI check passed; every hook does nothing without it.
@@ -144,35 +118,30 @@ extern "C" {
     ) -> c_int;
 }
 
-/// Runs at `dlopen` time, before uWSGI looks at the plugin struct. On a mismatch the plugin
-/// clears its own `name`, so uWSGI refuses it through its normal path ("has no .name
-/// attribute", dlclose): `--plugin` continues without it and `--need-plugin` exits with an
-/// error. Outside uWSGI (unit tests link this too) it does nothing.
-extern "C" fn load_time_abi_check() {
-    crate::guard::guard("load", (), || {
-        if dlsym_default(c"uwsgi_get_cflags").is_null() {
-            return;
-        }
-        match check_abi().and_then(|()| resolve_api()) {
-            Ok(api) => {
-                let _ = API.set(api);
-                ABI_OK.store(true, Ordering::Relaxed);
-            }
-            Err(m) => {
-                log(&format!(
-                    "refusing to load: {m}. Rebuild the plugin against this binary: run \
-                     `uwsgi --build-plugin <metrics_prometheus source dir>` with this uwsgi, or \
-                     `UWSGI_BIN=$(command -v uwsgi) cargo build --release`"
-                ));
-                crate::plugin::disable();
-            }
-        }
-    })
+/// What the load-time check found.
+pub(crate) enum LoadCheck {
+    /// Not loaded by uWSGI (a test binary linking the rlib): nothing to do.
+    NotInUwsgi,
+    /// The binary matches; the API is resolved and every hook may run.
+    Ok,
+    Mismatch(AbiMismatch),
 }
 
-#[used]
-#[link_section = ".init_array"]
-static LOAD_TIME_ABI_CHECK: extern "C" fn() = load_time_abi_check;
+/// Compares the running binary with the build and resolves the API. Reads nothing of uWSGI's
+/// memory before the comparison succeeded.
+pub(crate) fn load_check() -> LoadCheck {
+    if dlsym_default(c"uwsgi_get_cflags").is_null() {
+        return LoadCheck::NotInUwsgi;
+    }
+    match check_abi().and_then(|()| resolve_api()) {
+        Ok(api) => {
+            let _ = API.set(api);
+            ABI_OK.store(true, Ordering::Relaxed);
+            LoadCheck::Ok
+        }
+        Err(m) => LoadCheck::Mismatch(m),
+    }
+}
 
 /// Second opinion on the layout, from the C compiler: bindgen and the shim must agree.
 pub(crate) fn shim_agrees_with_bindgen() -> bool {
@@ -182,7 +151,7 @@ pub(crate) fn shim_agrees_with_bindgen() -> bool {
 }
 
 /// The `uwsgi` global. Only valid to dereference after the ABI check passed.
-fn server() -> *mut ffi::uwsgi_server {
+pub(crate) fn server() -> *mut ffi::uwsgi_server {
     api().server
 }
 
@@ -211,22 +180,22 @@ const _: WorkerIsBusy = ffi::uwsgi_worker_is_busy;
 /// uWSGI's functions and its server struct, resolved once at load time. The request and
 /// response functions exist in every build but only the route action uses them.
 pub(crate) struct Api {
-    pub server: *mut ffi::uwsgi_server,
+    pub(crate) server: *mut ffi::uwsgi_server,
     #[cfg(uwsgi_routing)]
-    pub get_var: GetVar,
+    pub(crate) get_var: GetVar,
     #[cfg(uwsgi_routing)]
-    pub prepare_headers: PrepareHeaders,
+    pub(crate) prepare_headers: PrepareHeaders,
     #[cfg(uwsgi_routing)]
-    pub add_header: AddHeader,
+    pub(crate) add_header: AddHeader,
     #[cfg(uwsgi_routing)]
-    pub add_content_length: AddContentLength,
+    pub(crate) add_content_length: AddContentLength,
     #[cfg(uwsgi_routing)]
-    pub write_body: WriteBody,
+    pub(crate) write_body: WriteBody,
     #[cfg(uwsgi_routing)]
-    pub write_headers: WriteHeaders,
-    pub add_fd_read: AddFdRead,
+    pub(crate) write_headers: WriteHeaders,
+    pub(crate) add_fd_read: AddFdRead,
     /// `uwsgi_worker_is_busy(wid)`: the stats server's definition of a busy worker.
-    pub worker_is_busy: WorkerIsBusy,
+    pub(crate) worker_is_busy: WorkerIsBusy,
 }
 
 // SAFETY: function pointers and the address of uWSGI's process-global struct; which thread may
@@ -282,126 +251,4 @@ fn resolve_api() -> Result<Api, AbiMismatch> {
         add_fd_read: sym!(c"event_queue_add_fd_read", AddFdRead),
         worker_is_busy: sym!(c"uwsgi_worker_is_busy", WorkerIsBusy),
     })
-}
-
-/// Turns on uWSGI's metrics subsystem and the master (its collector thread runs there), as
-/// `--enable-metrics` does. Called from `on_load`, during option parsing.
-pub(crate) fn enable_metrics_and_master() {
-    let s = server();
-    // SAFETY: the ABI check passed, so `s` has this build's layout; option parsing is
-    // single-threaded, and uWSGI's own option flags write these fields at the same stage.
-    unsafe { (*s).has_metrics = 1 };
-    // SAFETY: as above.
-    unsafe { (*s).master_process = 1 };
-}
-
-/// True when uWSGI was started with the metrics subsystem on.
-pub(crate) fn has_metrics() -> bool {
-    // SAFETY: ABI checked; an int read by the process that owns it.
-    unsafe { (*server()).has_metrics != 0 }
-}
-
-/// True when uWSGI runs a master (the metrics collector thread lives there).
-pub(crate) fn has_master() -> bool {
-    // SAFETY: ABI checked; an int set during option parsing, read-only afterwards.
-    unsafe { (*server()).master_process != 0 }
-}
-
-/// `uwsgi.master_queue`: the master's event queue, -1 until master_loop creates it.
-pub(crate) fn master_queue() -> c_int {
-    // SAFETY: ABI checked; read in the master thread, which is the only writer.
-    unsafe { (*server()).master_queue }
-}
-
-/// Adds `fd` for read events to uWSGI's event queue `queue`.
-pub(crate) fn add_fd_read(queue: c_int, fd: c_int) -> bool {
-    // SAFETY: both are open descriptors of this process; uWSGI only calls epoll_ctl.
-    unsafe { (api().add_fd_read)(queue, fd) >= 0 }
-}
-
-/// One metric of uWSGI's list, as needed per scrape: a pointer into the shared value mapping.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Slot(*const i64);
-// SAFETY: the pointer targets uWSGI's MAP_SHARED metrics mapping, created before fork and never
-// unmapped; it is only ever read (volatile, aligned int64), so sharing it across threads is fine.
-unsafe impl Send for Slot {}
-// SAFETY: see Send.
-unsafe impl Sync for Slot {}
-
-/// uWSGI's metrics list, copied once: it never changes after `uwsgi_setup_metrics`.
-pub(crate) struct MetricsList {
-    pub names: Vec<(String, MetricType)>,
-    pub slots: Vec<Slot>,
-}
-
-/// Reads the metric list. `None` when the metrics subsystem is off or not yet set up.
-pub(crate) fn read_metrics_list() -> Option<MetricsList> {
-    let s = server();
-    // SAFETY: ABI checked; a pointer field written once by the master in uwsgi_setup_metrics.
-    let mut m = unsafe { (*s).metrics };
-    if m.is_null() {
-        return None;
-    }
-    let mut list = MetricsList {
-        names: Vec::new(),
-        slots: Vec::new(),
-    };
-    // Bounded walk: the list is acyclic by construction, but a corrupt one must not hang us.
-    let limit = 1usize << 22;
-    while !m.is_null() && list.slots.len() < limit {
-        // SAFETY: `m` is a node of uWSGI's metrics list (heap, immutable after setup).
-        let node = unsafe { &*m };
-        m = node.next;
-        if node.name.is_null() || node.value.is_null() {
-            continue;
-        }
-        // SAFETY: uWSGI stores names as NUL-terminated strings (uwsgi_str).
-        let name = unsafe { CStr::from_ptr(node.name) }
-            .to_string_lossy()
-            .into_owned();
-        let ty = MetricType::from_uwsgi(node.type_).unwrap_or(MetricType::Gauge);
-        list.names.push((name, ty));
-        list.slots.push(Slot(node.value));
-    }
-    Some(list)
-}
-
-/// Unlocks uWSGI's metrics rwlock on drop, so no path (panic included) leaves it held: it is
-/// shared by every process of the instance.
-struct MetricsReadLock;
-
-impl MetricsReadLock {
-    fn acquire() -> MetricsReadLock {
-        // SAFETY: metrics_lock is initialised in uwsgi_setup_metrics before any metric exists;
-        // callers only get here with a non-empty metrics list. Released by Drop.
-        unsafe { ffi::metrics_rlock(server()) };
-        MetricsReadLock
-    }
-}
-
-impl Drop for MetricsReadLock {
-    fn drop(&mut self) {
-        // SAFETY: paired with the rlock taken in `acquire`.
-        unsafe { ffi::metrics_rwunlock(server()) };
-    }
-}
-
-/// Reads one metric slot without the lock (uWSGI: "simple reading from a metric does not
-/// require locking"; the values are aligned int64s written whole).
-pub(crate) fn read_slot(s: Slot) -> i64 {
-    // SAFETY: `s.0` points at an aligned int64 in the shared metrics mapping (see Slot).
-    unsafe { std::ptr::read_volatile(s.0) }
-}
-
-/// Sets `out` to one value per source: metric slots are copied under uWSGI's metrics read lock,
-/// which is held only for that copy; the other positions are left for `Live::fill`.
-pub(crate) fn snapshot(sources: &[crate::live::Source], out: &mut Vec<i64>) {
-    out.clear();
-    out.resize(sources.len(), 0);
-    let _lock = MetricsReadLock::acquire();
-    for (v, src) in out.iter_mut().zip(sources) {
-        if let crate::live::Source::Metric(s) = src {
-            *v = read_slot(*s);
-        }
-    }
 }

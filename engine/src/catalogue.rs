@@ -1,0 +1,276 @@
+//! Every family the host computes itself (from uWSGI state outside its metrics list), declared
+//! once: name without the prefix, type, unit scale and HELP text. The planner ([`crate::plan`])
+//! attaches labels and value sources; the engine ([`crate::format`]) renders them. The families
+//! of uWSGI's own metrics list are in `format/table.rs`.
+
+use crate::format::{Extra, Kind};
+
+/// A host-computed family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FamilyDef {
+    /// Family name without the prefix (for a counter, without `_total`).
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Values are divided by `10^scale` (6: microseconds to seconds).
+    pub scale: u8,
+    pub help: &'static str,
+}
+
+impl FamilyDef {
+    /// One series of this family.
+    pub fn series(&self, labels: Vec<(String, String)>) -> Extra {
+        Extra {
+            family: self.name,
+            kind: self.kind,
+            scale: self.scale,
+            help: self.help,
+            labels,
+        }
+    }
+}
+
+const fn def(name: &'static str, kind: Kind, scale: u8, help: &'static str) -> FamilyDef {
+    FamilyDef {
+        name,
+        kind,
+        scale,
+        help,
+    }
+}
+
+use Kind::{Counter, Gauge};
+
+pub const UP: FamilyDef = def("up", Gauge, 0, "1: the exporter could read uWSGI's state.");
+pub const BUILD_INFO: FamilyDef = def(
+    "build_info",
+    Gauge,
+    0,
+    "Always 1; labels: the uWSGI version and the metrics_prometheus plugin version.",
+);
+pub const START_TIME: FamilyDef = def(
+    "start_time_seconds",
+    Gauge,
+    6,
+    "When the uWSGI master started, in seconds since the Unix epoch.",
+);
+pub const WORKERS: FamilyDef = def(
+    "workers",
+    Gauge,
+    0,
+    "Worker processes configured (--processes/--workers), cheaped ones included.",
+);
+pub const LISTEN_QUEUE: FamilyDef = def(
+    "listen_queue",
+    Gauge,
+    0,
+    "Largest listen queue over uWSGI's sockets, as sampled by the master about once a second (the stats server's listen_queue).",
+);
+pub const LOAD: FamilyDef = def(
+    "load",
+    Gauge,
+    0,
+    "uWSGI's load figure (the stats server's load: the listen backlog seen by the master).",
+);
+pub const SIGNAL_QUEUE: FamilyDef = def(
+    "signal_queue",
+    Gauge,
+    0,
+    "Bytes of uWSGI signals waiting in the workers' shared signal queue (the stats server's signal_queue).",
+);
+
+pub const CACHE_ITEMS: FamilyDef = def("cache_items", Gauge, 0, "Items in the uWSGI cache.");
+pub const CACHE_MAX_ITEMS: FamilyDef = def(
+    "cache_max_items",
+    Gauge,
+    0,
+    "Capacity of the uWSGI cache, in items.",
+);
+pub const CACHE_HITS: FamilyDef = def(
+    "cache_hits",
+    Counter,
+    0,
+    "Lookups that found their key in the uWSGI cache.",
+);
+pub const CACHE_MISSES: FamilyDef = def(
+    "cache_misses",
+    Counter,
+    0,
+    "Lookups that did not find their key in the uWSGI cache.",
+);
+pub const CACHE_FULL: FamilyDef = def(
+    "cache_full",
+    Counter,
+    0,
+    "Writes refused because the uWSGI cache was full.",
+);
+
+pub const SPOOLER_TASKS: FamilyDef = def("spooler_tasks", Counter, 0, "Tasks run by the spooler.");
+pub const SPOOLER_RESPAWNS: FamilyDef = def(
+    "spooler_respawns",
+    Counter,
+    0,
+    "Times the spooler process was respawned.",
+);
+pub const SPOOLER_RUNNING: FamilyDef = def(
+    "spooler_running",
+    Gauge,
+    0,
+    "1 while the spooler runs a task.",
+);
+
+// uWSGI 2.0 never updates a mule's respawn_count or last_spawn: not exported.
+pub const MULE_RUNNING: FamilyDef = def(
+    "mule_running",
+    Gauge,
+    0,
+    "1 while the mule process exists (its pid is set).",
+);
+pub const MULE_SIGNALS: FamilyDef = def(
+    "mule_signals",
+    Counter,
+    0,
+    "uWSGI signals handled by the mule.",
+);
+pub const MULE_IN_SIGNAL: FamilyDef = def(
+    "mule_in_signal",
+    Gauge,
+    0,
+    "1 while the mule runs a signal handler.",
+);
+
+pub const SOCKET_LISTEN_QUEUE: FamilyDef = def(
+    "socket_listen_queue",
+    Gauge,
+    0,
+    "Connections waiting in the socket's listen queue (TCP only: UNIX sockets read 0 on stock Linux kernels).",
+);
+pub const SOCKET_LISTEN_QUEUE_MAX: FamilyDef = def(
+    "socket_listen_queue_max",
+    Gauge,
+    0,
+    "Size of the socket's listen queue (its backlog).",
+);
+
+pub const WORKER_STATUS: FamilyDef = def(
+    "worker_status",
+    Gauge,
+    0,
+    "1 for the worker's current state (busy, idle, cheap, pause or sig, as in uWSGI's stats server), 0 for the others.",
+);
+pub const WORKER_ACCEPTING: FamilyDef = def(
+    "worker_accepting",
+    Gauge,
+    0,
+    "1 when the worker accepts requests (0 while it starts or is being respawned).",
+);
+pub const WORKER_HARAKIRI: FamilyDef = def(
+    "worker_harakiri",
+    Counter,
+    0,
+    "Times the worker was killed by harakiri.",
+);
+pub const WORKER_EXCEPTIONS: FamilyDef = def(
+    "worker_exceptions",
+    Counter,
+    0,
+    "Exceptions raised by the application in the worker (all cores).",
+);
+pub const WORKER_SIGNALS: FamilyDef = def(
+    "worker_signals",
+    Counter,
+    0,
+    "uWSGI signals handled by the worker.",
+);
+pub const WORKER_LAST_SPAWN: FamilyDef = def(
+    "worker_last_spawn_timestamp_seconds",
+    Gauge,
+    6,
+    "When the worker was last spawned, in seconds since the Unix epoch.",
+);
+pub const WORKER_CORE_IN_REQUEST: FamilyDef = def(
+    "worker_core_in_request",
+    Gauge,
+    0,
+    "1 while the core (thread or async slot) of the worker is handling a request.",
+);
+pub const WORKER_APP_REQUESTS: FamilyDef = def(
+    "worker_app_requests",
+    Counter,
+    0,
+    "Requests served by the application in the worker.",
+);
+pub const WORKER_APP_EXCEPTIONS: FamilyDef = def(
+    "worker_app_exceptions",
+    Counter,
+    0,
+    "Exceptions raised by the application in the worker.",
+);
+
+const PROC_CPU_HELP: &str = "CPU time (user + system) of the process, from /proc.";
+const PROC_RSS_HELP: &str = "Resident memory of the process, from /proc.";
+const PROC_FDS_HELP: &str = "Open file descriptors of the process, from /proc.";
+pub const MASTER_CPU: FamilyDef = def("master_cpu_seconds", Counter, 6, PROC_CPU_HELP);
+pub const MASTER_RSS: FamilyDef = def("master_resident_memory_bytes", Gauge, 0, PROC_RSS_HELP);
+pub const MASTER_FDS: FamilyDef = def("master_open_fds", Gauge, 0, PROC_FDS_HELP);
+pub const WORKER_CPU: FamilyDef = def("worker_cpu_seconds", Counter, 6, PROC_CPU_HELP);
+pub const WORKER_RSS: FamilyDef = def("worker_resident_memory_bytes", Gauge, 0, PROC_RSS_HELP);
+pub const WORKER_FDS: FamilyDef = def("worker_open_fds", Gauge, 0, PROC_FDS_HELP);
+
+/// Every family above, for documentation and tests.
+pub const ALL: &[FamilyDef] = &[
+    UP,
+    BUILD_INFO,
+    START_TIME,
+    WORKERS,
+    LISTEN_QUEUE,
+    LOAD,
+    SIGNAL_QUEUE,
+    CACHE_ITEMS,
+    CACHE_MAX_ITEMS,
+    CACHE_HITS,
+    CACHE_MISSES,
+    CACHE_FULL,
+    SPOOLER_TASKS,
+    SPOOLER_RESPAWNS,
+    SPOOLER_RUNNING,
+    MULE_RUNNING,
+    MULE_SIGNALS,
+    MULE_IN_SIGNAL,
+    SOCKET_LISTEN_QUEUE,
+    SOCKET_LISTEN_QUEUE_MAX,
+    WORKER_STATUS,
+    WORKER_ACCEPTING,
+    WORKER_HARAKIRI,
+    WORKER_EXCEPTIONS,
+    WORKER_SIGNALS,
+    WORKER_LAST_SPAWN,
+    WORKER_CORE_IN_REQUEST,
+    WORKER_APP_REQUESTS,
+    WORKER_APP_EXCEPTIONS,
+    MASTER_CPU,
+    MASTER_RSS,
+    MASTER_FDS,
+    WORKER_CPU,
+    WORKER_RSS,
+    WORKER_FDS,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_well_formed() {
+        let mut names: Vec<&str> = ALL.iter().map(|d| d.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len());
+        for d in ALL {
+            assert!(d.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert!(!d.name.ends_with("_total"), "{}", d.name);
+            assert!(d.help.ends_with('.'), "{}", d.name);
+            // Scaled families carry their unit in the name.
+            assert!(d.scale == 0 || d.name.ends_with("_seconds"), "{}", d.name);
+        }
+    }
+}

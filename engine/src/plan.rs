@@ -1,0 +1,615 @@
+//! From a plain description of a uWSGI instance to what a scrape renders.
+//!
+//! The host reads uWSGI's memory once, before fork, into a [`Topology`] (strings and counts, no
+//! pointers). [`plan`] turns it into the metric names for the engine, the host-computed series
+//! ([`Extra`], from the [`catalogue`]) and, for every series, the [`Source`] of its value. At
+//! scrape time the host only evaluates the sources. Everything here is pure and tested without
+//! uWSGI.
+
+use crate::catalogue::{self as cat, FamilyDef};
+use crate::format::{Extra, MetricType};
+
+/// A listening socket of uWSGI, in the order of `uwsgi.sockets`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketDesc {
+    pub name: String,
+    /// `proto_name`, `uwsgi` when unset.
+    pub proto: String,
+}
+
+impl SocketDesc {
+    /// UNIX sockets (a path or an abstract `@name`) have no TCP_INFO queue figures.
+    pub fn is_unix(&self) -> bool {
+        self.name.contains('/') || self.name.starts_with('@')
+    }
+}
+
+/// What the host read of uWSGI at startup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Topology {
+    /// uWSGI's metrics list, in list order.
+    pub metrics: Vec<(String, MetricType)>,
+    /// `uwsgi.numproc`.
+    pub workers: usize,
+    /// `uwsgi.cores` (threads or async cores per worker).
+    pub cores: usize,
+    /// `uwsgi.start_tv` in microseconds since the epoch.
+    pub start_us: i64,
+    pub uwsgi_version: String,
+    pub plugin_version: String,
+    /// Cache names (`default` for the unnamed one), in `uwsgi.caches` order.
+    pub caches: Vec<String>,
+    /// Spooler directories, in `uwsgi.spoolers` order.
+    pub spoolers: Vec<String>,
+    /// `uwsgi.mules_cnt`.
+    pub mules: usize,
+    pub sockets: Vec<SocketDesc>,
+    /// Mountpoints of the apps loaded before fork, by app id.
+    pub apps: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerField {
+    Requests,
+    DeltaRequests,
+    Respawns,
+    AvgResponseTime,
+    Tx,
+    Rss,
+    Vsz,
+    RunningTime,
+    Accepting,
+    Harakiri,
+    Exceptions,
+    Signals,
+    LastSpawnUs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoreField {
+    Requests,
+    WriteErrors,
+    RoutedRequests,
+    StaticRequests,
+    OffloadedRequests,
+    Exceptions,
+    ReadErrors,
+    InRequest,
+}
+
+/// A worker's state as uWSGI's stats server names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Status {
+    Busy,
+    #[default]
+    Idle,
+    Cheap,
+    Pause,
+    Sig,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Busy,
+        Status::Idle,
+        Status::Cheap,
+        Status::Pause,
+        Status::Sig,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Busy => "busy",
+            Status::Idle => "idle",
+            Status::Cheap => "cheap",
+            Status::Pause => "pause",
+            Status::Sig => "sig",
+        }
+    }
+
+    /// Decides the state from the worker's flags, in the stats server's order.
+    pub fn decide(cheaped: bool, suspended: bool, sig: bool, busy: bool) -> Status {
+        if cheaped {
+            Status::Cheap
+        } else if suspended && !busy {
+            Status::Pause
+        } else if sig {
+            Status::Sig
+        } else if busy {
+            Status::Busy
+        } else {
+            Status::Idle
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppField {
+    Requests,
+    Exceptions,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheField {
+    Items,
+    MaxItems,
+    Hits,
+    Misses,
+    Full,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpoolerField {
+    Tasks,
+    Respawns,
+    Running,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MuleField {
+    Running,
+    Signals,
+    InSignal,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SharedField {
+    Backlog,
+    Load,
+}
+
+/// A process whose /proc entry is read: the master, or worker N (by its current pid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proc {
+    Master,
+    Worker(usize),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcField {
+    CpuUs,
+    RssBytes,
+    OpenFds,
+}
+
+/// Where a series' value comes from. Indexes refer to the [`Topology`] the plan was made from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `Topology::metrics[i]`, read from uWSGI's metrics list under its lock.
+    Metric(usize),
+    Worker(usize, WorkerField),
+    Core(usize, usize, CoreField),
+    Status(usize, Status),
+    App(usize, usize, AppField),
+    /// `Topology::sockets[i]`; `metric` is its `socket.K.listen_queue`, the fallback where
+    /// TCP_INFO is not available.
+    SocketQueue {
+        socket: usize,
+        metric: Option<usize>,
+    },
+    SocketQueueMax(usize),
+    Shared(SharedField),
+    SignalQueue,
+    Cache(usize, CacheField),
+    Spooler(usize, SpoolerField),
+    Mule(usize, MuleField),
+    Proc(Proc, ProcField),
+    Const(i64),
+}
+
+/// What the exporter renders: metric names for the engine, the extra series, and where each
+/// value comes from (same order: metrics first, then extras).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub names: Vec<(String, MetricType)>,
+    pub extras: Vec<Extra>,
+    pub sources: Vec<Source>,
+}
+
+impl Plan {
+    fn add(&mut self, def: &FamilyDef, labels: Vec<(String, String)>, src: Source) {
+        self.extras.push(def.series(labels));
+        self.sources.push(src);
+    }
+}
+
+fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Maps a metric of uWSGI's list to a live source, when the worker table has the same value
+/// (read there, it does not lag by the collector's second).
+pub fn live_source_for(name: &str, workers: usize, cores: usize) -> Option<Source> {
+    let mut parts = name.split('.');
+    let (a, b, c, d, e, rest) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    );
+    if a != Some("worker") || rest.is_some() {
+        return None;
+    }
+    let w: usize = b?.parse().ok()?;
+    if w > workers {
+        return None;
+    }
+    match (c?, d, e) {
+        (field, None, None) => {
+            let f = match field {
+                "requests" => WorkerField::Requests,
+                "delta_requests" if w > 0 => WorkerField::DeltaRequests,
+                "respawns" if w > 0 => WorkerField::Respawns,
+                "avg_response_time" if w > 0 => WorkerField::AvgResponseTime,
+                "total_tx" if w > 0 => WorkerField::Tx,
+                "rss_size" if w > 0 => WorkerField::Rss,
+                "vsz_size" if w > 0 => WorkerField::Vsz,
+                "running_time" if w > 0 => WorkerField::RunningTime,
+                _ => return None,
+            };
+            Some(Source::Worker(w, f))
+        }
+        ("core", Some(m), Some(field)) => {
+            let c: usize = m.parse().ok()?;
+            if w == 0 || c >= cores {
+                return None;
+            }
+            let f = match field {
+                "requests" => CoreField::Requests,
+                "write_errors" => CoreField::WriteErrors,
+                "routed_requests" => CoreField::RoutedRequests,
+                "static_requests" => CoreField::StaticRequests,
+                "offloaded_requests" => CoreField::OffloadedRequests,
+                "exceptions" => CoreField::Exceptions,
+                "read_errors" => CoreField::ReadErrors,
+                _ => return None,
+            };
+            Some(Source::Core(w, c, f))
+        }
+        _ => None,
+    }
+}
+
+/// `socket.K.listen_queue` → K.
+fn socket_metric(name: &str) -> Option<usize> {
+    name.strip_prefix("socket.")?
+        .strip_suffix(".listen_queue")?
+        .parse()
+        .ok()
+}
+
+/// The plan for one instance. Families come in a fixed order: uWSGI's list, then the
+/// instance-wide families, caches, spoolers, mules, sockets, per-worker state, apps, processes.
+pub fn plan(t: &Topology) -> Plan {
+    let mut p = Plan::default();
+    let mut socket_slots: Vec<(usize, usize)> = Vec::new();
+    for (i, (name, ty)) in t.metrics.iter().enumerate() {
+        // socket.K.listen_queue is re-exported below with the socket's name and protocol.
+        if let Some(k) = socket_metric(name) {
+            socket_slots.push((k, i));
+            continue;
+        }
+        p.names.push((name.clone(), *ty));
+        p.sources
+            .push(live_source_for(name, t.workers, t.cores).unwrap_or(Source::Metric(i)));
+    }
+
+    p.add(&cat::UP, vec![], Source::Const(1));
+    p.add(
+        &cat::BUILD_INFO,
+        labels([
+            ("version", &t.uwsgi_version),
+            ("plugin_version", &t.plugin_version),
+        ]),
+        Source::Const(1),
+    );
+    p.add(&cat::START_TIME, vec![], Source::Const(t.start_us));
+    p.add(
+        &cat::WORKERS,
+        vec![],
+        Source::Const(i64::try_from(t.workers).unwrap_or(i64::MAX)),
+    );
+    p.add(
+        &cat::LISTEN_QUEUE,
+        vec![],
+        Source::Shared(SharedField::Backlog),
+    );
+    p.add(&cat::LOAD, vec![], Source::Shared(SharedField::Load));
+    p.add(&cat::SIGNAL_QUEUE, vec![], Source::SignalQueue);
+
+    for (ci, name) in t.caches.iter().enumerate() {
+        for (def, f) in [
+            (&cat::CACHE_ITEMS, CacheField::Items),
+            (&cat::CACHE_MAX_ITEMS, CacheField::MaxItems),
+            (&cat::CACHE_HITS, CacheField::Hits),
+            (&cat::CACHE_MISSES, CacheField::Misses),
+            (&cat::CACHE_FULL, CacheField::Full),
+        ] {
+            p.add(def, labels([("name", name)]), Source::Cache(ci, f));
+        }
+    }
+    for (si, dir) in t.spoolers.iter().enumerate() {
+        for (def, f) in [
+            (&cat::SPOOLER_TASKS, SpoolerField::Tasks),
+            (&cat::SPOOLER_RESPAWNS, SpoolerField::Respawns),
+            (&cat::SPOOLER_RUNNING, SpoolerField::Running),
+        ] {
+            p.add(def, labels([("dir", dir)]), Source::Spooler(si, f));
+        }
+    }
+    for m in 0..t.mules {
+        let id = (m + 1).to_string();
+        for (def, f) in [
+            (&cat::MULE_RUNNING, MuleField::Running),
+            (&cat::MULE_SIGNALS, MuleField::Signals),
+            (&cat::MULE_IN_SIGNAL, MuleField::InSignal),
+        ] {
+            p.add(def, labels([("mule", &id)]), Source::Mule(m, f));
+        }
+    }
+
+    // Sockets, de-duplicated by name and protocol (uWSGI can list one socket twice).
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for (k, s) in t.sockets.iter().enumerate() {
+        if seen.contains(&(s.name.as_str(), s.proto.as_str())) {
+            continue;
+        }
+        seen.push((&s.name, &s.proto));
+        let metric = socket_slots.iter().find(|(i, _)| *i == k).map(|(_, m)| *m);
+        let l = labels([
+            ("socket", &k.to_string()),
+            ("name", &s.name),
+            ("proto", &s.proto),
+        ]);
+        p.add(
+            &cat::SOCKET_LISTEN_QUEUE,
+            l.clone(),
+            Source::SocketQueue { socket: k, metric },
+        );
+        p.add(&cat::SOCKET_LISTEN_QUEUE_MAX, l, Source::SocketQueueMax(k));
+    }
+
+    for w in 1..=t.workers {
+        let ws = w.to_string();
+        for st in Status::ALL {
+            p.add(
+                &cat::WORKER_STATUS,
+                labels([("worker", &ws), ("status", st.as_str())]),
+                Source::Status(w, st),
+            );
+        }
+        for (def, f) in [
+            (&cat::WORKER_ACCEPTING, WorkerField::Accepting),
+            (&cat::WORKER_HARAKIRI, WorkerField::Harakiri),
+            (&cat::WORKER_EXCEPTIONS, WorkerField::Exceptions),
+            (&cat::WORKER_SIGNALS, WorkerField::Signals),
+            (&cat::WORKER_LAST_SPAWN, WorkerField::LastSpawnUs),
+        ] {
+            p.add(def, labels([("worker", &ws)]), Source::Worker(w, f));
+        }
+        for c in 0..t.cores {
+            p.add(
+                &cat::WORKER_CORE_IN_REQUEST,
+                labels([("worker", &ws), ("core", &c.to_string())]),
+                Source::Core(w, c, CoreField::InRequest),
+            );
+        }
+    }
+
+    // Applications loaded in the master before fork (every worker starts with a copy; with
+    // lazy-apps they are loaded later, per worker, and are not listed).
+    for (a, mount) in t.apps.iter().enumerate() {
+        for w in 1..=t.workers {
+            let l = labels([
+                ("worker", &w.to_string()),
+                ("app", &a.to_string()),
+                ("mountpoint", mount),
+            ]);
+            p.add(
+                &cat::WORKER_APP_REQUESTS,
+                l.clone(),
+                Source::App(w, a, AppField::Requests),
+            );
+            p.add(
+                &cat::WORKER_APP_EXCEPTIONS,
+                l,
+                Source::App(w, a, AppField::Exceptions),
+            );
+        }
+    }
+
+    let master = [
+        (&cat::MASTER_CPU, ProcField::CpuUs),
+        (&cat::MASTER_RSS, ProcField::RssBytes),
+        (&cat::MASTER_FDS, ProcField::OpenFds),
+    ];
+    for (def, f) in master {
+        p.add(def, vec![], Source::Proc(Proc::Master, f));
+    }
+    for w in 1..=t.workers {
+        let ws = w.to_string();
+        for (def, f) in [
+            (&cat::WORKER_CPU, ProcField::CpuUs),
+            (&cat::WORKER_RSS, ProcField::RssBytes),
+            (&cat::WORKER_FDS, ProcField::OpenFds),
+        ] {
+            p.add(
+                def,
+                labels([("worker", &ws)]),
+                Source::Proc(Proc::Worker(w), f),
+            );
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topo() -> Topology {
+        Topology {
+            metrics: vec![
+                ("worker.0.requests".into(), MetricType::Counter),
+                ("worker.1.requests".into(), MetricType::Counter),
+                ("worker.1.core.0.requests".into(), MetricType::Counter),
+                ("socket.0.listen_queue".into(), MetricType::Gauge),
+                ("socket.1.listen_queue".into(), MetricType::Gauge),
+                ("myapp.hits".into(), MetricType::Counter),
+            ],
+            workers: 2,
+            cores: 1,
+            start_us: 1_700_000_000_123_456,
+            uwsgi_version: "2.0.31".into(),
+            plugin_version: "0.1.0".into(),
+            caches: vec!["default".into()],
+            spoolers: vec!["/tmp/spool".into()],
+            mules: 1,
+            sockets: vec![
+                SocketDesc {
+                    name: "127.0.0.1:8080".into(),
+                    proto: "http".into(),
+                },
+                SocketDesc {
+                    name: "127.0.0.1:8080".into(),
+                    proto: "http".into(),
+                },
+                SocketDesc {
+                    name: "/run/app.sock".into(),
+                    proto: "uwsgi".into(),
+                },
+            ],
+            apps: vec!["".into()],
+        }
+    }
+
+    fn sources_of<'a>(p: &'a Plan, family: &str) -> Vec<(&'a Extra, Source)> {
+        p.extras
+            .iter()
+            .zip(&p.sources[p.names.len()..])
+            .filter(|(e, _)| e.family == family)
+            .map(|(e, s)| (e, *s))
+            .collect()
+    }
+
+    #[test]
+    fn metrics_first_with_live_sources() {
+        let p = plan(&topo());
+        assert_eq!(p.sources.len(), p.names.len() + p.extras.len());
+        let names: Vec<&str> = p.names.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "worker.0.requests",
+                "worker.1.requests",
+                "worker.1.core.0.requests",
+                "myapp.hits"
+            ]
+        );
+        assert_eq!(
+            &p.sources[..4],
+            &[
+                Source::Worker(0, WorkerField::Requests),
+                Source::Worker(1, WorkerField::Requests),
+                Source::Core(1, 0, CoreField::Requests),
+                Source::Metric(5),
+            ]
+        );
+    }
+
+    #[test]
+    fn sockets_deduplicated_with_their_metric() {
+        let p = plan(&topo());
+        let q = sources_of(&p, "socket_listen_queue");
+        assert_eq!(q.len(), 2);
+        assert_eq!(
+            q[0].1,
+            Source::SocketQueue {
+                socket: 0,
+                metric: Some(3)
+            }
+        );
+        assert_eq!(
+            q[1].1,
+            Source::SocketQueue {
+                socket: 2,
+                metric: None
+            }
+        );
+        assert_eq!(q[1].0.labels[0], ("socket".into(), "2".into()));
+        assert!(topo().sockets[2].is_unix() && !topo().sockets[0].is_unix());
+    }
+
+    #[test]
+    fn every_worker_has_all_five_statuses() {
+        let p = plan(&topo());
+        let st = sources_of(&p, "worker_status");
+        assert_eq!(st.len(), 2 * 5);
+        for (w, chunk) in st.chunks(5).enumerate() {
+            for ((e, s), want) in chunk.iter().zip(Status::ALL) {
+                assert_eq!(*s, Source::Status(w + 1, want));
+                assert_eq!(e.labels[1].1, want.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn counts_per_family() {
+        let p = plan(&topo());
+        let count = |f: &str| sources_of(&p, f).len();
+        assert_eq!(count("up"), 1);
+        assert_eq!(count("worker_core_in_request"), 2);
+        assert_eq!(count("worker_app_requests"), 2);
+        assert_eq!(count("cache_hits"), 1);
+        assert_eq!(count("spooler_tasks"), 1);
+        assert_eq!(count("mule_signals"), 1);
+        assert_eq!(count("master_cpu_seconds"), 1);
+        assert_eq!(count("worker_open_fds"), 2);
+        assert_eq!(
+            sources_of(&p, "start_time_seconds")[0].1,
+            Source::Const(1_700_000_000_123_456)
+        );
+        let bi = &sources_of(&p, "build_info")[0].0.labels;
+        assert_eq!(bi[0], ("version".into(), "2.0.31".into()));
+        // Every catalogued family the topology calls for is used.
+        for def in cat::ALL {
+            assert!(count(def.name) > 0, "{} unused", def.name);
+        }
+    }
+
+    #[test]
+    fn status_decision_order() {
+        assert_eq!(Status::decide(true, true, true, true), Status::Cheap);
+        assert_eq!(Status::decide(false, true, false, false), Status::Pause);
+        assert_eq!(Status::decide(false, true, false, true), Status::Busy);
+        assert_eq!(Status::decide(false, false, true, true), Status::Sig);
+        assert_eq!(Status::decide(false, false, false, false), Status::Idle);
+    }
+
+    #[test]
+    fn live_sources_for_metric_names() {
+        assert_eq!(
+            live_source_for("worker.2.requests", 4, 2),
+            Some(Source::Worker(2, WorkerField::Requests))
+        );
+        assert_eq!(
+            live_source_for("worker.0.requests", 4, 2),
+            Some(Source::Worker(0, WorkerField::Requests))
+        );
+        assert!(live_source_for("worker.0.total_tx", 4, 2).is_none());
+        assert!(live_source_for("worker.5.requests", 4, 2).is_none());
+        assert_eq!(
+            live_source_for("worker.1.core.1.exceptions", 4, 2),
+            Some(Source::Core(1, 1, CoreField::Exceptions))
+        );
+        assert!(live_source_for("worker.1.core.2.requests", 4, 2).is_none());
+        assert!(live_source_for("worker.1.core.1.requests.x", 4, 2).is_none());
+        assert!(live_source_for("worker.1.failed_requests", 4, 2).is_none());
+        assert!(live_source_for("myapp.worker.1.requests", 4, 2).is_none());
+    }
+}

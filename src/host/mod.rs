@@ -1,0 +1,31 @@
+//! The host layer: everything that touches uWSGI's memory, calls into uWSGI or makes a raw
+//! syscall, behind typed, safe functions. Almost all of the crate's `unsafe` lives here, each
+//! block with its `// SAFETY:`. Depends only on `ffi`, `cflags` and the pure engine.
+//!
+//! - [`log`]: uWSGI's logger (depends on nothing);
+//! - [`abi`]: the ABI check (a `Result`) and uWSGI's resolved API;
+//! - [`uwsgi`]: fields of the server struct;
+//! - [`metrics`]: uWSGI's metrics list and its rwlock;
+//! - [`shared`]: bounds-checked, typed reads of the shared worker table and friends;
+//! - [`procfs`]: allocation-free /proc figures;
+//! - [`net`], [`epoll`], [`fork`]: the dedicated server's sockets, poller and fork hygiene;
+//! - `request`: routes and requests for the route action (routing builds only).
+
+pub(crate) mod abi;
+#[cfg(feature = "fault-injection")]
+pub(crate) mod alloc_count;
+pub(crate) mod epoll;
+pub(crate) mod fork;
+pub(crate) mod log;
+pub(crate) mod metrics;
+pub(crate) mod net;
+pub(crate) mod procfs;
+#[cfg(uwsgi_routing)]
+pub(crate) mod request;
+pub(crate) mod shared;
+pub(crate) mod uwsgi;
+
+pub(crate) use log::log;
+
+/// The plugin's version (build_info, the startup line).
+pub(crate) const PLUGIN_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,435 @@
+//! Reading uWSGI: its shape once, its values per scrape.
+//!
+//! [`read`] is the one unsafe walk over uWSGI's structures (caches, spoolers, sockets, apps, the
+//! worker table), done in the master before fork: it returns a plain
+//! [`Topology`](metrics_prometheus_engine::plan::Topology), which the pure planner turns into
+//! the series to export, and a [`Live`] of typed handles into the shared memory the values live
+//! in. [`Live::fill`] evaluates each series' source at scrape time: uWSGI's metrics slots under
+//! its lock (held only for that copy), then the worker table, sockets and /proc, without
+//! allocating once its scratch space has grown.
+//!
+//! Everything read per scrape lives in uWSGI's shared memory (`uwsgi.workers`, their `cores` and
+//! `apps`, `uwsgi.shared`, caches, spoolers, mules), so the master and every worker see the same
+//! values, to the microsecond. Torn reads across fields are possible and harmless; no lock a
+//! worker could hold is ever taken, and no pointer a worker can change is followed.
+
+use std::ffi::{c_char, CStr};
+
+use metrics_prometheus_engine::plan::{
+    AppField, CacheField, CoreField, MuleField, Proc, ProcField, SharedField, SocketDesc, Source,
+    SpoolerField, Status, Topology, WorkerField,
+};
+
+use crate::ffi;
+use crate::host::metrics::{MetricsList, MetricsReadLock, Slot};
+use crate::host::procfs::{proc_stat, ProcStat};
+use crate::host::shared::{field, Int, SharedSlice};
+use crate::host::{self, net};
+
+struct SocketFd {
+    fd: i32,
+    unix: bool,
+}
+
+/// Handles into uWSGI's shared memory, captured in the master before fork.
+pub(crate) struct Live {
+    slots: Vec<Slot>,
+    workers: SharedSlice<ffi::uwsgi_worker>,
+    /// Per worker id (0..=numproc): its cores.
+    cores: Vec<SharedSlice<ffi::uwsgi_core>>,
+    /// Per worker id: its apps (`max_apps` entries; `apps_cnt` of them in use).
+    apps: Vec<SharedSlice<ffi::uwsgi_app>>,
+    shared: SharedSlice<ffi::uwsgi_shared>,
+    sockets: Vec<SocketFd>,
+    caches: Vec<SharedSlice<ffi::uwsgi_cache>>,
+    spoolers: Vec<SharedSlice<ffi::uwsgi_spooler>>,
+    mules: SharedSlice<ffi::uwsgi_mule>,
+    numproc: usize,
+    listen_backlog: i64,
+    master_pid: i32,
+}
+
+/// Scratch space of one scraper, reused so that a steady scrape allocates nothing.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// Each worker's state, decided once per scrape (index: worker id).
+    statuses: Vec<Status>,
+    /// /proc figures, read at most once per process per scrape (0: master, N: worker N).
+    procs: Vec<Option<ProcStat>>,
+}
+
+fn cstr(p: *const c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: uWSGI keeps socket, protocol and cache names as NUL-terminated strings for the
+    // life of the process.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+fn fixed_cstr(buf: &[c_char]) -> String {
+    let bytes: Vec<u8> = buf
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Reads uWSGI's shape. Master, pre-fork, after `uwsgi_setup_workers` and the socket binding.
+pub(crate) fn read(list: MetricsList) -> (Topology, Live) {
+    // SAFETY: the ABI check passed, so the struct has this build's layout; the master is
+    // single-threaded here and these fields were set before postinit_apps, never to change.
+    let srv = unsafe { &*host::abi::server() };
+    let numproc = usize::try_from(srv.numproc).unwrap_or(0);
+    let ncores = usize::try_from(srv.cores).unwrap_or(0);
+    let max_apps = usize::try_from(srv.max_apps).unwrap_or(0);
+    // SAFETY: init.c allocates numproc + 1 workers in shared memory before fork.
+    let workers = unsafe { SharedSlice::new(srv.workers.cast_const(), numproc + 1) };
+    let mut cores = Vec::with_capacity(numproc + 1);
+    let mut apps = Vec::with_capacity(numproc + 1);
+    for w in 0..=numproc {
+        let c = workers.read(w, field!(ffi::uwsgi_worker, cores));
+        let a = workers.read(w, field!(ffi::uwsgi_worker, apps));
+        // SAFETY: each worker's cores array has `uwsgi.cores` entries and its apps array
+        // `max_apps` entries, in shared memory allocated before fork (init.c); NULL gives an
+        // empty slice.
+        cores.push(unsafe {
+            SharedSlice::new(c.unwrap_or(std::ptr::null_mut()).cast_const(), ncores)
+        });
+        // SAFETY: as above.
+        apps.push(unsafe {
+            SharedSlice::new(a.unwrap_or(std::ptr::null_mut()).cast_const(), max_apps)
+        });
+    }
+    let mules_cnt = usize::try_from(srv.mules_cnt).unwrap_or(0);
+    let mut live = Live {
+        slots: list.slots,
+        workers,
+        cores,
+        apps,
+        // SAFETY: `uwsgi.shared` is one struct in shared memory, allocated before fork.
+        shared: unsafe { SharedSlice::new(srv.shared.cast_const(), 1) },
+        sockets: Vec::new(),
+        caches: Vec::new(),
+        spoolers: Vec::new(),
+        // SAFETY: `uwsgi.mules` has mules_cnt entries in shared memory (NULL without mules).
+        mules: unsafe { SharedSlice::new(srv.mules.cast_const(), mules_cnt) },
+        numproc,
+        listen_backlog: i64::from(srv.listen_queue.max(0)),
+        // SAFETY: plain syscall.
+        master_pid: unsafe { libc::getpid() },
+    };
+    let mut t = Topology {
+        metrics: list.names,
+        workers: numproc,
+        cores: ncores,
+        start_us: srv.start_tv.tv_sec * 1_000_000 + srv.start_tv.tv_usec,
+        uwsgi_version: ffi::BUILD_UWSGI_VERSION.to_string(),
+        plugin_version: host::PLUGIN_VERSION.to_string(),
+        mules: live.mules.len(),
+        ..Topology::default()
+    };
+
+    // Caches and spoolers live in shared memory (uwsgi_calloc_shared / malloc_shared); their
+    // lists are built before fork and never change. The walks are bounded against corruption.
+    let mut uc = srv.caches;
+    while !uc.is_null() && live.caches.len() < 1024 {
+        // SAFETY: a node of uwsgi.caches, immutable after setup.
+        let cache = unsafe { &*uc };
+        t.caches.push(if cache.name.is_null() {
+            "default".to_string()
+        } else {
+            cstr(cache.name)
+        });
+        // SAFETY: the node itself, in shared memory for the life of the process.
+        live.caches
+            .push(unsafe { SharedSlice::new(uc.cast_const(), 1) });
+        uc = cache.next;
+    }
+    let mut sp = srv.spoolers;
+    while !sp.is_null() && live.spoolers.len() < 1024 {
+        // SAFETY: a node of uwsgi.spoolers, immutable after setup.
+        let spooler = unsafe { &*sp };
+        t.spoolers.push(fixed_cstr(&spooler.dir));
+        // SAFETY: the node itself, in shared memory for the life of the process.
+        live.spoolers
+            .push(unsafe { SharedSlice::new(sp.cast_const(), 1) });
+        sp = spooler.next;
+    }
+    let mut sock = srv.sockets;
+    while !sock.is_null() && t.sockets.len() < 4096 {
+        // SAFETY: a node of uwsgi.sockets, set up before postinit_apps and immutable after.
+        let us = unsafe { &*sock };
+        let desc = SocketDesc {
+            name: cstr(us.name),
+            proto: if us.proto_name.is_null() {
+                "uwsgi".to_string()
+            } else {
+                cstr(us.proto_name)
+            },
+        };
+        live.sockets.push(SocketFd {
+            fd: us.fd,
+            unix: desc.is_unix(),
+        });
+        t.sockets.push(desc);
+        sock = us.next;
+    }
+    // Applications loaded in the master before fork (every worker starts with a copy).
+    let apps_cnt = live
+        .workers
+        .read(0, field!(ffi::uwsgi_worker, apps_cnt))
+        .map_or(0, |n| usize::try_from(n).unwrap_or(0));
+    if let Some(apps0) = live.apps.first() {
+        for a in 0..apps_cnt.min(apps0.len()) {
+            let len = apps0
+                .read(a, field!(ffi::uwsgi_app, mountpoint_len))
+                .map_or(0, usize::from);
+            let mount = apps0
+                .read(a, field!(ffi::uwsgi_app, mountpoint))
+                .unwrap_or([0; 255]);
+            t.apps.push(fixed_cstr(&mount[..len.min(mount.len())]));
+        }
+    }
+    (t, live)
+}
+
+impl Live {
+    fn worker_field(&self, w: usize, f: WorkerField) -> i64 {
+        let ws = &self.workers;
+        let v = match f {
+            WorkerField::Requests => ws.read(w, field!(ffi::uwsgi_worker, requests)),
+            WorkerField::DeltaRequests => ws.read(w, field!(ffi::uwsgi_worker, delta_requests)),
+            WorkerField::Respawns => ws.read(w, field!(ffi::uwsgi_worker, respawn_count)),
+            WorkerField::AvgResponseTime => {
+                ws.read(w, field!(ffi::uwsgi_worker, avg_response_time))
+            }
+            WorkerField::Tx => ws.read(w, field!(ffi::uwsgi_worker, tx)),
+            WorkerField::Rss => ws.read(w, field!(ffi::uwsgi_worker, rss_size)),
+            WorkerField::Vsz => ws.read(w, field!(ffi::uwsgi_worker, vsz_size)),
+            WorkerField::RunningTime => ws.read(w, field!(ffi::uwsgi_worker, running_time)),
+            WorkerField::Harakiri => ws.read(w, field!(ffi::uwsgi_worker, harakiri_count)),
+            WorkerField::Signals => ws.read(w, field!(ffi::uwsgi_worker, signals)),
+            WorkerField::Accepting => {
+                return ws
+                    .read(w, field!(ffi::uwsgi_worker, accepting))
+                    .map_or(0, |v| v.saturating_i64().max(0))
+            }
+            WorkerField::LastSpawnUs => {
+                return ws
+                    .read(w, field!(ffi::uwsgi_worker, last_spawn))
+                    .map_or(0, |v| v.saturating_i64().max(0).saturating_mul(1_000_000))
+            }
+            WorkerField::Exceptions => {
+                let Some(cs) = self.cores.get(w) else {
+                    return 0;
+                };
+                let sum = (0..cs.len())
+                    .filter_map(|c| cs.read(c, field!(ffi::uwsgi_core, exceptions)))
+                    .fold(0u64, u64::wrapping_add);
+                return sum.saturating_i64();
+            }
+        };
+        v.map_or(0, Int::saturating_i64)
+    }
+
+    fn core_field(&self, w: usize, c: usize, f: CoreField) -> i64 {
+        let Some(cs) = self.cores.get(w) else {
+            return 0;
+        };
+        let v = match f {
+            CoreField::Requests => cs.read(c, field!(ffi::uwsgi_core, requests)),
+            CoreField::WriteErrors => cs.read(c, field!(ffi::uwsgi_core, write_errors)),
+            CoreField::RoutedRequests => cs.read(c, field!(ffi::uwsgi_core, routed_requests)),
+            CoreField::StaticRequests => cs.read(c, field!(ffi::uwsgi_core, static_requests)),
+            CoreField::OffloadedRequests => cs.read(c, field!(ffi::uwsgi_core, offloaded_requests)),
+            CoreField::Exceptions => cs.read(c, field!(ffi::uwsgi_core, exceptions)),
+            CoreField::ReadErrors => cs.read(c, field!(ffi::uwsgi_core, read_errors)),
+            CoreField::InRequest => {
+                return cs
+                    .read(c, field!(ffi::uwsgi_core, in_request))
+                    .map_or(0, |v| i64::from(v != 0))
+            }
+        };
+        v.map_or(0, Int::saturating_i64)
+    }
+
+    /// The worker's state, decided as uWSGI's stats server does.
+    fn status(&self, w: usize) -> Status {
+        if w == 0 || w > self.numproc {
+            return Status::Idle;
+        }
+        let ws = &self.workers;
+        let flag = |v: Option<i32>| v.is_some_and(|v| v != 0);
+        let busy = host::uwsgi::worker_is_busy(w);
+        Status::decide(
+            flag(ws.read(w, field!(ffi::uwsgi_worker, cheaped))),
+            flag(ws.read(w, field!(ffi::uwsgi_worker, suspended))),
+            flag(ws.read(w, field!(ffi::uwsgi_worker, sig))),
+            busy,
+        )
+    }
+
+    fn app_field(&self, w: usize, a: usize, f: AppField) -> i64 {
+        let in_use = self
+            .workers
+            .read(w, field!(ffi::uwsgi_worker, apps_cnt))
+            .map_or(0, |n| usize::try_from(n).unwrap_or(0));
+        let Some(apps) = self.apps.get(w).filter(|_| a < in_use) else {
+            return 0;
+        };
+        let v = match f {
+            AppField::Requests => apps.read(a, field!(ffi::uwsgi_app, requests)),
+            AppField::Exceptions => apps.read(a, field!(ffi::uwsgi_app, exceptions)),
+        };
+        v.map_or(0, Int::saturating_i64)
+    }
+
+    fn socket_queue(&self, si: usize, metric: Option<usize>, max: bool) -> i64 {
+        let Some(s) = self.sockets.get(si) else {
+            return 0;
+        };
+        if s.unix {
+            // As uWSGI on stock kernels: no queue length for UNIX sockets; the limit is the
+            // configured backlog.
+            return if max { self.listen_backlog } else { 0 };
+        }
+        match net::tcp_listen_queue(s.fd) {
+            Some((queue, limit)) => i64::from(if max { limit } else { queue }),
+            None if max => self.listen_backlog,
+            None => metric
+                .and_then(|m| self.slots.get(m))
+                .map_or(0, |s| s.read()),
+        }
+    }
+
+    fn shared_field(&self, f: SharedField) -> i64 {
+        let v = match f {
+            SharedField::Backlog => self.shared.read(0, field!(ffi::uwsgi_shared, backlog)),
+            SharedField::Load => self.shared.read(0, field!(ffi::uwsgi_shared, load)),
+        };
+        v.map_or(0, Int::saturating_i64)
+    }
+
+    fn cache_field(&self, ci: usize, f: CacheField) -> i64 {
+        let Some(c) = self.caches.get(ci) else {
+            return 0;
+        };
+        let v = match f {
+            CacheField::Items => c.read(0, field!(ffi::uwsgi_cache, n_items)),
+            CacheField::MaxItems => c.read(0, field!(ffi::uwsgi_cache, max_items)),
+            CacheField::Hits => c.read(0, field!(ffi::uwsgi_cache, hits)),
+            CacheField::Misses => c.read(0, field!(ffi::uwsgi_cache, miss)),
+            CacheField::Full => c.read(0, field!(ffi::uwsgi_cache, full)),
+        };
+        v.map_or(0, Int::saturating_i64)
+    }
+
+    fn spooler_field(&self, si: usize, f: SpoolerField) -> i64 {
+        let Some(s) = self.spoolers.get(si) else {
+            return 0;
+        };
+        match f {
+            SpoolerField::Tasks => s.read(0, field!(ffi::uwsgi_spooler, tasks)),
+            SpoolerField::Respawns => s.read(0, field!(ffi::uwsgi_spooler, respawned)),
+            SpoolerField::Running => {
+                return s
+                    .read(0, field!(ffi::uwsgi_spooler, running))
+                    .map_or(0, |v| v.saturating_i64().max(0))
+            }
+        }
+        .map_or(0, Int::saturating_i64)
+    }
+
+    fn mule_field(&self, m: usize, f: MuleField) -> i64 {
+        let ms = &self.mules;
+        match f {
+            MuleField::Running => ms
+                .read(m, field!(ffi::uwsgi_mule, pid))
+                .map_or(0, |p| i64::from(p > 0)),
+            MuleField::Signals => ms
+                .read(m, field!(ffi::uwsgi_mule, signals))
+                .map_or(0, Int::saturating_i64),
+            MuleField::InSignal => ms
+                .read(m, field!(ffi::uwsgi_mule, sig))
+                .map_or(0, |s| i64::from(s != 0)),
+        }
+    }
+
+    /// FIONREAD on the workers' signal pipe, as the stats server computes `signal_queue`.
+    fn signal_queue(&self) -> i64 {
+        self.shared
+            .read(0, field!(ffi::uwsgi_shared, worker_signal_pipe))
+            .and_then(|pipe| net::bytes_readable(pipe[1]))
+            .unwrap_or(0)
+    }
+
+    fn pid_of(&self, p: Proc) -> Option<i32> {
+        match p {
+            Proc::Master => Some(self.master_pid),
+            Proc::Worker(w) => self
+                .workers
+                .read(w, field!(ffi::uwsgi_worker, pid))
+                .filter(|&pid| pid > 0),
+        }
+    }
+
+    fn proc_field(&self, p: Proc, f: ProcField, scratch: &mut Scratch) -> i64 {
+        let i = match p {
+            Proc::Master => 0,
+            Proc::Worker(w) => w,
+        };
+        let Some(cached) = scratch.procs.get_mut(i) else {
+            return 0;
+        };
+        let st = *cached.get_or_insert_with(|| self.pid_of(p).map(proc_stat).unwrap_or_default());
+        match f {
+            ProcField::CpuUs => st.cpu_us,
+            ProcField::RssBytes => st.rss_bytes,
+            ProcField::OpenFds => st.fds,
+        }
+    }
+
+    /// Sets `values` to one value per source.
+    pub(crate) fn fill(&self, sources: &[Source], values: &mut Vec<i64>, scratch: &mut Scratch) {
+        values.clear();
+        values.resize(sources.len(), 0);
+        {
+            let _lock = MetricsReadLock::acquire();
+            for (v, src) in values.iter_mut().zip(sources) {
+                if let Source::Metric(i) = *src {
+                    *v = self.slots.get(i).map_or(0, |s| s.read());
+                }
+            }
+        }
+        // One decision per worker per scrape: exactly one status series of a worker is 1 even
+        // when it changes state while the scrape runs.
+        scratch.statuses.clear();
+        scratch
+            .statuses
+            .extend((0..=self.numproc).map(|w| self.status(w)));
+        scratch.procs.clear();
+        scratch.procs.resize(self.numproc + 1, None);
+        for (v, src) in values.iter_mut().zip(sources) {
+            *v = match *src {
+                Source::Metric(_) => continue,
+                Source::Const(c) => c,
+                Source::Worker(w, f) => self.worker_field(w, f),
+                Source::Core(w, c, f) => self.core_field(w, c, f),
+                Source::Status(w, st) => {
+                    i64::from(scratch.statuses.get(w).is_some_and(|&s| s == st))
+                }
+                Source::App(w, a, f) => self.app_field(w, a, f),
+                Source::SocketQueue { socket, metric } => self.socket_queue(socket, metric, false),
+                Source::SocketQueueMax(si) => self.socket_queue(si, None, true),
+                Source::Shared(f) => self.shared_field(f),
+                Source::SignalQueue => self.signal_queue(),
+                Source::Cache(ci, f) => self.cache_field(ci, f),
+                Source::Spooler(si, f) => self.spooler_field(si, f),
+                Source::Mule(m, f) => self.mule_field(m, f),
+                Source::Proc(p, f) => self.proc_field(p, f, scratch),
+            };
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! The plugin as uWSGI sees it: the exported `metrics_prometheus_plugin` struct, its option
+//! table (generated from the engine's option declarations), and every entry point, the ABI
+//! constructor included, each declared with [`entry!`] so it runs behind the panic guard. The
+//! entries only convert arguments and call the layers below.
+
+pub(crate) mod guard;
+
+use std::ffi::{c_char, c_void, CStr};
+
+use metrics_prometheus_engine::config::{Config, Implies, OPTIONS};
+use parking_lot::Mutex;
+
+use crate::ffi;
+use crate::host;
+use crate::host::abi::LoadCheck;
+use crate::server::Server;
+use guard::entry;
+
+entry! {
+    /// Runs at `dlopen` time, before uWSGI looks at the plugin struct. On a mismatch the plugin
+    /// clears its own `name`, so uWSGI refuses it through its normal path ("has no .name
+    /// attribute", dlclose): `--plugin` continues without it and `--need-plugin` exits with an
+    /// error. Outside uWSGI (unit tests link this too) it does nothing.
+    fn load_time_abi_check() {
+        if let LoadCheck::Mismatch(m) = host::abi::load_check() {
+            host::log(&format!(
+                "refusing to load: {m}. Rebuild the plugin against this binary: run \
+                 `uwsgi --build-plugin <metrics_prometheus source dir>` with this uwsgi, or \
+                 `UWSGI_BIN=$(command -v uwsgi) cargo build --release`"
+            ));
+            disable();
+        }
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static LOAD_TIME_ABI_CHECK: unsafe extern "C" fn() = load_time_abi_check;
+
+const N_OPTIONS: usize = OPTIONS.len();
+
+/// UWSGI_END_OF_OPTIONS
+const END_OF_OPTIONS: ffi::uwsgi_option = ffi::uwsgi_option {
+    name: std::ptr::null_mut(),
+    type_: 0,
+    shortcut: 0,
+    help: std::ptr::null_mut(),
+    func: None,
+    data: std::ptr::null_mut(),
+    flags: 0,
+};
+
+/// uWSGI's option table, one row per declaration in the engine's `OPTIONS`; `data` carries the
+/// row's index back to [`set_option`].
+const fn c_options() -> [ffi::uwsgi_option; N_OPTIONS + 1] {
+    let mut table = [END_OF_OPTIONS; N_OPTIONS + 1];
+    let mut i = 0;
+    while i < N_OPTIONS {
+        let d = &OPTIONS[i];
+        table[i] = ffi::uwsgi_option {
+            name: d.name.as_ptr() as *mut c_char,
+            type_: if d.takes_value { 1 } else { 0 }, // getopt required_argument / no_argument
+            shortcut: 0,
+            help: d.help.as_ptr() as *mut c_char,
+            func: Some(set_option),
+            data: i as *mut c_void,
+            flags: match d.implies {
+                Implies::Nothing => 0,
+                Implies::MasterAndMetrics => {
+                    (ffi::UWSGI_OPT_MASTER | ffi::UWSGI_OPT_METRICS) as u64
+                }
+            },
+        };
+        i += 1;
+    }
+    table
+}
+
+/// uWSGI copies these structs in `build_options` but keeps the string pointers: static storage.
+static mut C_OPTIONS: [ffi::uwsgi_option; N_OPTIONS + 1] = c_options();
+
+/// The symbol uWSGI looks up (`<basename without .so>`). uWSGI writes into it (`modifier1`),
+/// so it must be writable: `static mut`, only ever touched through raw pointers.
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static mut metrics_prometheus_plugin: ffi::uwsgi_plugin = ffi::uwsgi_plugin {
+    name: c"metrics_prometheus".as_ptr(),
+    on_load: Some(on_load),
+    post_init: Some(post_init),
+    postinit_apps: Some(postinit_apps),
+    master_cycle: Some(master_cycle),
+    master_cleanup: Some(master_cleanup),
+    options: &raw mut C_OPTIONS as *mut ffi::uwsgi_option,
+    // SAFETY: every other field is a raw pointer, an integer or an Option<fn>; all-zero (NULL,
+    // None) is valid for each, and uWSGI treats NULL hooks as absent. `request` stays NULL, which
+    // makes this a generic plugin.
+    ..unsafe { std::mem::zeroed() }
+};
+
+/// Makes uWSGI refuse the plugin: it drops any plugin whose `name` is NULL right after dlsym.
+fn disable() {
+    let plugin = &raw mut metrics_prometheus_plugin;
+    // SAFETY: called from the load-time constructor, before uWSGI reads the struct and while the
+    // process is single-threaded; a plain pointer store.
+    unsafe { (*plugin).name = std::ptr::null() };
+}
+
+static CONFIG: Mutex<Option<Config>> = Mutex::new(None);
+
+/// The configuration after option parsing.
+fn config() -> Config {
+    CONFIG.lock().clone().unwrap_or_default()
+}
+
+/// Stops uWSGI at startup with a message that names the option.
+fn fatal(msg: &str) -> ! {
+    host::log(msg);
+    // SAFETY: plain process exit during startup, as uWSGI itself does for bad options.
+    unsafe { libc::exit(1) }
+}
+
+/// A NUL-terminated string from uWSGI, or "" for NULL.
+fn lossy(p: *const c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: uWSGI passes option values and route arguments as NUL-terminated strings that
+    // outlive the call.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+entry! {
+    fn set_option(_name: *mut c_char, value: *mut c_char, data: *mut c_void) {
+        let Some(decl) = OPTIONS.get(data as usize) else {
+            return;
+        };
+        let value = (!value.is_null()).then(|| lossy(value));
+        let mut cfg = CONFIG.lock();
+        let cfg = cfg.get_or_insert_with(Config::default);
+        if let Err(e) = cfg.apply(decl.opt, value.as_deref()) {
+            fatal(&e.to_string());
+        }
+    }
+}
+
+entry! {
+    fn on_load() {
+        if !host::abi::abi_ok() {
+            return;
+        }
+        guard::install_panic_hook();
+        if !host::abi::shim_agrees_with_bindgen() {
+            fatal("the C shim and bindgen disagree on sizeof(struct uwsgi_server); rebuild the plugin");
+        }
+        host::uwsgi::enable_metrics_and_master();
+        // Routers must exist before uwsgi_configure parses `route` options; on_load is the
+        // last hook before that.
+        #[cfg(uwsgi_routing)]
+        if !host::request::register_router(c"prometheus-metrics", route_setup) {
+            host::log("this uWSGI has no uwsgi_register_router; route action unavailable");
+        }
+    }
+}
+
+entry! {
+    /// Runs in the master after uWSGI has bound (or, on reload, re-adopted) its own sockets:
+    /// earlier, a reloading uWSGI closes every socket it does not recognise, ours included.
+    /// Workers are not forked yet, so the listeners are inherited only to be closed by the fork
+    /// handler.
+    fn post_init() {
+        if !host::abi::abi_ok() {
+            return;
+        }
+        let cfg = config();
+        let has_master = host::uwsgi::has_master();
+        let mut bound = Vec::new();
+        if !cfg.servers.is_empty() {
+            if has_master {
+                match Server::bind(&cfg, atfork_child) {
+                    Ok(server) => {
+                        bound = server.describe();
+                        *SERVER.lock() = Some(server);
+                    }
+                    Err(e) => fatal(&e),
+                }
+            } else {
+                host::log(
+                    "--prometheus-server needs the uWSGI master (master = false was given): \
+                     not serving metrics, the application runs as usual",
+                );
+            }
+        }
+        if !has_master {
+            host::log(
+                "uWSGI runs without a master (master = false): metrics are never collected and \
+                 scrapes answer 503",
+            );
+        }
+        host::log(&format!(
+            "metrics_prometheus {} loaded into uWSGI {}; front ends: {}",
+            host::PLUGIN_VERSION,
+            ffi::BUILD_UWSGI_VERSION,
+            front_ends_summary(&bound)
+        ));
+    }
+}
+
+fn front_ends_summary(bound: &[String]) -> String {
+    #[cfg(uwsgi_routing)]
+    let route = format!(
+        "route action prometheus-metrics available ({} routes use it)",
+        crate::router::configured_routes()
+    );
+    #[cfg(not(uwsgi_routing))]
+    let route = "route action unavailable (uWSGI built without routing)";
+    let server = if bound.is_empty() {
+        "prometheus-server off".to_string()
+    } else {
+        format!("prometheus-server on {}", bound.join(", "))
+    };
+    format!("{route}, {server}")
+}
+
+entry! {
+    fn postinit_apps() {
+        if host::abi::abi_ok() {
+            crate::scrape::install(&config());
+        }
+    }
+}
+
+/// The dedicated server; only the master ever has one.
+static SERVER: Mutex<Option<Server>> = Mutex::new(None);
+
+entry! {
+    fn master_cycle() {
+        let mut guard = SERVER.lock();
+        let Some(server) = guard.as_mut() else {
+            return;
+        };
+        if !server.is_registered() {
+            // master_queue is -1 until master_loop creates it, just before the first cycle.
+            let mq = host::uwsgi::master_queue();
+            if mq < 0 {
+                return;
+            }
+            if !host::uwsgi::add_fd_read(mq, server.epoll_fd()) {
+                host::log(
+                    "cannot add the server to the master's event queue; polling once per cycle",
+                );
+            }
+            server.mark_registered();
+        }
+        server.cycle();
+    }
+}
+
+entry! {
+    fn master_cleanup() {
+        if let Some(mut server) = SERVER.lock().take() {
+            server.shutdown();
+        }
+    }
+}
+
+entry! {
+    /// The child side of `pthread_atfork`: forked children must not keep the server's fds.
+    fn atfork_child() {
+        host::fork::close_all_in_child();
+    }
+}
+
+#[cfg(uwsgi_routing)]
+entry! {
+    fn route_setup(ur: *mut ffi::uwsgi_route, args: *mut c_char) -> std::ffi::c_int = -1; {
+        let args = lossy(args);
+        match crate::router::setup(&args) {
+            Err(e) => {
+                host::log(&format!("route action prometheus-metrics:{args}: {e}"));
+                -1
+            }
+            Ok(fmt) => {
+                // SAFETY: `ur` is the route uWSGI is setting up in this call.
+                let Some(mut route) = (unsafe { host::request::Route::from_raw(ur) }) else {
+                    return -1;
+                };
+                route.attach(route_func, fmt.tag());
+                0
+            }
+        }
+    }
+}
+
+#[cfg(uwsgi_routing)]
+entry! {
+    fn route_func(req: *mut ffi::wsgi_request, ur: *mut ffi::uwsgi_route) -> std::ffi::c_int = host::request::BREAK; {
+        use crate::router::{serve, RouteFormat};
+        // SAFETY: `ur` is the route uWSGI runs, set up by route_setup.
+        let forced = unsafe { host::request::Route::from_raw(ur) }
+            .map_or(RouteFormat::Negotiate, |r| RouteFormat::from_tag(r.tag()));
+        // SAFETY: `req` is the request this thread is handling, for the duration of the call.
+        if let Some(req) = unsafe { host::request::Request::from_raw(req) } {
+            serve(&req, forced);
+        }
+        host::request::BREAK
+    }
+}
