@@ -70,7 +70,9 @@ fn violations(files: &[(PathBuf, String)]) -> Vec<String> {
             };
             for (line, target) in crate_refs(text) {
                 if rel == Path::new("host/log.rs") {
-                    bad.push(format!("{shown}:{line}: host/log.rs must not use crate::{target}"));
+                    bad.push(format!(
+                        "{shown}:{line}: host/log.rs must not use crate::{target}"
+                    ));
                     continue;
                 }
                 match layer_of(&target) {
@@ -126,7 +128,9 @@ fn src_has_no_back_edges() {
     );
     for m in ["host", "live", "scrape", "server", "plugin"] {
         assert!(
-            files.iter().any(|(p, _)| module_of(p).as_deref() == Some(m)),
+            files
+                .iter()
+                .any(|(p, _)| module_of(p).as_deref() == Some(m)),
             "module {m} not found"
         );
     }
@@ -139,8 +143,14 @@ fn the_checker_catches_back_edges() {
     let file = |p: &str, t: &str| (PathBuf::from(p), t.to_string());
     let ok = [
         file("host/net.rs", "use crate::ffi;\nuse crate::host::log;"),
-        file("server.rs", "use crate::scrape::{self, Scratch};\nuse crate::{host, live};"),
-        file("plugin/mod.rs", "use crate::server::Server; // crate::nothing"),
+        file(
+            "server.rs",
+            "use crate::scrape::{self, Scratch};\nuse crate::{host, live};",
+        ),
+        file(
+            "plugin/mod.rs",
+            "use crate::server::Server; // crate::nothing",
+        ),
         file("plugin/guard.rs", "unsafe extern \"C\" fn $name() {}"),
     ];
     assert_eq!(violations(&ok), Vec::<String>::new());

@@ -47,6 +47,8 @@ pub(crate) struct Live {
     numproc: usize,
     listen_backlog: i64,
     master_pid: i32,
+    /// `uwsgi_worker_is_busy` (a seam for the unit tests).
+    is_busy: fn(usize) -> bool,
 }
 
 /// Scratch space of one scraper, reused so that a steady scrape allocates nothing.
@@ -119,6 +121,7 @@ pub(crate) fn read(list: MetricsList) -> (Topology, Live) {
         listen_backlog: i64::from(srv.listen_queue.max(0)),
         // SAFETY: plain syscall.
         master_pid: unsafe { libc::getpid() },
+        is_busy: host::uwsgi::worker_is_busy,
     };
     let mut t = Topology {
         metrics: list.names,
@@ -262,7 +265,7 @@ impl Live {
         }
         let ws = &self.workers;
         let flag = |v: Option<i32>| v.is_some_and(|v| v != 0);
-        let busy = host::uwsgi::worker_is_busy(w);
+        let busy = (self.is_busy)(w);
         Status::decide(
             flag(ws.read(w, field!(ffi::uwsgi_worker, cheaped))),
             flag(ws.read(w, field!(ffi::uwsgi_worker, suspended))),
@@ -395,7 +398,7 @@ impl Live {
     pub(crate) fn fill(&self, sources: &[Source], values: &mut Vec<i64>, scratch: &mut Scratch) {
         values.clear();
         values.resize(sources.len(), 0);
-        {
+        if !self.slots.is_empty() {
             let _lock = MetricsReadLock::acquire();
             for (v, src) in values.iter_mut().zip(sources) {
                 if let Source::Metric(i) = *src {
@@ -431,5 +434,97 @@ impl Live {
                 Source::Proc(p, f) => self.proc_field(p, f, scratch),
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use metrics_prometheus_engine::plan::{plan, Topology};
+
+    use super::*;
+
+    /// A `Live` over a worker table in local memory.
+    fn live_over(workers: &[ffi::uwsgi_worker], is_busy: fn(usize) -> bool) -> Live {
+        Live {
+            slots: Vec::new(),
+            // SAFETY: the table outlives the `Live` in each test.
+            workers: unsafe { SharedSlice::new(workers.as_ptr(), workers.len()) },
+            cores: Vec::new(),
+            apps: Vec::new(),
+            shared: SharedSlice::empty(),
+            sockets: Vec::new(),
+            caches: Vec::new(),
+            spoolers: Vec::new(),
+            mules: SharedSlice::empty(),
+            numproc: workers.len() - 1,
+            listen_backlog: 100,
+            master_pid: 0,
+            is_busy,
+        }
+    }
+
+    fn zeroed_workers(n: usize) -> Vec<ffi::uwsgi_worker> {
+        // SAFETY: uwsgi_worker holds integers, pointers and optional function pointers, for all
+        // of which all-zero is valid.
+        (0..=n).map(|_| unsafe { std::mem::zeroed() }).collect()
+    }
+
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    /// A worker that flips between busy and idle on every look.
+    fn flapping(_: usize) -> bool {
+        CALLS.fetch_add(1, Ordering::Relaxed) % 2 == 0
+    }
+
+    #[test]
+    fn each_worker_is_in_exactly_one_state_per_scrape() {
+        let workers = zeroed_workers(3);
+        let live = live_over(&workers, flapping);
+        let t = Topology {
+            workers: 3,
+            ..Topology::default()
+        };
+        let p = plan(&t);
+        let mut values = Vec::new();
+        let mut scratch = Scratch::default();
+        for _ in 0..4 {
+            let before = CALLS.load(Ordering::Relaxed);
+            live.fill(&p.sources, &mut values, &mut scratch);
+            // One look per worker per scrape.
+            assert_eq!(CALLS.load(Ordering::Relaxed) - before, 3);
+            for w in 1..=3 {
+                let ones: i64 = p
+                    .sources
+                    .iter()
+                    .zip(&values)
+                    .filter(|(s, _)| matches!(s, Source::Status(x, _) if *x == w))
+                    .map(|(_, v)| *v)
+                    .sum();
+                assert_eq!(ones, 1, "worker {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn worker_fields_and_flags() {
+        let mut workers = zeroed_workers(2);
+        workers[1].requests = 42;
+        workers[1].last_spawn = 1_700_000_000;
+        workers[2].cheaped = 1;
+        workers[2].accepting = -1;
+        let live = live_over(&workers, |_| false);
+        assert_eq!(live.worker_field(1, WorkerField::Requests), 42);
+        assert_eq!(
+            live.worker_field(1, WorkerField::LastSpawnUs),
+            1_700_000_000_000_000
+        );
+        assert_eq!(live.worker_field(2, WorkerField::Accepting), 0);
+        assert_eq!(live.worker_field(3, WorkerField::Requests), 0);
+        assert_eq!(live.status(2), Status::Cheap);
+        assert_eq!(live.status(1), Status::Idle);
+        assert_eq!(live.core_field(1, 0, CoreField::Requests), 0);
+        assert_eq!(live.socket_queue(0, None, true), 0);
     }
 }
