@@ -39,6 +39,14 @@ fn run_uwsgi(bin: &str, arg: &str) -> Vec<u8> {
 }
 
 fn main() {
+    // uWSGI's struct layouts, the ABI check (ELF64 symbol sizes) and the syscalls the plugin
+    // makes (epoll, getdents64, TCP_INFO) are those of 64-bit Linux; refuse anything else
+    // instead of building a plugin that would read the wrong memory.
+    let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let width = env::var("CARGO_CFG_TARGET_POINTER_WIDTH").unwrap_or_default();
+    if os != "linux" || width != "64" {
+        panic!("metrics_prometheus supports 64-bit Linux only (target: {os}, {width}-bit)");
+    }
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=wrapper.h");
     println!("cargo::rerun-if-changed=src/shim.c");
@@ -84,12 +92,6 @@ fn main() {
 
     generate_bindings(&flags, &out_dir);
     build_shim(&flags);
-
-    if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("macos") {
-        // uWSGI's own build_plugin links plugins this way on Darwin.
-        println!("cargo::rustc-cdylib-link-arg=-undefined");
-        println!("cargo::rustc-cdylib-link-arg=dynamic_lookup");
-    }
 }
 
 fn generate_bindings(flags: &[String], out_dir: &Path) {

@@ -87,6 +87,28 @@ pub(crate) struct Server {
 
 const TOKEN_LISTENER: u64 = 1 << 32;
 
+/// Why `--prometheus-server` could not start; startup stops with this message.
+#[derive(Debug)]
+pub(crate) enum BindError {
+    TooMany,
+    Epoll(io::Error),
+    Listen(ServerAddr, io::Error),
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BindError::TooMany => {
+                write!(f, "at most {MAX_LISTENERS} --prometheus-server addresses")
+            }
+            BindError::Epoll(e) => write!(f, "--prometheus-server: epoll: {e}"),
+            BindError::Listen(addr, e) => {
+                write!(f, "--prometheus-server {addr}: cannot listen: {e}")
+            }
+        }
+    }
+}
+
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
@@ -101,14 +123,12 @@ impl Server {
     pub(crate) fn bind(
         cfg: &Config,
         atfork_child: unsafe extern "C" fn(),
-    ) -> Result<Server, String> {
+    ) -> Result<Server, BindError> {
         let (addrs, mode, path) = (&cfg.servers, cfg.server_mode, cfg.path.as_str());
         if addrs.len() > MAX_LISTENERS {
-            return Err(format!(
-                "at most {MAX_LISTENERS} --prometheus-server addresses"
-            ));
+            return Err(BindError::TooMany);
         }
-        let poller = Epoll::new(0).map_err(|e| format!("epoll_create1: {e}"))?;
+        let poller = Epoll::new(0).map_err(BindError::Epoll)?;
         // From here on every fork closes the server's fds in the child.
         fork::install_atfork(atfork_child);
         let mut server = Server {
@@ -144,7 +164,7 @@ impl Server {
                 Ok(fd) => Tracked::new(fd, 1 + server.listeners.len()),
                 Err(e) => {
                     server.shutdown();
-                    return Err(format!("--prometheus-server {addr}: cannot listen: {e}"));
+                    return Err(BindError::Listen(addr.clone(), e));
                 }
             };
             let token = TOKEN_LISTENER | server.listeners.len() as u64;
@@ -156,7 +176,7 @@ impl Server {
             });
             if let Err(e) = added {
                 server.shutdown();
-                return Err(format!("--prometheus-server {addr}: epoll: {e}"));
+                return Err(BindError::Listen(addr.clone(), e));
             }
         }
         Ok(server)

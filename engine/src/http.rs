@@ -429,7 +429,7 @@ mod tests {
 
     #[test]
     fn basic_auth() {
-        // sha256("s3cret")
+        // A well-formed digest that is NOT sha256("s3cret"): the right password must not pass.
         let auth = BasicAuth::parse(
             "prom:sha256:3cbd9ab2b8f6b0a8b6f8a2b3c1e4d0c6d2f1f0e5b1a0c9d8e7f6a5b4c3d2e1f0",
         )

@@ -181,7 +181,7 @@ entry! {
                         bound = server.describe();
                         *SERVER.lock() = Some(server);
                     }
-                    Err(e) => fatal(&e),
+                    Err(e) => fatal(&e.to_string()),
                 }
             } else {
                 host::log(
