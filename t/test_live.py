@@ -37,13 +37,16 @@ def instance(start_uwsgi):
 @pytest.mark.parametrize('variant', ['pip-routing', 'debian'])
 def test_two_busy_two_idle(instance, variant):
     u, addr = instance(['--workers', '4', '--threads', '1'], variant)
-    threads = [threading.Thread(target=lambda: u.get('/slow?3', timeout=20)) for _ in range(2)]
+    slow = []  # the two requests that keep the workers busy must themselves succeed
+    threads = [threading.Thread(target=lambda: slow.append(u.get('/slow?3', timeout=20)[0]))
+               for _ in range(2)]
     for t in threads:
         t.start()
     time.sleep(1.0)
     s = samples(get(addr)[2])
     for t in threads:
         t.join()
+    assert slow == [200, 200], slow
     status = {}
     for w in '1234':
         states = {st: s[('uwsgi_worker_status', L(worker=w, status=st))]

@@ -125,7 +125,9 @@ def test_values_agree_with_stats_server(server, variant):
 
 def test_answers_while_every_worker_is_busy(server):
     u, addrs = server(args=['--workers', '2'], unix=False)
-    threads = [threading.Thread(target=lambda: u.get('/slow?3', timeout=20)) for _ in range(2)]
+    slow = []  # the two requests that keep the workers busy must themselves succeed
+    threads = [threading.Thread(target=lambda: slow.append(u.get('/slow?3', timeout=20)[0]))
+               for _ in range(2)]
     for t in threads:
         t.start()
     time.sleep(2.2)
@@ -137,6 +139,7 @@ def test_answers_while_every_worker_is_busy(server):
     assert s[('uwsgi_core_busy_workers', frozenset())] == 2
     for t in threads:
         t.join()
+    assert slow == [200, 200], slow
 
 
 def fd_count(pid):
