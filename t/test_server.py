@@ -353,9 +353,15 @@ def test_workers_do_not_hold_the_listener(server):
     u, addrs = server(args=['--workers', '2'], unix=False)
     inode = tcp_listen_inode(int(addrs[0].rsplit(':', 1)[1]))
     assert inode in listener_inodes(master_pid(u))
+    u.wait_log(r'spawned uWSGI worker 2 ')  # start() returns once the first one is logged
     workers = [int(p) for p in re.findall(r'spawned uWSGI worker \d+ \(pid: (\d+)', u.log())]
     assert len(workers) == 2
     for w in workers:
+        # The child closes it in its atfork handler, which may still be running when the
+        # master logs the spawn: allow that moment, not more.
+        deadline = time.monotonic() + 2
+        while inode in listener_inodes(w) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert inode not in listener_inodes(w)
 
 
