@@ -1,4 +1,5 @@
 """Issue 6: live uWSGI state (worker status, harakiri, exceptions, sockets, apps, processes)."""
+import http.client
 import json
 import os
 import re
@@ -36,13 +37,16 @@ def instance(start_uwsgi):
 @pytest.mark.parametrize('variant', ['pip-routing', 'debian'])
 def test_two_busy_two_idle(instance, variant):
     u, addr = instance(['--workers', '4', '--threads', '1'], variant)
-    threads = [threading.Thread(target=lambda: u.get('/slow?3', timeout=20)) for _ in range(2)]
+    slow = []  # the two requests that keep the workers busy must themselves succeed
+    threads = [threading.Thread(target=lambda: slow.append(u.get('/slow?3', timeout=20)[0]))
+               for _ in range(2)]
     for t in threads:
         t.start()
     time.sleep(1.0)
     s = samples(get(addr)[2])
     for t in threads:
         t.join()
+    assert slow == [200, 200], slow
     status = {}
     for w in '1234':
         states = {st: s[('uwsgi_worker_status', L(worker=w, status=st))]
@@ -56,16 +60,12 @@ def test_two_busy_two_idle(instance, variant):
 
 def test_harakiri_and_exceptions(instance):
     u, addr = instance(['--workers', '2', '--harakiri', '1'])
-    try:
-        u.get('/slow?4', timeout=10)
-    except OSError:
-        pass  # the worker is killed mid-request
+    with pytest.raises(http.client.RemoteDisconnected):
+        u.get('/slow?4', timeout=10)  # the worker is killed mid-request
     u.wait_log(r'HARAKIRI')
     for _ in range(3):
-        try:
-            u.get('/error')
-        except OSError:
-            pass
+        with pytest.raises(http.client.RemoteDisconnected):
+            u.get('/error')  # uWSGI closes the connection of a request whose app raised
     time.sleep(0.5)
     s = samples(get(addr)[2])
     harakiri = {dict(k)['worker']: v for (n, k), v in s.items() if n == 'uwsgi_worker_harakiri_total'}
@@ -93,14 +93,14 @@ def worker_expectations(js):
     want[('uwsgi_listen_queue', frozenset())] = js['listen_queue']
     want[('uwsgi_load', frozenset())] = js['load']
     want[('uwsgi_signal_queue', frozenset())] = js['signal_queue']
-    for c in js.get('caches', []):
+    for c in js['caches']:
         cl = L(name=c['name'])
         want[('uwsgi_cache_items', cl)] = c['items']
         want[('uwsgi_cache_max_items', cl)] = c['max_items']
         want[('uwsgi_cache_hits_total', cl)] = c['hits']
         want[('uwsgi_cache_misses_total', cl)] = c['miss']
         want[('uwsgi_cache_full_total', cl)] = c['full']
-    for sp in js.get('spoolers', []):
+    for sp in js['spoolers']:
         sl = L(dir=sp['dir'])
         want[('uwsgi_spooler_tasks_total', sl)] = sp['tasks']
         want[('uwsgi_spooler_respawns_total', sl)] = sp['respawns']
@@ -154,13 +154,20 @@ def test_every_value_the_stats_server_has_is_equal(instance, tmpdir_path, varian
     for path in ['/', '/a', '/metric', '/b', '/c', '/cache', '/cache']:
         assert u.get(path)[0] == 200
     for _ in range(2):
-        try:
-            u.get('/error')
-        except OSError:
-            pass
+        with pytest.raises(http.client.RemoteDisconnected):
+            u.get('/error')  # uWSGI closes the connection of a request whose app raised
     time.sleep(1.5)
     js = stats(u.stats_port)
     s = samples(get(addr)[2])
+    # Every list worker_expectations walks holds exactly what was configured: none of its
+    # loops can be skipped by an empty or missing list.
+    assert [c['name'] for c in js['caches']] == ['mycache'], js['caches']
+    assert [sp['dir'] for sp in js['spoolers']] == [spool], js['spoolers']
+    assert [sk['name'] for sk in js['sockets']] == ['127.0.0.1:%d' % u.http_port], js['sockets']
+    assert [w['id'] for w in js['workers']] == [1, 2, 3], js['workers']
+    for w in js['workers']:
+        assert [c['id'] for c in w['cores']] == [0, 1], w['cores']
+        assert [a['mountpoint'] for a in w['apps']] == [''], w['apps']
     want = worker_expectations(js)
     checked = 0
     for key, value in want.items():

@@ -1,9 +1,12 @@
 """Issue 5: `--prometheus-server`, served by the uWSGI master, against real uWSGI."""
+import fcntl
 import os
 import re
 import signal
 import socket
 import stat
+import struct
+import termios
 import threading
 import time
 
@@ -122,7 +125,9 @@ def test_values_agree_with_stats_server(server, variant):
 
 def test_answers_while_every_worker_is_busy(server):
     u, addrs = server(args=['--workers', '2'], unix=False)
-    threads = [threading.Thread(target=lambda: u.get('/slow?3', timeout=20)) for _ in range(2)]
+    slow = []  # the two requests that keep the workers busy must themselves succeed
+    threads = [threading.Thread(target=lambda: slow.append(u.get('/slow?3', timeout=20)[0]))
+               for _ in range(2)]
     for t in threads:
         t.start()
     time.sleep(2.2)
@@ -134,6 +139,7 @@ def test_answers_while_every_worker_is_busy(server):
     assert s[('uwsgi_core_busy_workers', frozenset())] == 2
     for t in threads:
         t.join()
+    assert slow == [200, 200], slow
 
 
 def fd_count(pid):
@@ -218,6 +224,109 @@ def test_large_response_through_a_slow_reader(server):
     samples(body)
 
 
+def fionread(s):
+    """Bytes waiting in the receive queue of `s`."""
+    return struct.unpack('i', fcntl.ioctl(s.fileno(), termios.FIONREAD, b'\0' * 4))[0]
+
+
+def tcp_unacked(server_port, client_port):
+    """Bytes the server wrote on its end of a loopback connection that the client has not yet
+    received (tx_queue of that socket in /proc/net/tcp)."""
+    with open('/proc/net/tcp') as f:
+        for line in f.readlines()[1:]:
+            p = line.split()
+            if (int(p[1].split(':')[1], 16) == server_port
+                    and int(p[2].split(':')[1], 16) == client_port):
+                return int(p[4].split(':')[0], 16)
+    raise AssertionError('no server end for the client port %d' % client_port)
+
+
+def stalled_client(addr):
+    """Sends GET /metrics and never reads. Over TCP with a tiny receive buffer and a small MSS,
+    so the server's end gets a small send buffer too and cannot hand the kernel much."""
+    if addr.startswith('/'):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect(addr)
+    else:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+        s.settimeout(10)
+        host, port = addr.rsplit(':', 1)
+        s.connect((host, int(port)))
+    s.sendall(b'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n')
+    return s
+
+
+def response_progress(s, addr):
+    """(bytes the server has written so far, length of its whole response) for a client that
+    reads nothing, or None before the response head has arrived. Written = waiting in the
+    client's receive queue, plus (TCP) still queued at the server's end."""
+    try:
+        head = s.recv(512, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
+    end = head.find(b'\r\n\r\n')
+    if end < 0:
+        return None
+    assert head.startswith(b'HTTP/1.1 200 OK\r\n'), head
+    total = end + 4 + int(re.search(rb'Content-Length: (\d+)', head).group(1))
+    written = fionread(s)
+    if not addr.startswith('/'):
+        written += tcp_unacked(int(addr.rsplit(':', 1)[1]), s.getsockname()[1])
+    return written, total
+
+
+@pytest.mark.parametrize('transport', ['tcp', 'unix'])
+def test_503_at_cap_reaches_client(server, transport):
+    """At the cap (64) with every connection mid-response, nothing can be evicted: a newcomer
+    that sent a complete request gets a complete 503 (status line, headers, body) and a clean
+    close, never a reset that would destroy the answer."""
+    # 4 workers x 2048 async cores: a ~450 KB exposition (mostly the live per-core series;
+    # uWSGI's --metrics-no-cores keeps its start-up fast), far more than the kernel buffers
+    # of a client that does not read.
+    u, addrs = server(args=['--workers', '4', '--async', '2048', '--metrics-no-cores'])
+    addr = addrs[0] if transport == 'tcp' else addrs[1]
+    stalled = [stalled_client(addr) for _ in range(64)]
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            progress = [response_progress(s, addr) for s in stalled]
+            mid = [p is not None and p[0] < p[1] for p in progress]
+            if all(mid) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        # Precondition (checked, not assumed): the server is still writing to all 64.
+        assert all(mid), [p for p in progress if p is None or p[0] >= p[1]]
+        for attempt in range(10):
+            with connect(addr) as c:
+                try:
+                    c.sendall(b'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n')
+                except BrokenPipeError:
+                    raise AssertionError('attempt %d: closed before the request was sent'
+                                         % attempt)
+                data = b''
+                while True:
+                    try:
+                        b = c.recv(65536)
+                    except ConnectionResetError:
+                        raise AssertionError('attempt %d: reset after %r' % (attempt, data))
+                    if not b:
+                        break
+                    data += b
+            head, _, body = data.partition(b'\r\n\r\n')
+            assert head.startswith(b'HTTP/1.1 503 Service Unavailable\r\n'), (attempt, data)
+            assert b'\r\nContent-Length: %d\r\n' % len(body) in head + b'\r\n', (attempt, data)
+            assert body == b'service unavailable\n', (attempt, data)
+        # The 503s did not come from evicting anyone: all 64 are still being written.
+        assert all(p[0] < p[1] for p in (response_progress(s, addr) for s in stalled))
+    finally:
+        for s in stalled:
+            s.close()
+    assert get(addr)[0] == 200
+
+
 def listener_inodes(pid):
     inodes = set()
     for fd in os.listdir('/proc/%d/fd' % pid):
@@ -244,9 +353,15 @@ def test_workers_do_not_hold_the_listener(server):
     u, addrs = server(args=['--workers', '2'], unix=False)
     inode = tcp_listen_inode(int(addrs[0].rsplit(':', 1)[1]))
     assert inode in listener_inodes(master_pid(u))
+    u.wait_log(r'spawned uWSGI worker 2 ')  # start() returns once the first one is logged
     workers = [int(p) for p in re.findall(r'spawned uWSGI worker \d+ \(pid: (\d+)', u.log())]
     assert len(workers) == 2
     for w in workers:
+        # The child closes it in its atfork handler, which may still be running when the
+        # master logs the spawn: allow that moment, not more.
+        deadline = time.monotonic() + 2
+        while inode in listener_inodes(w) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert inode not in listener_inodes(w)
 
 
