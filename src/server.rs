@@ -214,13 +214,13 @@ impl Server {
         let mut events = [Event { events: 0, u64: 0 }; EVENTS_PER_CYCLE];
         let n = self.poller.poll(&mut events).len();
         let now = Instant::now();
-        for ev in &events[..n] {
-            let token = ev.u64;
-            if token & TOKEN_LISTENER != 0 {
-                self.accept((token & 0xffff_ffff) as usize, now);
-            } else {
-                self.drive_guarded(token as usize, now);
-            }
+        // Connections first: a client that went away frees its slot before newcomers are
+        // counted against the cap.
+        for ev in events[..n].iter().filter(|e| e.u64 & TOKEN_LISTENER == 0) {
+            self.drive_guarded(ev.u64 as usize, now);
+        }
+        for ev in events[..n].iter().filter(|e| e.u64 & TOKEN_LISTENER != 0) {
+            self.accept((ev.u64 & 0xffff_ffff) as usize, now);
         }
         for slot in 0..self.conns.len() {
             if self.conns[slot].as_ref().is_some_and(|c| now >= c.deadline) {
