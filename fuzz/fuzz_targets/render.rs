@@ -8,7 +8,7 @@ use metrics_prometheus_engine::format::{Format, Layout, MetricType};
 use metrics_prometheus_fuzz::{check::check, render_input::RenderInput};
 
 /// Prefixes for which the output must also be promlint-clean (as in
-/// `tests/format_prop.rs`).
+/// `engine/tests/format_prop.rs`).
 const CLEAN_PREFIXES: [&str; 4] = ["uwsgi_", "", "_", "app_"];
 
 fn samples(s: &str) -> Vec<&str> {

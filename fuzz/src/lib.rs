@@ -1,7 +1,7 @@
 //! Helpers shared by the fuzz targets: the strict exposition checker of the property tests
-//! (tests/check/mod.rs, written independently of the engine) and the line-based input format
+//! (engine/tests/check/mod.rs, written independently of the engine) and the line-based input format
 //! of the `render` target.
 
-#[path = "../../tests/check/mod.rs"]
+#[path = "../../engine/tests/check/mod.rs"]
 pub mod check;
 pub mod render_input;
