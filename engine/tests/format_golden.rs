@@ -1071,3 +1071,562 @@ fn no_cores_drops_only_per_core_series() {
     assert_eq!(layout.skipped().len(), 2);
     assert_eq!(layout.skipped()[0].reason, SkipReason::CoresDisabled);
 }
+
+// ---------------------------------------------------------------------------
+// Histograms computed by the host, with exemplars in OpenMetrics.
+// ---------------------------------------------------------------------------
+
+mod histograms {
+    use super::assert_text;
+    use metrics_prometheus_engine::format::{
+        Exemplar, Format, Histogram, Layout, MetricType, Options, SkipReason,
+    };
+
+    fn labels(l: &[(&str, &str)]) -> Vec<(String, String)> {
+        l.iter().map(|&(k, v)| (k.into(), v.into())).collect()
+    }
+
+    /// 5 ms, 1 s, 2.5 s, +Inf; three series, the second without observations.
+    fn latency() -> Histogram {
+        Histogram {
+            family: "request_duration_seconds",
+            help: "Time to serve a request, \"end to end\".",
+            bounds_us: vec![5_000, 1_000_000, 2_500_000],
+            series: vec![
+                labels(&[("method", "GET"), ("code", "2xx")]),
+                labels(&[("method", "POST"), ("code", "5xx")]),
+                labels(&[("method", "GET"), ("code", "4xx")]),
+            ],
+        }
+    }
+
+    #[rustfmt::skip]
+    const LATENCY_VALUES: [u64; 15] = [
+        3, 2, 0, 1, 4_009_123, // GET 2xx: 6 requests, 4.009123 s
+        0, 0, 0, 0, 0,         // POST 5xx: none
+        1, 0, 0, 0, 250,       // GET 4xx: 1 request, 250 µs
+    ];
+
+    const TRACE: &[u8; 32] = b"4bf92f3577b34da6a3ce929d0e0e4736";
+
+    fn latency_exemplars() -> Vec<Option<Exemplar>> {
+        let mut e = vec![None; LATENCY_VALUES.len()];
+        e[0] = Some(Exemplar {
+            trace_id: *TRACE,
+            value_us: 3_000,
+            timestamp_us: 1_700_000_000_123_456,
+        });
+        e[3] = Some(Exemplar {
+            trace_id: *b"00f067aa0ba902b700f067aa0ba902b7",
+            value_us: 3_000_000,
+            timestamp_us: 1_700_000_001_000_000,
+        });
+        // At a sum position: ignored.
+        e[4] = e[0];
+        e[10] = Some(Exemplar {
+            trace_id: *TRACE,
+            value_us: 250,
+            timestamp_us: 1_700_000_002_000_001,
+        });
+        e
+    }
+
+    fn render(
+        metrics: &[(&str, MetricType)],
+        values: &[i64],
+        hists: &[Histogram],
+        hist: &[u64],
+        exemplars: &[Option<Exemplar>],
+        opts: &Options,
+        fmt: Format,
+    ) -> String {
+        let layout = Layout::with_histograms(metrics, &[], hists, opts);
+        let mut out = Vec::new();
+        layout.render_all(values, hist, exemplars, fmt, &mut out);
+        String::from_utf8(out).expect("UTF-8 output")
+    }
+
+    const QUEUE: [(&str, MetricType); 1] = [("myapp.queue", MetricType::Gauge)];
+
+    fn latency_render(opts: &Options, fmt: Format, exemplars: bool) -> String {
+        let e = if exemplars {
+            latency_exemplars()
+        } else {
+            Vec::new()
+        };
+        render(&QUEUE, &[7], &[latency()], &LATENCY_VALUES, &e, opts, fmt)
+    }
+
+    const LATENCY_TEXT: &str = r#"# HELP uwsgi_myapp_queue uWSGI metric myapp.queue (custom, or not known to this exporter).
+# TYPE uwsgi_myapp_queue gauge
+uwsgi_myapp_queue 7
+# HELP uwsgi_request_duration_seconds Time to serve a request, "end to end".
+# TYPE uwsgi_request_duration_seconds histogram
+uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="0.005"} 3
+uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="1"} 5
+uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="2.5"} 5
+uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="+Inf"} 6
+uwsgi_request_duration_seconds_sum{method="GET",code="2xx"} 4.009123
+uwsgi_request_duration_seconds_count{method="GET",code="2xx"} 6
+uwsgi_request_duration_seconds_bucket{method="GET",code="4xx",le="0.005"} 1
+uwsgi_request_duration_seconds_bucket{method="GET",code="4xx",le="1"} 1
+uwsgi_request_duration_seconds_bucket{method="GET",code="4xx",le="2.5"} 1
+uwsgi_request_duration_seconds_bucket{method="GET",code="4xx",le="+Inf"} 1
+uwsgi_request_duration_seconds_sum{method="GET",code="4xx"} 0.00025
+uwsgi_request_duration_seconds_count{method="GET",code="4xx"} 1
+"#;
+
+    const LATENCY_OM_EXEMPLARS: &str = r#"# HELP uwsgi_myapp_queue uWSGI metric myapp.queue (custom, or not known to this exporter).
+# TYPE uwsgi_myapp_queue gauge
+uwsgi_myapp_queue 7
+# HELP uwsgi_request_duration_seconds Time to serve a request, \"end to end\".
+# TYPE uwsgi_request_duration_seconds histogram
+# UNIT uwsgi_request_duration_seconds seconds
+uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="0.005"} 3 # {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"} 0.003 1700000000.123456
+uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="1"} 5
+uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="2.5"} 5
+uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="+Inf"} 6 # {trace_id="00f067aa0ba902b700f067aa0ba902b7"} 3 1700000001
+uwsgi_request_duration_seconds_sum{method="GET",code="2xx"} 4.009123
+uwsgi_request_duration_seconds_count{method="GET",code="2xx"} 6
+uwsgi_request_duration_seconds_bucket{method="GET",code="4xx",le="0.005"} 1 # {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"} 0.00025 1700000002.000001
+uwsgi_request_duration_seconds_bucket{method="GET",code="4xx",le="1"} 1
+uwsgi_request_duration_seconds_bucket{method="GET",code="4xx",le="2.5"} 1
+uwsgi_request_duration_seconds_bucket{method="GET",code="4xx",le="+Inf"} 1
+uwsgi_request_duration_seconds_sum{method="GET",code="4xx"} 0.00025
+uwsgi_request_duration_seconds_count{method="GET",code="4xx"} 1
+# EOF
+"#;
+
+    const LATENCY_OM: &str = r#"# HELP uwsgi_myapp_queue uWSGI metric myapp.queue (custom, or not known to this exporter).
+# TYPE uwsgi_myapp_queue gauge
+uwsgi_myapp_queue 7
+# HELP uwsgi_request_duration_seconds Time to serve a request, \"end to end\".
+# TYPE uwsgi_request_duration_seconds histogram
+# UNIT uwsgi_request_duration_seconds seconds
+uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="0.005"} 3
+uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="1"} 5
+uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="2.5"} 5
+uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="+Inf"} 6
+uwsgi_request_duration_seconds_sum{method="GET",code="2xx"} 4.009123
+uwsgi_request_duration_seconds_count{method="GET",code="2xx"} 6
+uwsgi_request_duration_seconds_bucket{method="GET",code="4xx",le="0.005"} 1
+uwsgi_request_duration_seconds_bucket{method="GET",code="4xx",le="1"} 1
+uwsgi_request_duration_seconds_bucket{method="GET",code="4xx",le="2.5"} 1
+uwsgi_request_duration_seconds_bucket{method="GET",code="4xx",le="+Inf"} 1
+uwsgi_request_duration_seconds_sum{method="GET",code="4xx"} 0.00025
+uwsgi_request_duration_seconds_count{method="GET",code="4xx"} 1
+# EOF
+"#;
+
+    #[test]
+    fn text_has_no_exemplars() {
+        let o = Options::default();
+        assert_text(&latency_render(&o, Format::Text, true), LATENCY_TEXT);
+        assert_text(&latency_render(&o, Format::Text, false), LATENCY_TEXT);
+    }
+
+    #[test]
+    fn openmetrics_with_and_without_exemplars() {
+        let o = Options::default();
+        assert_text(
+            &latency_render(&o, Format::OpenMetrics, true),
+            LATENCY_OM_EXEMPLARS,
+        );
+        assert_text(&latency_render(&o, Format::OpenMetrics, false), LATENCY_OM);
+    }
+
+    #[test]
+    fn counts_slots_and_families() {
+        let l = Layout::with_histograms(&QUEUE, &[], &[latency()], &Options::default());
+        assert_eq!(latency().slots_per_series(), 5);
+        assert_eq!(l.histogram_slots(), 15);
+        // 1 gauge + 3 series x (4 buckets + sum + count).
+        assert_eq!(l.series(), 1 + 3 * 6);
+        assert_eq!(l.families(), 2);
+        assert!(l.skipped().is_empty());
+        // `render` is `render_all` without histograms.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        l.render(&[7], Format::Text, &mut a);
+        l.render_all(&[7], &[], &[], Format::Text, &mut b);
+        assert_eq!(a, b);
+        assert_eq!(
+            String::from_utf8(a).expect("UTF-8"),
+            "# HELP uwsgi_myapp_queue uWSGI metric myapp.queue (custom, or not known to this exporter).\n# TYPE uwsgi_myapp_queue gauge\nuwsgi_myapp_queue 7\n"
+        );
+    }
+
+    #[test]
+    fn prefix_and_no_help() {
+        let o = Options {
+            prefix: "app_".into(),
+            help: false,
+            ..Options::default()
+        };
+        assert_text(
+            &render(
+                &[],
+                &[],
+                &[latency()],
+                &LATENCY_VALUES[..5],
+                &latency_exemplars(),
+                &o,
+                Format::OpenMetrics,
+            ),
+            r#"# TYPE app_request_duration_seconds histogram
+# UNIT app_request_duration_seconds seconds
+app_request_duration_seconds_bucket{method="GET",code="2xx",le="0.005"} 3 # {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"} 0.003 1700000000.123456
+app_request_duration_seconds_bucket{method="GET",code="2xx",le="1"} 5
+app_request_duration_seconds_bucket{method="GET",code="2xx",le="2.5"} 5
+app_request_duration_seconds_bucket{method="GET",code="2xx",le="+Inf"} 6 # {trace_id="00f067aa0ba902b700f067aa0ba902b7"} 3 1700000001
+app_request_duration_seconds_sum{method="GET",code="2xx"} 4.009123
+app_request_duration_seconds_count{method="GET",code="2xx"} 6
+# EOF
+"#,
+        );
+        let o = Options {
+            prefix: String::new(),
+            ..o
+        };
+        assert_text(
+            &render(
+                &[],
+                &[],
+                &[latency()],
+                &LATENCY_VALUES[..5],
+                &[],
+                &o,
+                Format::Text,
+            ),
+            r#"# TYPE request_duration_seconds histogram
+request_duration_seconds_bucket{method="GET",code="2xx",le="0.005"} 3
+request_duration_seconds_bucket{method="GET",code="2xx",le="1"} 5
+request_duration_seconds_bucket{method="GET",code="2xx",le="2.5"} 5
+request_duration_seconds_bucket{method="GET",code="2xx",le="+Inf"} 6
+request_duration_seconds_sum{method="GET",code="2xx"} 4.009123
+request_duration_seconds_count{method="GET",code="2xx"} 6
+"#,
+        );
+    }
+
+    /// Without TYPE lines the parsers read `_bucket`, `_sum` and `_count` as three untyped
+    /// families, which must each be contiguous: they come in three groups, each with its HELP,
+    /// and without exemplars.
+    #[test]
+    fn no_type_groups_by_sample_name() {
+        let o = Options {
+            types: false,
+            ..Options::default()
+        };
+        let want = r#"# HELP uwsgi_request_duration_seconds_bucket Time to serve a request, "end to end".
+uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="0.005"} 3
+uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="1"} 5
+uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="2.5"} 5
+uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="+Inf"} 6
+uwsgi_request_duration_seconds_bucket{method="GET",code="4xx",le="0.005"} 1
+uwsgi_request_duration_seconds_bucket{method="GET",code="4xx",le="1"} 1
+uwsgi_request_duration_seconds_bucket{method="GET",code="4xx",le="2.5"} 1
+uwsgi_request_duration_seconds_bucket{method="GET",code="4xx",le="+Inf"} 1
+# HELP uwsgi_request_duration_seconds_sum Time to serve a request, "end to end".
+uwsgi_request_duration_seconds_sum{method="GET",code="2xx"} 4.009123
+uwsgi_request_duration_seconds_sum{method="GET",code="4xx"} 0.00025
+# HELP uwsgi_request_duration_seconds_count Time to serve a request, "end to end".
+uwsgi_request_duration_seconds_count{method="GET",code="2xx"} 6
+uwsgi_request_duration_seconds_count{method="GET",code="4xx"} 1
+"#;
+        let e = latency_exemplars();
+        assert_text(
+            &render(
+                &[],
+                &[],
+                &[latency()],
+                &LATENCY_VALUES,
+                &e,
+                &o,
+                Format::Text,
+            ),
+            want,
+        );
+        let om = render(
+            &[],
+            &[],
+            &[latency()],
+            &LATENCY_VALUES,
+            &e,
+            &o,
+            Format::OpenMetrics,
+        );
+        // No exemplars: OpenMetrics allows them only on counters and histogram buckets, and
+        // these are `unknown` families.
+        let want_om = want.replace("\"end to end\"", "\\\"end to end\\\"") + "# EOF\n";
+        assert_text(&om, &want_om);
+        let o = Options { help: false, ..o };
+        assert_text(
+            &render(
+                &[],
+                &[],
+                &[latency()],
+                &LATENCY_VALUES[..5],
+                &[],
+                &o,
+                Format::OpenMetrics,
+            ),
+            r#"uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="0.005"} 3
+uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="1"} 5
+uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="2.5"} 5
+uwsgi_request_duration_seconds_bucket{method="GET",code="2xx",le="+Inf"} 6
+uwsgi_request_duration_seconds_sum{method="GET",code="2xx"} 4.009123
+uwsgi_request_duration_seconds_count{method="GET",code="2xx"} 6
+# EOF
+"#,
+        );
+    }
+
+    #[test]
+    fn empty_histograms_are_left_out() {
+        let only_inf = Histogram {
+            family: "batch_size",
+            help: "Items per batch.",
+            bounds_us: vec![],
+            series: vec![vec![], labels(&[("queue", "a")])],
+        };
+        let hists = [latency(), only_inf];
+        let l = Layout::with_histograms(&[], &[], &hists, &Options::default());
+        assert_eq!(l.histogram_slots(), 15 + 2 * 2);
+        let mut zero = [0u64; 19];
+        let mut out = Vec::new();
+        l.render_all(&[], &zero, &[], Format::OpenMetrics, &mut out);
+        assert_eq!(out, b"# EOF\n");
+        out.clear();
+        l.render_all(&[], &zero, &[], Format::Text, &mut out);
+        assert_eq!(out, b"");
+        // Only the second series of the second histogram; an empty-bounds histogram has
+        // only `+Inf`. The sum may be 0 with observations.
+        zero[17] = 2;
+        let o = Options {
+            help: false,
+            ..Options::default()
+        };
+        let got = render(&[], &[], &hists, &zero, &[], &o, Format::Text);
+        assert_text(
+            &got,
+            r#"# TYPE uwsgi_batch_size histogram
+uwsgi_batch_size_bucket{queue="a",le="+Inf"} 2
+uwsgi_batch_size_sum{queue="a"} 0
+uwsgi_batch_size_count{queue="a"} 2
+"#,
+        );
+        // A series without labels.
+        let got = render(
+            &[],
+            &[],
+            &hists[1..],
+            &[4, 2_000_000],
+            &[],
+            &o,
+            Format::Text,
+        );
+        assert_text(
+            &got,
+            "# TYPE uwsgi_batch_size histogram\nuwsgi_batch_size_bucket{le=\"+Inf\"} 4\nuwsgi_batch_size_sum 2\nuwsgi_batch_size_count 4\n",
+        );
+    }
+
+    #[test]
+    fn name_clashes_skip_the_histogram() {
+        let metrics = [
+            // A counter owns `x`, `x_total` and `x_created` (a gauge would become
+            // `..._counts`).
+            ("request.duration.seconds.count", MetricType::Counter),
+            ("myapp.queue", MetricType::Gauge),
+        ];
+        let other = Histogram {
+            family: "batch_size",
+            help: "Items per batch.",
+            bounds_us: vec![1_000_000],
+            series: vec![vec![]],
+        };
+        // The clashing one, a fine one, then the fine one again (clashes with itself).
+        let hists = [latency(), other.clone(), other];
+        let l = Layout::with_histograms(&metrics, &[], &hists, &Options::default());
+        let skipped: Vec<_> = l
+            .skipped()
+            .iter()
+            .map(|s| (s.index, s.name.as_str(), &s.reason))
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                (
+                    2,
+                    "request_duration_seconds",
+                    &SkipReason::NameClash {
+                        name: "uwsgi_request_duration_seconds_count".into()
+                    }
+                ),
+                (
+                    4,
+                    "batch_size",
+                    &SkipReason::NameClash {
+                        name: "uwsgi_batch_size".into()
+                    }
+                ),
+            ]
+        );
+        // Slots of the skipped histograms still count: the host's indexing is fixed.
+        assert_eq!(l.histogram_slots(), 15 + 3 + 3);
+        let mut hist = LATENCY_VALUES.to_vec();
+        hist.extend([1, 1, 1_500_000, 9, 9, 9]);
+        let mut out = Vec::new();
+        l.render_all(&[5, 7], &hist, &[], Format::Text, &mut out);
+        assert_text(
+            &String::from_utf8(out).expect("UTF-8"),
+            r#"# HELP uwsgi_request_duration_seconds_count_total uWSGI metric request.duration.seconds.count (custom, or not known to this exporter).
+# TYPE uwsgi_request_duration_seconds_count_total counter
+uwsgi_request_duration_seconds_count_total 5
+# HELP uwsgi_myapp_queue uWSGI metric myapp.queue (custom, or not known to this exporter).
+# TYPE uwsgi_myapp_queue gauge
+uwsgi_myapp_queue 7
+# HELP uwsgi_batch_size Items per batch.
+# TYPE uwsgi_batch_size histogram
+uwsgi_batch_size_bucket{le="1"} 1
+uwsgi_batch_size_bucket{le="+Inf"} 2
+uwsgi_batch_size_sum 1.5
+uwsgi_batch_size_count 2
+"#,
+        );
+        // A counter owns `x_created`: a histogram named `x` clashes with it too.
+        let l = Layout::with_histograms(
+            &[("request.duration.seconds.created", MetricType::Counter)],
+            &[],
+            &[latency()],
+            &Options::default(),
+        );
+        assert_eq!(
+            l.skipped()[0].reason,
+            SkipReason::NameClash {
+                name: "uwsgi_request_duration_seconds_created".into()
+            }
+        );
+    }
+
+    #[test]
+    fn counts_above_i64_max() {
+        let h = Histogram {
+            family: "big",
+            help: "Big.",
+            bounds_us: vec![1],
+            series: vec![vec![], labels(&[("x", "sat")])],
+        };
+        let hist = [
+            u64::MAX - 5,
+            3,
+            u64::MAX,
+            // Saturates at u64::MAX rather than wrapping.
+            u64::MAX,
+            1,
+            123,
+        ];
+        let ex = [
+            Some(Exemplar {
+                trace_id: *TRACE,
+                value_us: 1,
+                timestamp_us: -1_500_000,
+            }),
+            // Not lowercase hex: ignored.
+            Some(Exemplar {
+                trace_id: *b"4BF92F3577B34DA6A3CE929D0E0E4736",
+                value_us: 2,
+                timestamp_us: 0,
+            }),
+        ];
+        let o = Options {
+            help: false,
+            ..Options::default()
+        };
+        assert_text(
+            &render(&[], &[], &[h], &hist, &ex, &o, Format::OpenMetrics),
+            r#"# TYPE uwsgi_big histogram
+uwsgi_big_bucket{le="0.000001"} 18446744073709551610 # {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"} 0.000001 -1.5
+uwsgi_big_bucket{le="+Inf"} 18446744073709551613
+uwsgi_big_sum 18446744073709.551615
+uwsgi_big_count 18446744073709551613
+uwsgi_big_bucket{x="sat",le="0.000001"} 18446744073709551615
+uwsgi_big_bucket{x="sat",le="+Inf"} 18446744073709551615
+uwsgi_big_sum{x="sat"} 0.000123
+uwsgi_big_count{x="sat"} 18446744073709551615
+# EOF
+"#,
+        );
+    }
+
+    #[test]
+    fn short_input_and_filters() {
+        let h = Histogram {
+            family: "request_duration_seconds",
+            help: "Latency.",
+            bounds_us: vec![100_000],
+            series: vec![
+                labels(&[("worker", "1")]),
+                labels(&[("core", "0")]),
+                labels(&[("app", "a\"b")]),
+                labels(&[("app", "c")]),
+            ],
+        };
+        let o = Options {
+            help: false,
+            workers: false,
+            ..Options::default()
+        };
+        let l = Layout::with_histograms(&[], &[], std::slice::from_ref(&h), &o);
+        assert_eq!(l.histogram_slots(), 12);
+        assert_eq!(l.series(), 3 * 4);
+        // The last series is cut short: left out. Exemplars shorter than `hist`: fine.
+        let hist = [1, 1, 1, 2, 0, 50_000, 0, 1, 1_000_000, 5, 5];
+        let ex = [
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some(Exemplar {
+                trace_id: *TRACE,
+                value_us: 1,
+                timestamp_us: 1,
+            }),
+        ];
+        let mut out = Vec::new();
+        l.render_all(&[1, 2, 3], &hist, &ex, Format::Text, &mut out);
+        assert_text(
+            &String::from_utf8(out).expect("UTF-8"),
+            r#"# TYPE uwsgi_request_duration_seconds histogram
+uwsgi_request_duration_seconds_bucket{core="0",le="0.1"} 2
+uwsgi_request_duration_seconds_bucket{core="0",le="+Inf"} 2
+uwsgi_request_duration_seconds_sum{core="0"} 0.05
+uwsgi_request_duration_seconds_count{core="0"} 2
+uwsgi_request_duration_seconds_bucket{app="a\"b",le="0.1"} 0
+uwsgi_request_duration_seconds_bucket{app="a\"b",le="+Inf"} 1
+uwsgi_request_duration_seconds_sum{app="a\"b"} 1
+uwsgi_request_duration_seconds_count{app="a\"b"} 1
+"#,
+        );
+        let o = Options { cores: false, ..o };
+        let l = Layout::with_histograms(&[], &[], &[h], &o);
+        assert_eq!(l.series(), 2 * 4);
+        for fmt in [Format::Text, Format::OpenMetrics] {
+            for n in 0..14 {
+                let mut out = Vec::new();
+                l.render_all(
+                    &[],
+                    &hist[..n.min(hist.len())],
+                    &ex[..n.min(ex.len())],
+                    fmt,
+                    &mut out,
+                );
+            }
+        }
+    }
+}

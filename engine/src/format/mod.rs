@@ -66,6 +66,66 @@
 //!   [`Layout::skipped`]. The output never has a duplicate series or a
 //!   repeated HELP/TYPE.
 //!
+//! # Histograms
+//!
+//! The host can add histogram families it computes itself (request latency, say) with
+//! [`Layout::with_histograms`] and render them with [`Layout::render_all`] (`histogram.rs`).
+//! They come after every other family, in the order given, named prefix + [`Histogram::family`],
+//! with `# TYPE … histogram` (and `# UNIT … seconds` in OpenMetrics for a `_seconds` name).
+//! Per series: one `_bucket` line per finite bound and one for `le="+Inf"` (cumulative
+//! counts), then `_sum` (microseconds rendered as exact seconds) and `_count`. Bounds are
+//! rendered as exact decimals of seconds (`le="0.005"`, `le="1"`, `le="2.5"`); every line
+//! prefix is preformatted at build time, so rendering only copies bytes and formats numbers.
+//!
+//! * A series without observations (total count 0) is left out, and so is a family left
+//!   without series (HELP and TYPE included).
+//! * In OpenMetrics, a bucket can carry an [`Exemplar`] (`# {trace_id="…"} value timestamp`);
+//!   the text format 0.0.4 has no exemplars.
+//! * A histogram whose names (`x`, `x_bucket`, `x_sum`, `x_count`, `x_created`) clash with an
+//!   earlier family is skipped whole and reported by [`Layout::skipped`].
+//! * Without `# TYPE` lines ([`Options::types`] false), the parsers would read `_bucket`,
+//!   `_sum` and `_count` as three untyped families, which must each be contiguous: the
+//!   family is then rendered as three groups (all `_bucket` lines, all `_sum` lines, all
+//!   `_count` lines), each with its own HELP, and without exemplars (OpenMetrics allows them
+//!   only on counters and histogram buckets).
+//!
+//! ```
+//! use metrics_prometheus_engine::format::{Exemplar, Format, Histogram, Layout, Options};
+//!
+//! let latency = Histogram {
+//!     family: "request_duration_seconds",
+//!     help: "Time to serve a request.",
+//!     bounds_us: vec![5_000, 1_000_000],
+//!     series: vec![vec![("code".into(), "2xx".into())], vec![("code".into(), "5xx".into())]],
+//! };
+//! let opts = Options { help: false, ..Options::default() };
+//! let layout = Layout::with_histograms(&[], &[], &[latency], &opts);
+//! assert_eq!(layout.histogram_slots(), 2 * 4);
+//! // Per series: non-cumulative counts (<= 5 ms, <= 1 s, +Inf), then the sum in µs.
+//! let hist = [2, 1, 0, 1_004_000, 0, 0, 0, 0];
+//! let mut exemplars = [None; 8];
+//! exemplars[0] = Some(Exemplar {
+//!     trace_id: *b"4bf92f3577b34da6a3ce929d0e0e4736",
+//!     value_us: 2_000,
+//!     timestamp_us: 1_700_000_000_250_000,
+//! });
+//! let mut out = Vec::new();
+//! layout.render_all(&[], &hist, &exemplars, Format::OpenMetrics, &mut out);
+//! assert_eq!(
+//!     String::from_utf8(out).expect("UTF-8 output"),
+//!     concat!(
+//!         "# TYPE uwsgi_request_duration_seconds histogram\n",
+//!         "# UNIT uwsgi_request_duration_seconds seconds\n",
+//!         "uwsgi_request_duration_seconds_bucket{code=\"2xx\",le=\"0.005\"} 2 # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"} 0.002 1700000000.25\n",
+//!         "uwsgi_request_duration_seconds_bucket{code=\"2xx\",le=\"1\"} 3\n",
+//!         "uwsgi_request_duration_seconds_bucket{code=\"2xx\",le=\"+Inf\"} 3\n",
+//!         "uwsgi_request_duration_seconds_sum{code=\"2xx\"} 1.004\n",
+//!         "uwsgi_request_duration_seconds_count{code=\"2xx\"} 3\n",
+//!         "# EOF\n",
+//!     )
+//! );
+//! ```
+//!
 //! # Negative counters
 //!
 //! uWSGI lets an application decrement a custom COUNTER (`metric_dec`,
@@ -79,6 +139,7 @@
 #![forbid(unsafe_code)]
 
 mod escape;
+mod histogram;
 mod name;
 mod negotiate;
 mod table;
@@ -341,6 +402,7 @@ pub struct Layout {
     skipped: Vec<Skipped>,
     text_size: usize,
     om_size: usize,
+    hists: histogram::Hists,
 }
 
 /// Longest rendering of a value: `-9223372036854775808` or
@@ -484,6 +546,37 @@ fn extra_candidate(e: &Extra, prefix: &str) -> Candidate {
     }
 }
 
+/// Appends a family's metadata lines: `# HELP` (with [`Options::help`]), `# TYPE` and, in
+/// OpenMetrics, `# UNIT` for `_seconds`/`_bytes` names (with [`Options::types`]).
+fn push_head(text: &mut String, name: &str, help: &str, kind: &str, om: bool, opts: &Options) {
+    if opts.help {
+        text.push_str("# HELP ");
+        text.push_str(name);
+        text.push(' ');
+        escape::push_help(help, om, text);
+        text.push('\n');
+    }
+    if opts.types {
+        text.push_str("# TYPE ");
+        text.push_str(name);
+        text.push(' ');
+        text.push_str(kind);
+        text.push('\n');
+        if om {
+            let unit = ["seconds", "bytes"]
+                .into_iter()
+                .find(|u| name.strip_suffix(u).is_some_and(|b| b.ends_with('_')));
+            if let Some(unit) = unit {
+                text.push_str("# UNIT ");
+                text.push_str(name);
+                text.push(' ');
+                text.push_str(unit);
+                text.push('\n');
+            }
+        }
+    }
+}
+
 /// `{k="v",...}` (empty without labels), values escaped.
 fn push_labels(labels: &[(String, String)], out: &mut String) {
     if labels.is_empty() {
@@ -519,6 +612,40 @@ pub struct Extra {
     pub labels: Vec<(String, String)>,
 }
 
+/// A histogram family computed by the host (e.g. request latency), given to
+/// [`Layout::with_histograms`]; its values are given to [`Layout::render_all`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Histogram {
+    /// Family name without the prefix, e.g. `"request_duration_seconds"`.
+    pub family: &'static str,
+    /// HELP text.
+    pub help: &'static str,
+    /// Finite upper bounds in microseconds, strictly increasing (may be empty: only `+Inf`).
+    pub bounds_us: Vec<u64>,
+    /// One label set per series, e.g. `[("method","GET"),("code","2xx")]`. Never contains
+    /// `le`.
+    pub series: Vec<Vec<(String, String)>>,
+}
+
+impl Histogram {
+    /// `u64` slots one series takes in the `hist` values: bounds + 1 (`+Inf`) bucket
+    /// counts, then the sum.
+    pub fn slots_per_series(&self) -> usize {
+        self.bounds_us.len() + 2
+    }
+}
+
+/// The latest observation of a bucket that carried a trace id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exemplar {
+    /// W3C trace id: 32 lowercase hex ASCII bytes.
+    pub trace_id: [u8; 32],
+    /// The observed value, microseconds.
+    pub value_us: u64,
+    /// Unix time of the observation, microseconds.
+    pub timestamp_us: i64,
+}
+
 impl Layout {
     /// Builds the layout for uWSGI's metric list (`(name, type)` in list
     /// order). All parsing, sanitising, grouping and collision handling
@@ -532,6 +659,22 @@ impl Layout {
     /// the same checks (option filters, collisions) as metrics; a skipped extra is reported
     /// under its family name.
     pub fn with_extras(metrics: &[(&str, MetricType)], extras: &[Extra], opts: &Options) -> Layout {
+        Self::with_histograms(metrics, extras, &[], opts)
+    }
+
+    /// Like [`Layout::with_extras`], plus histogram families ([`Histogram`]), rendered after
+    /// every other family, in the order given. A histogram one of whose names (`x`,
+    /// `x_bucket`, `x_sum`, `x_count`, `x_created`) is already owned by an earlier family is
+    /// skipped whole ([`SkipReason::NameClash`], reported under its family name with index
+    /// `metrics.len() + extras.len() + i`). Series dropped by [`Options::workers`] /
+    /// [`Options::cores`], series with an `le` label and repeated label sets are left out
+    /// without a [`Skipped`] entry; their slots stay in the `hist` values.
+    pub fn with_histograms(
+        metrics: &[(&str, MetricType)],
+        extras: &[Extra],
+        histograms: &[Histogram],
+        opts: &Options,
+    ) -> Layout {
         let prefix: String = opts
             .prefix
             .bytes()
@@ -638,7 +781,15 @@ impl Layout {
                 scale: cand.scale,
             });
         }
-        Self::assemble(fams, skipped, opts)
+        let mut layout = Self::assemble(fams, skipped, opts);
+        layout.add_histograms(
+            histograms,
+            &prefix,
+            &mut owned,
+            metrics.len() + extras.len(),
+            opts,
+        );
+        layout
     }
 
     /// Lays the families out as bytes.
@@ -661,32 +812,7 @@ impl Layout {
             };
             let head = |text: &mut String, name: &str, om: bool| {
                 let start = text.len();
-                if opts.help {
-                    text.push_str("# HELP ");
-                    text.push_str(name);
-                    text.push(' ');
-                    escape::push_help(&fam.help, om, text);
-                    text.push('\n');
-                }
-                if opts.types {
-                    text.push_str("# TYPE ");
-                    text.push_str(name);
-                    text.push(' ');
-                    text.push_str(fam.kind.as_str());
-                    text.push('\n');
-                    if om {
-                        let unit = ["seconds", "bytes"]
-                            .into_iter()
-                            .find(|u| name.strip_suffix(u).is_some_and(|b| b.ends_with('_')));
-                        if let Some(unit) = unit {
-                            text.push_str("# UNIT ");
-                            text.push_str(name);
-                            text.push(' ');
-                            text.push_str(unit);
-                            text.push('\n');
-                        }
-                    }
-                }
+                push_head(text, name, &fam.help, fam.kind.as_str(), om, opts);
                 Span {
                     start,
                     end: text.len(),
@@ -738,6 +864,7 @@ impl Layout {
             skipped,
             text_size,
             om_size,
+            hists: histogram::Hists::default(),
         }
     }
 
@@ -748,6 +875,39 @@ impl Layout {
     /// a value are left out (and families left without series, entirely);
     /// extra values are ignored. Never panics.
     pub fn render(&self, values: &[i64], fmt: Format, out: &mut Vec<u8>) {
+        self.render_all(values, &[], &[], fmt, out);
+    }
+
+    /// Total number of `u64` slots [`Layout::render_all`] expects in `hist`: the sum over
+    /// *all* the histograms given to [`Layout::with_histograms`] (skipped ones included, so
+    /// that the host's indexing never depends on collisions) of
+    /// `series.len() * slots_per_series()`.
+    pub fn histogram_slots(&self) -> usize {
+        self.hists.slots
+    }
+
+    /// [`Layout::render`] plus the histogram families.
+    ///
+    /// `hist` holds, for each histogram in the order given to [`Layout::with_histograms`],
+    /// for each of its series in order: the *non-cumulative* count of each bucket (bounds
+    /// order, then `+Inf`), then the sum of the observed values in microseconds
+    /// ([`Histogram::slots_per_series`] slots). A series whose slots are missing (`hist` too
+    /// short) or whose total count is 0 is left out, and so is a family left without series
+    /// (HELP and TYPE included). Cumulative counts saturate at `u64::MAX`.
+    ///
+    /// `exemplars` is empty (no exemplars) or parallel to `hist` (entries at sum positions
+    /// are ignored, and so is a trace id that is not 32 lowercase hex digits): `Some`
+    /// attaches an exemplar to that bucket's line, in OpenMetrics only (the text format
+    /// 0.0.4 has none). The host guarantees the exemplar value lies within its bucket. Never
+    /// panics, whatever the lengths of `values`, `hist` and `exemplars`.
+    pub fn render_all(
+        &self,
+        values: &[i64],
+        hist: &[u64],
+        exemplars: &[Option<Exemplar>],
+        fmt: Format,
+        out: &mut Vec<u8>,
+    ) {
         let om = fmt == Format::OpenMetrics;
         out.reserve(if om { self.om_size } else { self.text_size });
         let bytes = self.bytes.as_slice();
@@ -767,6 +927,7 @@ impl Layout {
                 out.push(b'\n');
             }
         }
+        self.render_histograms(hist, exemplars, fmt, out);
         if om {
             out.extend_from_slice(b"# EOF\n");
         }
@@ -777,31 +938,38 @@ impl Layout {
         &self.skipped
     }
 
-    /// Number of series rendered per scrape (when every value is present).
+    /// Number of sample lines rendered per scrape when every value is present and every
+    /// histogram series has observations: one per counter or gauge series, and
+    /// `bounds + 3` per histogram series (its buckets, `+Inf` included, `_sum` and `_count`).
     pub fn series(&self) -> usize {
-        self.series.len()
+        self.series.len() + self.hists.lines
     }
 
-    /// Number of families rendered per scrape.
+    /// Number of families rendered per scrape (histogram families included, when they have
+    /// observations).
     pub fn families(&self) -> usize {
-        self.families.len()
+        self.families.len() + self.hists.families.len()
     }
 }
 
 /// Appends `v / 10^scale` as an exact decimal (no exponent, no trailing zeros
 /// after the point, no point for whole numbers).
 fn push_value(out: &mut Vec<u8>, v: i64, scale: u8) {
+    push_scaled(out, v < 0, v.unsigned_abs(), scale);
+}
+
+/// Appends `±u / 10^scale` (`-` when `neg` and `u != 0`) as [`push_value`] does.
+fn push_scaled(out: &mut Vec<u8>, neg: bool, u: u64, scale: u8) {
     let mut buf = itoa::Buffer::new();
+    if neg && u != 0 {
+        out.push(b'-');
+    }
     if scale == 0 {
-        out.extend_from_slice(buf.format(v).as_bytes());
+        out.extend_from_slice(buf.format(u).as_bytes());
         return;
     }
     let scale = usize::from(scale).min(POW10.len() - 1);
-    let u = v.unsigned_abs();
     let (int, mut frac) = (u / POW10[scale], u % POW10[scale]);
-    if v < 0 {
-        out.push(b'-');
-    }
     out.extend_from_slice(buf.format(int).as_bytes());
     if frac != 0 {
         let mut digits = [b'0'; 12];
