@@ -6,7 +6,7 @@
 mod check;
 
 use check::check;
-use metrics_prometheus_engine::format::{Format, Layout, MetricType, Options};
+use metrics_prometheus_engine::format::{Exemplar, Format, Histogram, Layout, MetricType, Options};
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------
@@ -133,6 +133,181 @@ fn samples_of(s: &str) -> Vec<&str> {
     s.lines().filter(|l| !l.starts_with('#')).collect()
 }
 
+// ---------------------------------------------------------------------------
+// Histograms
+// ---------------------------------------------------------------------------
+
+/// Family names: clean ones, and some that clash with built-in families or each other.
+const HIST_FAMILIES: &[&str] = &[
+    "request_duration_seconds",
+    "batch_size",
+    "payload_bytes",
+    "requests",
+    "worker_requests",
+    "a",
+    "x",
+    "core_busy_workers",
+];
+
+const LABEL_NAMES: &[&str] = &["method", "code", "worker", "core", "app"];
+const LABEL_VALUES: &[&str] = &[
+    "GET",
+    "2xx",
+    "1",
+    "",
+    "q\"t",
+    "back\\slash",
+    "new\nline",
+    "é",
+];
+
+/// A histogram, its `hist` values and its exemplars (parallel to the values).
+#[derive(Clone, Debug)]
+struct Hist {
+    h: Histogram,
+    values: Vec<u64>,
+    exemplars: Vec<Option<Exemplar>>,
+}
+
+fn label_set() -> impl Strategy<Value = Vec<(String, String)>> {
+    proptest::collection::vec(
+        (
+            proptest::sample::select(LABEL_NAMES),
+            proptest::sample::select(LABEL_VALUES),
+        ),
+        0..3,
+    )
+    .prop_map(|v| {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (k, val) in v {
+            if !out.iter().any(|(n, _)| n == k) {
+                out.push((k.to_owned(), val.to_owned()));
+            }
+        }
+        out
+    })
+}
+
+fn count() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        4 => Just(0u64),
+        4 => 0u64..10,
+        1 => any::<u64>(),
+        1 => (u64::MAX - 3)..=u64::MAX,
+    ]
+}
+
+fn trace_id() -> impl Strategy<Value = [u8; 32]> {
+    prop_oneof![
+        9 => proptest::collection::vec(proptest::sample::select(&b"0123456789abcdef"[..]), 32),
+        // Not lowercase hex: the engine drops the exemplar.
+        1 => proptest::collection::vec(proptest::sample::select(&b"0aF\"} #"[..]), 32),
+    ]
+    .prop_map(|v| v.try_into().expect("32 bytes"))
+}
+
+fn histogram() -> impl Strategy<Value = Hist> {
+    let bounds = proptest::collection::vec(
+        prop_oneof![0u64..2_000, 0u64..20_000_000, any::<u64>()],
+        0..6,
+    )
+    .prop_map(|mut b| {
+        b.sort_unstable();
+        b.dedup();
+        b
+    });
+    (
+        proptest::sample::select(HIST_FAMILIES),
+        bounds,
+        proptest::collection::vec(label_set(), 0..5),
+    )
+        .prop_flat_map(|(family, bounds_us, series)| {
+            let slots = series.len() * (bounds_us.len() + 2);
+            let h = Histogram {
+                family,
+                help: "Latency \"of\" requests\\.",
+                bounds_us,
+                series,
+            };
+            (
+                Just(h),
+                proptest::collection::vec(count(), slots),
+                proptest::collection::vec(
+                    proptest::option::weighted(0.3, (trace_id(), any::<u64>(), any::<i64>())),
+                    slots,
+                ),
+            )
+        })
+        .prop_map(|(h, mut values, raw)| {
+            let per = h.slots_per_series();
+            let nb = h.bounds_us.len() + 1;
+            let mut exemplars = vec![None; values.len()];
+            for (i, r) in raw.into_iter().enumerate() {
+                let b = i % per;
+                if b == nb {
+                    // The sum: any value.
+                    values[i] = values[i].wrapping_mul(1_000_003);
+                    continue;
+                }
+                let Some((trace_id, r, timestamp_us)) = r else {
+                    continue;
+                };
+                // The host only keeps exemplars of buckets that have observations,
+                // with a value within the bucket.
+                if values[i] == 0 {
+                    continue;
+                }
+                let lo = if b == 0 { 0 } else { h.bounds_us[b - 1] + 1 };
+                let hi = h.bounds_us.get(b).copied().unwrap_or(u64::MAX);
+                let span = (hi - lo).wrapping_add(1);
+                let value_us = if span == 0 { r } else { lo + r % span };
+                exemplars[i] = Some(Exemplar {
+                    trace_id,
+                    value_us,
+                    timestamp_us,
+                });
+            }
+            Hist {
+                h,
+                values,
+                exemplars,
+            }
+        })
+}
+
+/// Sample lines the histogram renders (if not skipped), computed from the input alone.
+fn expected_lines(x: &Hist, opts: &Options) -> (usize, usize) {
+    let per = x.h.slots_per_series();
+    let nb = x.h.bounds_us.len() + 1;
+    let mut seen = Vec::new();
+    let (mut laid_out, mut rendered) = (0, 0);
+    for (j, labels) in x.h.series.iter().enumerate() {
+        let has = |n: &str| labels.iter().any(|(k, _)| k == n);
+        if (!opts.workers && has("worker")) || (!opts.cores && has("core")) {
+            continue;
+        }
+        let mut key = labels.clone();
+        key.sort();
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        laid_out += nb + 2;
+        if x.values[j * per..j * per + nb].iter().any(|&c| c != 0) {
+            rendered += nb + 2;
+        }
+    }
+    (laid_out, rendered)
+}
+
+/// The OpenMetrics sample lines without their exemplars.
+fn without_exemplars(s: &str) -> Vec<&str> {
+    samples_of(s)
+        .into_iter()
+        .map(|l| l.split_once(" # ").map_or(l, |(a, _)| a))
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -166,6 +341,90 @@ proptest! {
         let values: Vec<i64> = (0..n as i64).map(|i| i * 1_000_003 - 7).collect();
         for fmt in [Format::Text, Format::OpenMetrics] {
             let (_, out) = render(&m, &opts, &values, fmt);
+            check(&out, fmt, &opts, false).map_err(|e| TestCaseError::fail(format!("{e}\n{out}")))?;
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Random histograms (bounds, label sets, counts up to u64::MAX, exemplars) after a
+    /// random metric list: valid in both formats (histogram rules included), lint-clean,
+    /// the other families unchanged, and the line counts follow from the input.
+    #[test]
+    fn histograms_are_valid(
+        m in proptest::collection::vec((metric_name(), metric_type(), any::<i64>()), 0..12),
+        hists in proptest::collection::vec(histogram(), 0..4),
+        opts in clean_options(),
+    ) {
+        let list: Vec<(&str, MetricType)> = m.iter().map(|(n, t, _)| (n.as_str(), *t)).collect();
+        let values: Vec<i64> = m.iter().map(|x| x.2).collect();
+        let hs: Vec<Histogram> = hists.iter().map(|x| x.h.clone()).collect();
+        let hist: Vec<u64> = hists.iter().flat_map(|x| x.values.iter().copied()).collect();
+        let ex: Vec<Option<Exemplar>> = hists.iter().flat_map(|x| x.exemplars.iter().copied()).collect();
+        let plain = Layout::new(&list, &opts);
+        let layout = Layout::with_histograms(&list, &[], &hs, &opts);
+        prop_assert_eq!(layout.histogram_slots(), hist.len());
+
+        // Which histograms were skipped (only name clashes), by input order.
+        let skipped: Vec<usize> = layout
+            .skipped()
+            .iter()
+            .filter(|s| s.index >= m.len())
+            .map(|s| s.index - m.len())
+            .collect();
+        prop_assert_eq!(&layout.skipped()[..plain.skipped().len()], plain.skipped());
+        let (mut laid_out, mut rendered) = (0, 0);
+        for (i, x) in hists.iter().enumerate() {
+            if !skipped.contains(&i) {
+                let (l, r) = expected_lines(x, &opts);
+                laid_out += l;
+                rendered += r;
+            }
+        }
+        prop_assert_eq!(layout.series(), plain.series() + laid_out);
+
+        for fmt in [Format::Text, Format::OpenMetrics] {
+            let mut base = Vec::new();
+            plain.render(&values, fmt, &mut base);
+            let base = String::from_utf8(base).expect("UTF-8");
+            let mut out = Vec::new();
+            layout.render_all(&values, &hist, &ex, fmt, &mut out);
+            let out = String::from_utf8(out).expect("UTF-8");
+            let lint = opts.help && fmt == Format::Text;
+            let n = check(&out, fmt, &opts, lint).map_err(|e| TestCaseError::fail(format!("{e}\n{out}")))?;
+            let n_base = check(&base, fmt, &opts, lint).map_err(|e| TestCaseError::fail(format!("{e}\n{base}")))?;
+            prop_assert_eq!(n, n_base + rendered, "{}", out);
+            // The other families come first, unchanged.
+            prop_assert!(out.starts_with(base.strip_suffix("# EOF\n").unwrap_or(&base)));
+            if fmt == Format::Text {
+                prop_assert!(!out.contains(" # {"), "exemplar in the text format");
+            }
+        }
+        let (mut text, mut om) = (Vec::new(), Vec::new());
+        layout.render_all(&values, &hist, &ex, Format::Text, &mut text);
+        layout.render_all(&values, &hist, &ex, Format::OpenMetrics, &mut om);
+        let (text, om) = (String::from_utf8(text).expect("UTF-8"), String::from_utf8(om).expect("UTF-8"));
+        prop_assert_eq!(samples_of(&text), without_exemplars(&om));
+    }
+
+    /// Short or odd `hist` and `exemplars`, any prefix: no panic, still valid.
+    #[test]
+    fn histograms_never_panic(
+        hists in proptest::collection::vec(histogram(), 0..4),
+        opts in any_options(),
+        cut in 0usize..64,
+        ex_len in 0usize..64,
+    ) {
+        let hs: Vec<Histogram> = hists.iter().map(|x| x.h.clone()).collect();
+        let hist: Vec<u64> = hists.iter().flat_map(|x| x.values.iter().copied()).collect();
+        let ex: Vec<Option<Exemplar>> = hists.iter().flat_map(|x| x.exemplars.iter().copied()).collect();
+        let layout = Layout::with_histograms(&[], &[], &hs, &opts);
+        for fmt in [Format::Text, Format::OpenMetrics] {
+            let mut out = Vec::new();
+            layout.render_all(&[], &hist[..cut.min(hist.len())], &ex[..ex_len.min(ex.len())], fmt, &mut out);
+            let out = String::from_utf8(out).expect("UTF-8");
             check(&out, fmt, &opts, false).map_err(|e| TestCaseError::fail(format!("{e}\n{out}")))?;
         }
     }
@@ -217,4 +476,56 @@ fn checker_rejects_bad_output() {
     }
     let om_good = "# HELP a h\n# TYPE a counter\na_total 1\n# HELP b_bytes h\\\"\n# TYPE b_bytes gauge\n# UNIT b_bytes bytes\nb_bytes 2\n# EOF\n";
     assert_eq!(check(om_good, Format::OpenMetrics, &o, false), Ok(2));
+}
+
+/// The checker's histogram rules reject what they must.
+#[test]
+fn checker_rejects_bad_histograms() {
+    let o = Options::default();
+    let head = "# HELP h x\n# TYPE h histogram\n";
+    let good = "h_bucket{a=\"1\",le=\"0.5\"} 1 # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"} 0.25 1.5\nh_bucket{a=\"1\",le=\"+Inf\"} 2\nh_sum{a=\"1\"} 0.75\nh_count{a=\"1\"} 2\n";
+    let om = |body: &str| format!("{head}{body}# EOF\n");
+    assert_eq!(check(&om(good), Format::OpenMetrics, &o, false), Ok(4));
+    let text_good = good.replace(
+        " # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"} 0.25 1.5",
+        "",
+    );
+    assert_eq!(
+        check(&format!("{head}{text_good}"), Format::Text, &o, true),
+        Ok(4)
+    );
+    let bad_om = [
+        // Not cumulative.
+        "h_bucket{le=\"1\"} 3\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 2\n",
+        // le not increasing.
+        "h_bucket{le=\"2\"} 1\nh_bucket{le=\"1.5\"} 1\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
+        // No +Inf.
+        "h_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n",
+        // +Inf differs from _count.
+        "h_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 2\n",
+        // _count without _sum, _sum without _count.
+        "h_bucket{le=\"+Inf\"} 1\nh_count 1\n",
+        "h_bucket{le=\"+Inf\"} 1\nh_sum 1\n",
+        // Exemplar above le, at or below the previous le, on _sum, bad trace id.
+        "h_bucket{le=\"1\"} 1 # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"} 1.000001 1\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
+        "h_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2 # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"} 1 1\nh_sum 1\nh_count 2\n",
+        "h_bucket{le=\"+Inf\"} 1\nh_sum 1 # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"} 1 1\nh_count 1\n",
+        "h_bucket{le=\"+Inf\"} 1 # {trace_id=\"4BF92F3577B34DA6A3CE929D0E0E4736\"} 1 1\nh_sum 1\nh_count 1\n",
+        // Interleaved series.
+        "h_bucket{a=\"1\",le=\"+Inf\"} 1\nh_bucket{a=\"2\",le=\"+Inf\"} 1\nh_sum{a=\"1\"} 1\nh_count{a=\"1\"} 1\nh_sum{a=\"2\"} 1\nh_count{a=\"2\"} 1\n",
+        // Fractional count, missing le, other sample name.
+        "h_bucket{le=\"+Inf\"} 1.5\nh_sum 1\nh_count 1.5\n",
+        "h_bucket 1\nh_sum 1\nh_count 1\n",
+        "h_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\nh_created 1\n",
+    ];
+    for b in bad_om {
+        assert!(
+            check(&om(b), Format::OpenMetrics, &o, false).is_err(),
+            "accepted {b:?}"
+        );
+    }
+    // Exemplars are OpenMetrics only, and only on histogram buckets.
+    assert!(check(&format!("{head}{good}"), Format::Text, &o, false).is_err());
+    let gauge = "# HELP g x\n# TYPE g gauge\ng 1 # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"} 1 1\n# EOF\n";
+    assert!(check(gauge, Format::OpenMetrics, &o, false).is_err());
 }

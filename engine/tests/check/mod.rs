@@ -75,8 +75,63 @@ pub fn check_value(v: &str) -> Result<(), String> {
 /// `(label name, label value)` pairs.
 type Labels = Vec<(String, String)>;
 
-/// Parses `name{l="v",...} value` into (name, labels, value).
-fn parse_sample(line: &str) -> Result<(String, Labels, String), String> {
+/// Parses `{l="v",...}` at the start of `rest` (`line` for messages): the labels and what
+/// follows the closing brace.
+fn parse_labels<'a>(mut rest: &'a str, line: &str) -> Result<(Labels, &'a str), String> {
+    rest = rest
+        .strip_prefix('{')
+        .ok_or_else(|| format!("no labels in {line:?}"))?;
+    let mut labels = Vec::new();
+    loop {
+        let eq = rest
+            .find("=\"")
+            .ok_or_else(|| format!("bad labels in {line:?}"))?;
+        let lname = &rest[..eq];
+        if !is_label_name(lname) {
+            return Err(format!("bad label name {lname:?} in {line:?}"));
+        }
+        rest = &rest[eq + 2..];
+        // Find the closing quote, skipping escapes.
+        let bytes = rest.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() && bytes[i] != b'"' {
+            i += if bytes[i] == b'\\' { 2 } else { 1 };
+        }
+        if i >= bytes.len() {
+            return Err(format!("unterminated label value in {line:?}"));
+        }
+        let value = &rest[..i];
+        check_escapes(value, &['\\', '"', 'n'], true)?;
+        labels.push((lname.to_owned(), value.to_owned()));
+        rest = &rest[i + 1..];
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix('}') {
+            return Ok((labels, r));
+        } else {
+            return Err(format!("bad label separator in {line:?}"));
+        }
+    }
+}
+
+/// An OpenMetrics exemplar: ` # {labels} value [timestamp]` after a sample's value.
+#[derive(Debug)]
+pub struct Exemplar {
+    pub labels: Labels,
+    pub value: String,
+    pub timestamp: Option<String>,
+}
+
+/// A parsed sample line.
+struct Sample {
+    name: String,
+    labels: Labels,
+    value: String,
+    exemplar: Option<Exemplar>,
+}
+
+/// Parses `name{l="v",...} value[ # {l="v"} value[ timestamp]]`.
+fn parse_sample(line: &str) -> Result<Sample, String> {
     let name_end = line
         .find(['{', ' '])
         .ok_or_else(|| format!("no value in {line:?}"))?;
@@ -86,45 +141,103 @@ fn parse_sample(line: &str) -> Result<(String, Labels, String), String> {
     }
     let mut rest = &line[name_end..];
     let mut labels = Vec::new();
-    if let Some(r) = rest.strip_prefix('{') {
-        rest = r;
-        loop {
-            let eq = rest
-                .find("=\"")
-                .ok_or_else(|| format!("bad labels in {line:?}"))?;
-            let lname = &rest[..eq];
-            if !is_label_name(lname) {
-                return Err(format!("bad label name {lname:?} in {line:?}"));
-            }
-            rest = &rest[eq + 2..];
-            // Find the closing quote, skipping escapes.
-            let bytes = rest.as_bytes();
-            let mut i = 0;
-            while i < bytes.len() && bytes[i] != b'"' {
-                i += if bytes[i] == b'\\' { 2 } else { 1 };
-            }
-            if i >= bytes.len() {
-                return Err(format!("unterminated label value in {line:?}"));
-            }
-            let value = &rest[..i];
-            check_escapes(value, &['\\', '"', 'n'], true)?;
-            labels.push((lname.to_owned(), value.to_owned()));
-            rest = &rest[i + 1..];
-            if let Some(r) = rest.strip_prefix(',') {
-                rest = r;
-            } else if let Some(r) = rest.strip_prefix('}') {
-                rest = r;
-                break;
-            } else {
-                return Err(format!("bad label separator in {line:?}"));
-            }
-        }
+    if rest.starts_with('{') {
+        (labels, rest) = parse_labels(rest, line)?;
     }
-    let value = rest
+    let rest = rest
         .strip_prefix(' ')
         .ok_or_else(|| format!("no space before value in {line:?}"))?;
+    let (value, exemplar) = match rest.split_once(' ') {
+        None => (rest, None),
+        Some((value, ex)) => {
+            let ex = ex
+                .strip_prefix("# ")
+                .ok_or_else(|| format!("garbage after the value in {line:?}"))?;
+            let (labels, ex) = parse_labels(ex, line)?;
+            let ex = ex
+                .strip_prefix(' ')
+                .ok_or_else(|| format!("no exemplar value in {line:?}"))?;
+            let (v, ts) = match ex.split_once(' ') {
+                None => (ex, None),
+                Some((v, ts)) => (v, Some(ts)),
+            };
+            check_value(v)?;
+            if let Some(ts) = ts {
+                check_value(ts)?;
+            }
+            (
+                value,
+                Some(Exemplar {
+                    labels,
+                    value: v.to_owned(),
+                    timestamp: ts.map(str::to_owned),
+                }),
+            )
+        }
+    };
     check_value(value)?;
-    Ok((name.to_owned(), labels, value.to_owned()))
+    Ok(Sample {
+        name: name.to_owned(),
+        labels,
+        value: value.to_owned(),
+        exemplar,
+    })
+}
+
+/// Compares two non-negative exact decimals (`check_value` grammar) or `+Inf`, exactly.
+pub fn cmp_decimal(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a == "+Inf", b == "+Inf") {
+        (true, true) => return Ordering::Equal,
+        (true, false) => return Ordering::Greater,
+        (false, true) => return Ordering::Less,
+        _ => {}
+    }
+    let split = |s: &str| -> (String, String) {
+        let (i, f) = s.split_once('.').unwrap_or((s, ""));
+        (i.to_owned(), f.to_owned())
+    };
+    let ((ai, af), (bi, bf)) = (split(a), split(b));
+    ai.len()
+        .cmp(&bi.len())
+        .then_with(|| ai.cmp(&bi))
+        .then_with(|| {
+            let n = af.len().max(bf.len());
+            format!("{af:0<n$}").cmp(&format!("{bf:0<n$}"))
+        })
+}
+
+/// One series of a histogram family: its buckets in order, `_sum` and `_count`.
+#[derive(Default)]
+struct HistSeries {
+    buckets: Vec<(String, String)>,
+    sum: Option<String>,
+    count: Option<String>,
+}
+
+/// Checks a histogram series: `le` strictly increasing up to `+Inf`, cumulative counts
+/// non-decreasing, `+Inf` equal to `_count`, `_sum` and `_count` both present.
+fn check_hist_series(fam: &str, key: &Labels, s: &HistSeries) -> Result<(), String> {
+    let err = |what: &str| Err(format!("histogram {fam}{key:?}: {what}"));
+    let Some(last) = s.buckets.last() else {
+        return err("no buckets");
+    };
+    if last.0 != "+Inf" {
+        return err("last bucket is not le=\"+Inf\"");
+    }
+    for w in s.buckets.windows(2) {
+        if cmp_decimal(&w[0].0, &w[1].0) != std::cmp::Ordering::Less {
+            return err("le values not increasing");
+        }
+        if cmp_decimal(&w[0].1, &w[1].1) == std::cmp::Ordering::Greater {
+            return err("bucket counts not cumulative");
+        }
+    }
+    match (&s.sum, &s.count) {
+        (Some(_), Some(c)) if *c == last.1 => Ok(()),
+        (Some(_), Some(_)) => err("_count differs from the +Inf bucket"),
+        _ => err("_sum or _count missing"),
+    }
 }
 
 const ABBREVIATIONS: [&str; 14] = [
@@ -195,7 +308,11 @@ fn promlint(name: &str, ty: Option<&str>, labels: &[String]) -> Result<(), Strin
         }
         _ => {}
     }
-    if ty.is_some() {
+    if ty == Some("histogram") {
+        if labels.iter().any(|l| l == "quantile") {
+            return err("reserved label");
+        }
+    } else if ty.is_some() {
         for suffix in ["_bucket", "_count", "_sum"] {
             if name.ends_with(suffix) {
                 return err(suffix);
@@ -219,6 +336,8 @@ struct Family {
     unit: bool,
     samples: usize,
     label_names: Vec<String>,
+    /// Histogram series by labels without `le`, in order of appearance.
+    hist: Vec<(Labels, HistSeries)>,
 }
 
 /// Checks one exposition. `lint` also applies the promlint rules (text only).
@@ -265,7 +384,19 @@ pub fn check(out: &str, fmt: Format, opts: &Options, lint: bool) -> Result<usize
             return Err(format!("family {}: UNIT presence {}", fam.name, fam.unit));
         }
         if lint {
-            promlint(&fam.name, fam.ty.as_deref(), &fam.label_names)?;
+            let names: Vec<String> = if fam.ty.as_deref() == Some("histogram") {
+                fam.label_names
+                    .iter()
+                    .filter(|l| *l != "le")
+                    .cloned()
+                    .collect()
+            } else {
+                fam.label_names.clone()
+            };
+            promlint(&fam.name, fam.ty.as_deref(), &names)?;
+        }
+        for (key, s) in &fam.hist {
+            check_hist_series(&fam.name, key, s)?;
         }
         if !closed.insert(fam.name.clone()) {
             return Err(format!("family {} is not contiguous", fam.name));
@@ -311,7 +442,7 @@ pub fn check(out: &str, fmt: Format, opts: &Options, lint: bool) -> Result<usize
                     }
                 }
                 "TYPE" if fam.ty.is_none() => {
-                    if rest != "counter" && rest != "gauge" {
+                    if !["counter", "gauge", "histogram"].contains(&rest) {
                         return Err(format!("bad type {rest:?}"));
                     }
                     fam.ty = Some(rest.to_owned());
@@ -329,11 +460,19 @@ pub fn check(out: &str, fmt: Format, opts: &Options, lint: bool) -> Result<usize
         if line.starts_with('#') {
             return Err(format!("unexpected comment {line:?}"));
         }
-        let (name, labels, value) = parse_sample(line)?;
+        let Sample {
+            name,
+            labels,
+            value,
+            exemplar,
+        } = parse_sample(line)?;
         total += 1;
         // The family this sample must belong to.
         let belongs = |f: &Family| match (om, f.ty.as_deref()) {
             (true, Some("counter")) => name == format!("{}_total", f.name),
+            (_, Some("histogram")) => ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| name == format!("{}{s}", f.name)),
             _ => name == f.name,
         };
         if !cur.as_ref().is_some_and(belongs) {
@@ -354,6 +493,11 @@ pub fn check(out: &str, fmt: Format, opts: &Options, lint: bool) -> Result<usize
         let fam = cur.as_mut().expect("current family");
         fam.samples += 1;
         let is_counter = fam.ty.as_deref() == Some("counter");
+        if fam.ty.as_deref() == Some("histogram") {
+            check_hist_sample(fam, &name, &labels, &value, exemplar.as_ref(), om)?;
+        } else if exemplar.is_some() {
+            return Err(format!("exemplar outside a histogram bucket: {line:?}"));
+        }
         if is_counter {
             if !name.ends_with("_total") || name.ends_with("_total_total") {
                 return Err(format!("counter sample {name}"));
@@ -383,4 +527,96 @@ pub fn check(out: &str, fmt: Format, opts: &Options, lint: bool) -> Result<usize
         finish(f, &mut closed)?;
     }
     Ok(total)
+}
+
+/// Checks one sample of a histogram family and records it in `fam.hist`.
+fn check_hist_sample(
+    fam: &mut Family,
+    name: &str,
+    labels: &Labels,
+    value: &str,
+    exemplar: Option<&Exemplar>,
+    om: bool,
+) -> Result<(), String> {
+    let suffix = &name[fam.name.len()..];
+    let mut key: Labels = labels.iter().filter(|(k, _)| k != "le").cloned().collect();
+    key.sort();
+    let le = labels
+        .iter()
+        .find(|(k, _)| k == "le")
+        .map(|(_, v)| v.clone());
+    if (suffix == "_bucket") != le.is_some() {
+        return Err(format!(
+            "{name}: le label on a non-bucket sample or missing"
+        ));
+    }
+    if value.starts_with('-') {
+        return Err(format!("{name}: negative value {value}"));
+    }
+    if exemplar.is_some() && suffix != "_bucket" {
+        return Err(format!("{name}: exemplar outside a bucket"));
+    }
+    if suffix != "_sum" && value.contains('.') {
+        return Err(format!("{name}: count {value} is not an integer"));
+    }
+    // Series of a histogram are contiguous (OpenMetrics "metric grouping").
+    match fam.hist.iter().position(|(k, _)| *k == key) {
+        Some(i) if i + 1 != fam.hist.len() => {
+            return Err(format!(
+                "{name}{labels:?}: series of a histogram interleaved"
+            ))
+        }
+        Some(_) => {}
+        None => fam.hist.push((key, HistSeries::default())),
+    }
+    let s = &mut fam.hist.last_mut().expect("just pushed").1;
+    if s.count.is_some() || (suffix == "_bucket" && s.sum.is_some()) {
+        return Err(format!(
+            "{name}{labels:?}: after the series' _count or _sum"
+        ));
+    }
+    match suffix {
+        "_bucket" => {
+            let le = le.expect("checked");
+            if le != "+Inf" {
+                check_value(&le)?;
+                if le.starts_with('-') {
+                    return Err(format!("{name}: negative le {le}"));
+                }
+            }
+            if let Some(e) = exemplar {
+                if !om {
+                    return Err(format!("{name}: exemplar in the text format"));
+                }
+                let [(k, v)] = e.labels.as_slice() else {
+                    return Err(format!("{name}: exemplar labels {:?}", e.labels));
+                };
+                let hex = v.len() == 32
+                    && v.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                if k != "trace_id" || !hex {
+                    return Err(format!("{name}: exemplar labels {:?}", e.labels));
+                }
+                if e.value.starts_with('-') || cmp_decimal(&e.value, &le).is_gt() {
+                    return Err(format!("{name}: exemplar value {} above le {le}", e.value));
+                }
+                if let Some((prev, _)) = s.buckets.last() {
+                    if cmp_decimal(&e.value, prev).is_le() {
+                        return Err(format!(
+                            "{name}: exemplar value {} not above the previous le {prev}",
+                            e.value
+                        ));
+                    }
+                }
+                if e.timestamp.is_none() {
+                    return Err(format!("{name}: exemplar without timestamp"));
+                }
+            }
+            s.buckets.push((le, value.to_owned()));
+        }
+        "_sum" if s.sum.is_none() => s.sum = Some(value.to_owned()),
+        "_count" if s.sum.is_some() => s.count = Some(value.to_owned()),
+        _ => return Err(format!("{name}{labels:?}: unexpected or repeated sample")),
+    }
+    Ok(())
 }
