@@ -4,9 +4,10 @@
 use std::sync::OnceLock;
 
 use metrics_prometheus_engine::config::Config;
-use metrics_prometheus_engine::format::{Format, Layout, MetricType, SkipReason};
+use metrics_prometheus_engine::format::{Exemplar, Format, Layout, MetricType, SkipReason};
 use metrics_prometheus_engine::plan::{plan, Source};
 
+use crate::histogram;
 use crate::host;
 use crate::live::{self, Live};
 
@@ -43,10 +44,13 @@ pub(crate) fn install(cfg: &Config) {
     let Some(list) = host::metrics::read_metrics_list() else {
         return;
     };
-    let (topology, live) = live::read(list);
+    let (mut topology, live) = live::read(list);
+    if histogram::enabled() {
+        topology.buckets_us = Some(cfg.buckets_us.clone());
+    }
     let plan = plan(&topology);
     let names: Vec<(&str, MetricType)> = plan.names.iter().map(|(n, t)| (n.as_str(), *t)).collect();
-    let layout = Layout::with_extras(&names, &plan.extras, &cfg.format);
+    let layout = Layout::with_histograms(&names, &plan.extras, &plan.histograms, &cfg.format);
     // Skips by design (aliases, worker 0, ...) are documented; collisions between the user's
     // own metric names are worth one line each.
     for s in layout.skipped() {
@@ -73,6 +77,8 @@ pub(crate) fn install(cfg: &Config) {
 pub(crate) struct Scratch {
     values: Vec<i64>,
     live: live::Scratch,
+    hist: Vec<u64>,
+    exemplars: Vec<Option<Exemplar>>,
     /// The rendered exposition.
     pub(crate) out: Vec<u8>,
 }
@@ -88,6 +94,13 @@ pub(crate) fn render(fmt: Format, scratch: &mut Scratch) -> Result<(), ScrapeErr
     }
     exp.live
         .fill(&exp.sources, &mut scratch.values, &mut scratch.live);
-    exp.layout.render(&scratch.values, fmt, &mut scratch.out);
+    histogram::collect(&mut scratch.hist, &mut scratch.exemplars);
+    exp.layout.render_all(
+        &scratch.values,
+        &scratch.hist,
+        &scratch.exemplars,
+        fmt,
+        &mut scratch.out,
+    );
     Ok(())
 }

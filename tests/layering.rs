@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["ffi", "cflags"],
     &["host"],
-    &["live"],
+    &["live", "histogram"],
     &["scrape"],
     &["router", "server"],
     &["plugin"],

@@ -193,6 +193,12 @@ pub const WORKER_CORE_IN_REQUEST: FamilyDef = def(
     0,
     "1 while the core (thread or async slot) of the worker is handling a request.",
 );
+pub const WORKER_OLDEST_REQUEST: FamilyDef = def(
+    "worker_oldest_request_seconds",
+    Gauge,
+    6,
+    "Age of the longest-running request in the worker right now (0 when idle): what harakiri acts on.",
+);
 pub const WORKER_APP_REQUESTS: FamilyDef = def(
     "worker_app_requests",
     Counter,
@@ -215,6 +221,11 @@ pub const MASTER_FDS: FamilyDef = def("master_open_fds", Gauge, 0, PROC_FDS_HELP
 pub const WORKER_CPU: FamilyDef = def("worker_cpu_seconds", Counter, 6, PROC_CPU_HELP);
 pub const WORKER_RSS: FamilyDef = def("worker_resident_memory_bytes", Gauge, 0, PROC_RSS_HELP);
 pub const WORKER_FDS: FamilyDef = def("worker_open_fds", Gauge, 0, PROC_FDS_HELP);
+
+/// The request-duration histogram (rendered by the engine's histogram support, fed by the
+/// after-request hook).
+pub const REQUEST_DURATION: &str = "request_duration_seconds";
+pub const REQUEST_DURATION_HELP: &str = "Time from the start to the end of each request, as uWSGI measures it (end_of_request - start_of_request), over every worker, by method and status class.";
 
 /// Every family above, for documentation and tests.
 pub const ALL: &[FamilyDef] = &[
@@ -245,6 +256,7 @@ pub const ALL: &[FamilyDef] = &[
     WORKER_SIGNALS,
     WORKER_LAST_SPAWN,
     WORKER_CORE_IN_REQUEST,
+    WORKER_OLDEST_REQUEST,
     WORKER_APP_REQUESTS,
     WORKER_APP_EXCEPTIONS,
     MASTER_CPU,

@@ -119,6 +119,62 @@ pub struct Config {
     /// Credentials required on `--prometheus-server`.
     pub basic_auth: Option<BasicAuth>,
     pub format: crate::format::Options,
+    /// Request-duration histograms (`--prometheus-no-histograms` turns them off).
+    pub histograms: bool,
+    /// Finite bucket bounds in microseconds, strictly increasing.
+    pub buckets_us: Vec<u64>,
+    /// Remember W3C trace ids as exemplars (`--prometheus-exemplars`).
+    pub exemplars: bool,
+}
+
+/// `--prometheus-buckets` default: Prometheus' client libraries' default buckets, in µs.
+pub const DEFAULT_BUCKETS_US: [u64; 11] = [
+    5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+    10_000_000,
+];
+
+/// Most finite buckets `--prometheus-buckets` accepts.
+pub const MAX_BUCKETS: usize = 32;
+
+/// Parses `--prometheus-buckets`: seconds as plain decimals (`0.005,0.01,1`), at microsecond
+/// resolution, positive, at most one hour, no duplicates; sorted.
+pub fn parse_buckets(v: &str) -> Result<Vec<u64>, String> {
+    let mut out = Vec::new();
+    for part in v.split(',') {
+        let p = part.trim();
+        let us = parse_seconds_us(p).ok_or_else(|| {
+            format!(
+                "'{p}' is not a duration in seconds between 0.000001 and 3600 written as a \
+                 plain decimal with at most 6 decimals (e.g. 0.005)"
+            )
+        })?;
+        out.push(us);
+    }
+    out.sort_unstable();
+    if let Some(w) = out.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!("bucket {} given twice", w[0] as f64 / 1e6));
+    }
+    if out.len() > MAX_BUCKETS {
+        return Err(format!("at most {MAX_BUCKETS} buckets"));
+    }
+    Ok(out)
+}
+
+/// `"0.005"` → 5000 µs. `None` for anything but a positive plain decimal of at most 6
+/// decimals, up to 3600 s.
+fn parse_seconds_us(p: &str) -> Option<u64> {
+    let (int, frac) = p.split_once('.').unwrap_or((p, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) || frac.len() > 6 {
+        return None;
+    }
+    let whole: u64 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let mut micros: u64 = 0;
+    for (i, b) in frac.bytes().enumerate() {
+        micros += u64::from(b - b'0') * 10u64.pow(5 - i as u32);
+    }
+    let us = whole.checked_mul(1_000_000)?.checked_add(micros)?;
+    (us > 0 && us <= 3_600_000_000).then_some(us)
 }
 
 impl Default for Config {
@@ -131,6 +187,9 @@ impl Default for Config {
             allow: Vec::new(),
             basic_auth: None,
             format: crate::format::Options::default(),
+            histograms: true,
+            buckets_us: DEFAULT_BUCKETS_US.to_vec(),
+            exemplars: false,
         }
     }
 }
@@ -197,6 +256,12 @@ declare_options! {
         c"omit # HELP lines";
     NoType = c"prometheus-no-type", flag, Nothing,
         c"omit # TYPE lines";
+    Buckets = c"prometheus-buckets", value, Nothing,
+        c"bounds of the request-duration histogram buckets, in seconds, comma-separated (default 0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10)";
+    NoHistograms = c"prometheus-no-histograms", flag, Nothing,
+        c"do not record request-duration histograms (no after-request hook)";
+    Exemplars = c"prometheus-exemplars", flag, Nothing,
+        c"attach the W3C traceparent trace id of the latest request of each histogram bucket as an OpenMetrics exemplar";
 }
 
 impl Opt {
@@ -301,6 +366,9 @@ impl Config {
             Opt::NoCores => self.format.cores = !flag(value).map_err(err)?,
             Opt::NoHelp => self.format.help = !flag(value).map_err(err)?,
             Opt::NoType => self.format.types = !flag(value).map_err(err)?,
+            Opt::Buckets => self.buckets_us = parse_buckets(value.unwrap_or("")).map_err(err)?,
+            Opt::NoHistograms => self.histograms = !flag(value).map_err(err)?,
+            Opt::Exemplars => self.exemplars = flag(value).map_err(err)?,
         }
         Ok(())
     }
@@ -430,7 +498,7 @@ mod tests {
     #[test]
     fn options_are_declared_once() {
         let mut names: Vec<&str> = OPTIONS.iter().map(|d| d.opt.name()).collect();
-        assert_eq!(names.len(), 11);
+        assert_eq!(names.len(), 14);
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), OPTIONS.len(), "duplicate option name");
@@ -441,6 +509,54 @@ mod tests {
         }
         assert!(Opt::Server.takes_value() && !Opt::NoHelp.takes_value());
         assert_eq!(Opt::Server.decl().implies, Implies::MasterAndMetrics);
+    }
+
+    #[test]
+    fn buckets() {
+        assert_eq!(
+            parse_buckets("0.005, 1,0.5"),
+            Ok(vec![5_000, 500_000, 1_000_000])
+        );
+        assert_eq!(
+            parse_buckets(".25,3600,0.000001"),
+            Ok(vec![1, 250_000, 3_600_000_000])
+        );
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "1e-3",
+            "0.0000001",
+            "3600.000001",
+            "abc",
+            "1,,2",
+            "1,1.0",
+            "inf",
+            "NaN",
+            " ",
+            "1.2.3",
+        ] {
+            assert!(parse_buckets(bad).is_err(), "{bad:?}");
+        }
+        let many = (1..=33)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(parse_buckets(&many).is_err());
+        let mut c = Config::default();
+        assert_eq!(c.buckets_us, DEFAULT_BUCKETS_US);
+        assert!(c.histograms && !c.exemplars);
+        let e = c
+            .apply(Opt::Buckets, Some("0.1,x"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("invalid value for --prometheus-buckets: 'x'"),
+            "{e}"
+        );
+        c.apply(Opt::NoHistograms, None).expect("flag");
+        c.apply(Opt::Exemplars, Some("true")).expect("flag");
+        assert!(!c.histograms && c.exemplars);
     }
 
     #[test]

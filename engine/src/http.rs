@@ -44,6 +44,33 @@ impl BasicAuth {
     }
 }
 
+/// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`), lowercase,
+/// or `None` when the header is malformed or the id is all zeros (invalid per the spec).
+/// Later versions may append fields after the flags; they are ignored.
+pub fn traceparent_trace_id(v: &[u8]) -> Option<[u8; 32]> {
+    let v = v.trim_ascii();
+    let hex = |b: &[u8]| {
+        b.iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    };
+    if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+        return None;
+    }
+    let (version, id, parent, flags) = (&v[..2], &v[3..35], &v[36..52], &v[53..55]);
+    if !hex(version) || version == b"ff" || !hex(id) || !hex(parent) || !hex(flags) {
+        return None;
+    }
+    if (version == b"00" && v.len() != 55) || (v.len() > 55 && v[55] != b'-') {
+        return None;
+    }
+    if id.iter().all(|&c| c == b'0') || parent.iter().all(|&c| c == b'0') {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(id);
+    Some(out)
+}
+
 /// Largest request head accepted; beyond it the answer is 431.
 pub const HEAD_LIMIT: usize = 8 * 1024;
 /// Most header lines accepted; beyond them the answer is 431 too.
@@ -376,6 +403,36 @@ mod tests {
             p("GET /metrics\r\n\r\n"),
             Parsed::Done(Action::Error(Status::BadRequest))
         );
+    }
+
+    #[test]
+    fn traceparent() {
+        let ok = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            traceparent_trace_id(ok).as_ref().map(|id| &id[..]),
+            Some(&b"4bf92f3577b34da6a3ce929d0e0e4736"[..])
+        );
+        assert!(
+            traceparent_trace_id(b" 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 ")
+                .is_some()
+        );
+        assert!(traceparent_trace_id(
+            b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz"
+        )
+        .is_some());
+        for bad in [
+            &b""[..],
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            b"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
+        ] {
+            assert!(traceparent_trace_id(bad).is_none(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! uWSGI.
 
 use crate::catalogue::{self as cat, FamilyDef};
-use crate::format::{Extra, MetricType};
+use crate::format::{Extra, Histogram, MetricType};
 
 /// A listening socket of uWSGI, in the order of `uwsgi.sockets`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +46,8 @@ pub struct Topology {
     pub sockets: Vec<SocketDesc>,
     /// Mountpoints of the apps loaded before fork, by app id.
     pub apps: Vec<String>,
+    /// Request-duration bucket bounds in µs; `None` without histograms.
+    pub buckets_us: Option<Vec<u64>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,6 +197,8 @@ pub enum Source {
     Mule(usize, MuleField),
     Proc(Proc, ProcField),
     Const(i64),
+    /// Age in µs of the worker's longest-running request (0 when idle).
+    OldestRequest(usize),
 }
 
 /// What the exporter renders: metric names for the engine, the extra series, and where each
@@ -204,6 +208,8 @@ pub struct Plan {
     pub names: Vec<(String, MetricType)>,
     pub extras: Vec<Extra>,
     pub sources: Vec<Source>,
+    /// The request-duration histogram, series in [`series_index`] order.
+    pub histograms: Vec<Histogram>,
 }
 
 impl Plan {
@@ -272,6 +278,60 @@ pub fn live_source_for(name: &str, workers: usize, cores: usize) -> Option<Sourc
             Some(Source::Core(w, c, f))
         }
         _ => None,
+    }
+}
+
+/// The `method` label values of the request histogram, by index.
+pub const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
+];
+/// The `code` label values (status classes), by index.
+pub const CODES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "unknown"];
+/// Series of the request histogram: one per method and status class.
+pub const REQUEST_SERIES: usize = METHODS.len() * CODES.len();
+
+/// The `method` label of a request method: the common ones by name, the rest `other`, so
+/// that a client cannot make series appear.
+pub fn method_index(method: &[u8]) -> usize {
+    METHODS[..7]
+        .iter()
+        .position(|m| m.as_bytes() == method)
+        .unwrap_or(7)
+}
+
+/// The status class of an HTTP status; `unknown` when there is none (the client went away,
+/// or the request ended before a response) or it is out of range.
+pub fn code_index(status: i64) -> usize {
+    match status {
+        100..=599 => (status / 100 - 1) as usize,
+        _ => 5,
+    }
+}
+
+/// The series of the request histogram for a method and status class.
+pub fn series_index(method: usize, code: usize) -> usize {
+    method * CODES.len() + code
+}
+
+/// The bucket of an observation: the first bound it does not exceed (Prometheus' `le`), or
+/// `bounds.len()` for +Inf.
+pub fn bucket_index(bounds_us: &[u64], value_us: u64) -> usize {
+    bounds_us.partition_point(|&b| b < value_us)
+}
+
+/// The request-duration histogram over the given bounds.
+pub fn request_histogram(bounds_us: &[u64]) -> Histogram {
+    let mut series = Vec::with_capacity(REQUEST_SERIES);
+    for m in METHODS {
+        for c in CODES {
+            series.push(labels([("method", m), ("code", c)]));
+        }
+    }
+    Histogram {
+        family: cat::REQUEST_DURATION,
+        help: cat::REQUEST_DURATION_HELP,
+        bounds_us: bounds_us.to_vec(),
+        series,
     }
 }
 
@@ -399,6 +459,11 @@ pub fn plan(t: &Topology) -> Plan {
                 Source::Core(w, c, CoreField::InRequest),
             );
         }
+        p.add(
+            &cat::WORKER_OLDEST_REQUEST,
+            labels([("worker", &ws)]),
+            Source::OldestRequest(w),
+        );
     }
 
     // Applications loaded in the master before fork (every worker starts with a copy; with
@@ -430,6 +495,9 @@ pub fn plan(t: &Topology) -> Plan {
     ];
     for (def, f) in master {
         p.add(def, vec![], Source::Proc(Proc::Master, f));
+    }
+    if let Some(bounds) = &t.buckets_us {
+        p.histograms.push(request_histogram(bounds));
     }
     for w in 1..=t.workers {
         let ws = w.to_string();
@@ -485,6 +553,7 @@ mod tests {
                 },
             ],
             apps: vec!["".into()],
+            buckets_us: Some(vec![5_000, 100_000, 1_000_000]),
         }
     }
 
@@ -564,6 +633,7 @@ mod tests {
         let count = |f: &str| sources_of(&p, f).len();
         assert_eq!(count("up"), 1);
         assert_eq!(count("worker_core_in_request"), 2);
+        assert_eq!(count("worker_oldest_request_seconds"), 2);
         assert_eq!(count("worker_app_requests"), 2);
         assert_eq!(count("cache_hits"), 1);
         assert_eq!(count("spooler_tasks"), 1);
@@ -580,6 +650,48 @@ mod tests {
         for def in cat::ALL {
             assert!(count(def.name) > 0, "{} unused", def.name);
         }
+    }
+
+    #[test]
+    fn request_histogram_series() {
+        let p = plan(&topo());
+        assert_eq!(p.histograms.len(), 1);
+        let h = &p.histograms[0];
+        assert_eq!(h.bounds_us, [5_000, 100_000, 1_000_000]);
+        assert_eq!(h.series.len(), REQUEST_SERIES);
+        let s = &h.series[series_index(method_index(b"POST"), code_index(503))];
+        assert_eq!(s, &labels([("method", "POST"), ("code", "5xx")]));
+        let s = &h.series[series_index(method_index(b"BREW"), code_index(0))];
+        assert_eq!(s, &labels([("method", "other"), ("code", "unknown")]));
+        assert_eq!(method_index(b"get"), 7);
+        assert_eq!(method_index(b"OPTIONS"), 6);
+        for (status, want) in [
+            (99, 5),
+            (100, 0),
+            (204, 1),
+            (399, 2),
+            (404, 3),
+            (599, 4),
+            (600, 5),
+        ] {
+            assert_eq!(code_index(status), want, "{status}");
+        }
+        let none = Topology {
+            buckets_us: None,
+            ..topo()
+        };
+        assert!(plan(&none).histograms.is_empty());
+    }
+
+    #[test]
+    fn buckets_are_le() {
+        let b = [5_000, 100_000, 1_000_000];
+        assert_eq!(bucket_index(&b, 0), 0);
+        assert_eq!(bucket_index(&b, 5_000), 0);
+        assert_eq!(bucket_index(&b, 5_001), 1);
+        assert_eq!(bucket_index(&b, 1_000_000), 2);
+        assert_eq!(bucket_index(&b, 1_000_001), 3);
+        assert_eq!(bucket_index(&[], 7), 0);
     }
 
     #[test]

@@ -165,6 +165,10 @@ type WriteBody = unsafe extern "C" fn(*mut ffi::wsgi_request, *mut c_char, usize
 type WriteHeaders = unsafe extern "C" fn(*mut ffi::wsgi_request) -> c_int;
 type AddFdRead = unsafe extern "C" fn(c_int, c_int) -> c_int;
 type WorkerIsBusy = unsafe extern "C" fn(c_int) -> c_int;
+type StringNewList = unsafe extern "C" fn(
+    *mut *mut ffi::uwsgi_string_list,
+    *mut c_char,
+) -> *mut ffi::uwsgi_string_list;
 
 // Compile-time proof that the pointer types above match the binary's header (these constants
 // are never emitted, so they add no link-time reference).
@@ -176,12 +180,12 @@ const _: WriteBody = ffi::uwsgi_response_write_body_do;
 const _: WriteHeaders = ffi::uwsgi_response_write_headers_do;
 const _: AddFdRead = ffi::event_queue_add_fd_read;
 const _: WorkerIsBusy = ffi::uwsgi_worker_is_busy;
+const _: StringNewList = ffi::uwsgi_string_new_list;
 
-/// uWSGI's functions and its server struct, resolved once at load time. The request and
-/// response functions exist in every build but only the route action uses them.
+/// uWSGI's functions and its server struct, resolved once at load time. The response
+/// functions exist in every build but only the route action (routing builds) uses them.
 pub(crate) struct Api {
     pub(crate) server: *mut ffi::uwsgi_server,
-    #[cfg(uwsgi_routing)]
     pub(crate) get_var: GetVar,
     #[cfg(uwsgi_routing)]
     pub(crate) prepare_headers: PrepareHeaders,
@@ -196,6 +200,8 @@ pub(crate) struct Api {
     pub(crate) add_fd_read: AddFdRead,
     /// `uwsgi_worker_is_busy(wid)`: the stats server's definition of a busy worker.
     pub(crate) worker_is_busy: WorkerIsBusy,
+    /// `uwsgi_string_new_list(&list, value)`: appends to one of uWSGI's string lists.
+    pub(crate) string_new_list: StringNewList,
 }
 
 // SAFETY: function pointers and the address of uWSGI's process-global struct; which thread may
@@ -236,7 +242,6 @@ fn resolve_api() -> Result<Api, AbiMismatch> {
     }
     Ok(Api {
         server: server.cast(),
-        #[cfg(uwsgi_routing)]
         get_var: sym!(c"uwsgi_get_var", GetVar),
         #[cfg(uwsgi_routing)]
         prepare_headers: sym!(c"uwsgi_response_prepare_headers", PrepareHeaders),
@@ -250,5 +255,6 @@ fn resolve_api() -> Result<Api, AbiMismatch> {
         write_headers: sym!(c"uwsgi_response_write_headers_do", WriteHeaders),
         add_fd_read: sym!(c"event_queue_add_fd_read", AddFdRead),
         worker_is_busy: sym!(c"uwsgi_worker_is_busy", WorkerIsBusy),
+        string_new_list: sym!(c"uwsgi_string_new_list", StringNewList),
     })
 }

@@ -9,7 +9,8 @@
 //! - [`shared`]: bounds-checked, typed reads of the shared worker table and friends;
 //! - [`procfs`]: allocation-free /proc figures;
 //! - [`net`], [`epoll`], [`fork`]: the dedicated server's sockets, poller and fork hygiene;
-//! - `request`: routes and requests for the route action (routing builds only).
+//! - [`request`]: requests, the after-request chain, and routes for the route action;
+//! - [`shm`]: zeroed shared memory mapped before fork (the request histograms).
 
 pub(crate) mod abi;
 #[cfg(feature = "fault-injection")]
@@ -20,9 +21,9 @@ pub(crate) mod log;
 pub(crate) mod metrics;
 pub(crate) mod net;
 pub(crate) mod procfs;
-#[cfg(uwsgi_routing)]
 pub(crate) mod request;
 pub(crate) mod shared;
+pub(crate) mod shm;
 pub(crate) mod uwsgi;
 
 pub(crate) use log::log;

@@ -1,24 +1,47 @@
-//! uWSGI's internal routing, for the `prometheus-metrics` action: registering the action, the
-//! route it is attached to, and the request it answers (in the spirit of ngx-rust's
-//! `Request::from_ngx_http_request`). Routing builds only.
+//! Requests, and uWSGI's hooks around them: the `prometheus-metrics` routing action (the
+//! action, its route and the request it answers, routing builds only) and the after-request
+//! chain (every build). In the spirit of ngx-rust's `Request::from_ngx_http_request`.
 
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{c_char, CStr};
+#[cfg(uwsgi_routing)]
+use std::ffi::{c_int, c_void};
 
-use super::abi::{api, dlsym_default};
+#[cfg(uwsgi_routing)]
+use super::abi::dlsym_default;
+use super::abi::{api, server};
 use crate::ffi;
 
+/// Adds `name`, an exported function `void name(struct wsgi_request *)` of this plugin, to
+/// uWSGI's after-request chain, exactly as `--after-request-hook name` would: uWSGI resolves it
+/// with dlsym (plugins are loaded RTLD_GLOBAL) after `postinit_apps`, logs "added ... to the
+/// after-request chain", and calls it at the end of every request, in `uwsgi_close_request`,
+/// whatever the request plugin. Master, before fork (`post_init`).
+pub(crate) fn add_after_request_hook(name: &'static CStr) {
+    // SAFETY: the ABI check passed, so this is the field of this build's layout; option parsing
+    // is over and the master is single-threaded (no other reference to the field exists).
+    let list = unsafe { &raw mut (*server()).after_request_hooks };
+    // SAFETY: `list` is uWSGI's list head (above); uWSGI keeps the pointer as the new node's
+    // value (a 'static string, never written).
+    unsafe { (api().string_new_list)(list, name.as_ptr() as *mut c_char) };
+}
+
+#[cfg(uwsgi_routing)]
 pub(crate) type RouteSetup = unsafe extern "C" fn(*mut ffi::uwsgi_route, *mut c_char) -> c_int;
+#[cfg(uwsgi_routing)]
 pub(crate) type RouteFunc =
     unsafe extern "C" fn(*mut ffi::wsgi_request, *mut ffi::uwsgi_route) -> c_int;
+#[cfg(uwsgi_routing)]
 type RegisterRouter =
     unsafe extern "C" fn(*mut c_char, Option<RouteSetup>) -> *mut ffi::uwsgi_router;
 
 /// What a route action returns to stop the routing chain: the response is complete.
+#[cfg(uwsgi_routing)]
 pub(crate) const BREAK: c_int = ffi::UWSGI_ROUTE_BREAK as c_int;
 
 /// Registers a routing action. `uwsgi_register_router` is looked up at run time rather than
 /// linked, so a library that references it can never make dlopen fail on a binary without
 /// routing.
+#[cfg(uwsgi_routing)]
 pub(crate) fn register_router(name: &'static CStr, setup: RouteSetup) -> bool {
     let sym = dlsym_default(c"uwsgi_register_router");
     if sym.is_null() {
@@ -33,8 +56,10 @@ pub(crate) fn register_router(name: &'static CStr, setup: RouteSetup) -> bool {
 }
 
 /// A route uWSGI passes to an action's setup or run callback, valid for that call.
+#[cfg(uwsgi_routing)]
 pub(crate) struct Route(*mut ffi::uwsgi_route);
 
+#[cfg(uwsgi_routing)]
 impl Route {
     /// # Safety
     /// `ur` is NULL or the route uWSGI passed to the current callback.
@@ -63,12 +88,13 @@ impl Route {
     }
 }
 
-/// A request uWSGI is handling in this thread, valid for the duration of the route call.
+/// A request uWSGI is handling in this thread, valid for the duration of the callback it was
+/// passed to (a route action, the after-request hook).
 pub(crate) struct Request(*mut ffi::wsgi_request);
 
 impl Request {
     /// # Safety
-    /// `req` is NULL or the request uWSGI passed to the current route callback.
+    /// `req` is NULL or the request uWSGI passed to the current callback.
     pub(crate) unsafe fn from_raw(req: *mut ffi::wsgi_request) -> Option<Request> {
         (!req.is_null()).then_some(Request(req))
     }
@@ -99,8 +125,23 @@ impl Request {
         Some(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), usize::from(len)) })
     }
 
+    /// The response status (0 when none was sent).
+    pub(crate) fn status(&self) -> i64 {
+        // SAFETY: see `method`.
+        i64::from(unsafe { (*self.0).status })
+    }
+
+    /// `(start_of_request, end_of_request)` in µs since the epoch; `end` is set by
+    /// `uwsgi_close_request` before the after-request chain runs.
+    pub(crate) fn times_us(&self) -> (u64, u64) {
+        // SAFETY: see `method`.
+        let r = unsafe { &*self.0 };
+        (r.start_of_request, r.end_of_request)
+    }
+
     /// Sends a whole response. Errors (client gone, headers already sent) end the request,
     /// which is all the route can do about them.
+    #[cfg(uwsgi_routing)]
     pub(crate) fn respond(
         &self,
         status: &[u8],
@@ -131,6 +172,7 @@ impl Request {
         }
     }
 
+    #[cfg(uwsgi_routing)]
     fn header(&self, k: &[u8], v: &[u8]) {
         let (Ok(kl), Ok(vl)) = (u16::try_from(k.len()), u16::try_from(v.len())) else {
             return;

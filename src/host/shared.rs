@@ -68,10 +68,14 @@ impl<T, F: Pod> Field<T, F> {
     }
 }
 
-/// `field!(ffi::uwsgi_worker, requests)`: the `requests` field of `uwsgi_worker`.
+/// `field!(ffi::uwsgi_worker, requests)`: the `requests` field of `uwsgi_worker`;
+/// `field!(ffi::uwsgi_core, req.start_of_request)`: a field of a nested struct.
 macro_rules! field {
-    ($t:ty, $f:ident) => {
-        $crate::host::shared::Field::<$t, _>::new(std::mem::offset_of!($t, $f), |s: &$t| &s.$f)
+    ($t:ty, $($f:ident).+) => {
+        $crate::host::shared::Field::<$t, _>::new(
+            std::mem::offset_of!($t, $($f).+),
+            |s: &$t| &s.$($f).+,
+        )
     };
 }
 pub(crate) use field;

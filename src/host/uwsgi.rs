@@ -48,3 +48,22 @@ pub(crate) fn worker_is_busy(wid: usize) -> bool {
     // wid <= numproc.
     unsafe { (api().worker_is_busy)(wid) != 0 }
 }
+
+/// `uwsgi.mywid`: this process' worker id (0 in the master and other non-worker processes).
+pub(crate) fn my_worker_id() -> usize {
+    // SAFETY: ABI checked; an int each process sets for itself after fork.
+    usize::try_from(unsafe { (*server()).mywid }).unwrap_or(0)
+}
+
+/// `uwsgi.numproc`: worker processes configured. Known from option parsing on.
+pub(crate) fn numproc() -> usize {
+    // SAFETY: ABI checked; an int set during option parsing.
+    usize::try_from(unsafe { (*server()).numproc }).unwrap_or(0)
+}
+
+/// Wall-clock microseconds, as `uwsgi_micros()` measures request times.
+pub(crate) fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}

@@ -129,6 +129,7 @@ pub(crate) fn read(list: MetricsList) -> (Topology, Live) {
         cores: ncores,
         start_us: srv.start_tv.tv_sec * 1_000_000 + srv.start_tv.tv_usec,
         uwsgi_version: ffi::BUILD_UWSGI_VERSION.to_string(),
+        buckets_us: None,
         plugin_version: host::PLUGIN_VERSION.to_string(),
         mules: live.mules.len(),
         ..Topology::default()
@@ -368,6 +369,25 @@ impl Live {
             .unwrap_or(0)
     }
 
+    /// Age of the worker's longest-running request, from its cores' `in_request` and
+    /// `req.start_of_request` (the per-core request structs live in shared memory).
+    fn oldest_request_us(&self, w: usize, now_us: i64) -> i64 {
+        let Some(cs) = self.cores.get(w) else {
+            return 0;
+        };
+        let oldest = (0..cs.len())
+            .filter(|&c| {
+                cs.read(c, field!(ffi::uwsgi_core, in_request))
+                    .is_some_and(|v| v != 0)
+            })
+            .filter_map(|c| cs.read(c, field!(ffi::uwsgi_core, req.start_of_request)))
+            .filter(|&start| start > 0)
+            .min();
+        oldest.map_or(0, |start| {
+            now_us.saturating_sub(start.saturating_i64()).max(0)
+        })
+    }
+
     fn pid_of(&self, p: Proc) -> Option<i32> {
         match p {
             Proc::Master => Some(self.master_pid),
@@ -414,6 +434,7 @@ impl Live {
             .extend((0..=self.numproc).map(|w| self.status(w)));
         scratch.procs.clear();
         scratch.procs.resize(self.numproc + 1, None);
+        let now_us = host::uwsgi::now_us();
         for (v, src) in values.iter_mut().zip(sources) {
             *v = match *src {
                 Source::Metric(_) => continue,
@@ -432,6 +453,7 @@ impl Live {
                 Source::Spooler(si, f) => self.spooler_field(si, f),
                 Source::Mule(m, f) => self.mule_field(m, f),
                 Source::Proc(p, f) => self.proc_field(p, f, scratch),
+                Source::OldestRequest(w) => self.oldest_request_us(w, now_us),
             };
         }
     }

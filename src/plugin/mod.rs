@@ -195,6 +195,21 @@ entry! {
                 "uWSGI runs without a master (master = false): metrics are never collected and \
                  scrapes answer 503",
             );
+        } else if cfg.histograms {
+            // Mapped before fork so that every worker, respawned ones included, shares it.
+            let workers = host::uwsgi::numproc();
+            match crate::histogram::setup(&cfg.buckets_us, workers, cfg.exemplars) {
+                Ok(bytes) => {
+                    host::request::add_after_request_hook(c"metrics_prometheus_after_request");
+                    host::log(&format!(
+                        "request histograms on: {} buckets, {} bytes of shared memory per worker{}",
+                        cfg.buckets_us.len() + 1,
+                        bytes / (workers + 1),
+                        if cfg.exemplars { ", exemplars on" } else { "" }
+                    ));
+                }
+                Err(e) => fatal(&format!("cannot map the request histograms: {e}")),
+            }
         }
         host::log(&format!(
             "metrics_prometheus {} loaded into uWSGI {}; front ends: {}",
@@ -259,6 +274,18 @@ entry! {
     fn master_cleanup() {
         if let Some(mut server) = SERVER.lock().take() {
             server.shutdown();
+        }
+    }
+}
+
+entry! {
+    /// Called by uWSGI at the end of every request (the after-request chain, see
+    /// `host::request::add_after_request_hook`), in the worker thread that served it.
+    #[no_mangle]
+    fn metrics_prometheus_after_request(req: *mut ffi::wsgi_request) {
+        // SAFETY: uWSGI passes the request it is closing, valid for the call.
+        if let Some(req) = unsafe { host::request::Request::from_raw(req) } {
+            crate::histogram::observe(&req);
         }
     }
 }

@@ -16,6 +16,11 @@ def application(environ, start_response):
         uwsgi.cache_update('key', 'value', 0, 'mycache')
         uwsgi.cache_get('key', 'mycache')
         uwsgi.cache_get('missing', 'mycache')
+    status = '200 OK'
+    if path == '/status':
+        # /status?404 answers with that status (the request-histogram tests).
+        code = environ.get('QUERY_STRING') or '200'
+        status = '%s %s' % (code, 'Status')
     body = ('hello from %s\n' % path).encode()
-    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
+    start_response(status, [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
     return [body]
