@@ -3,6 +3,10 @@
 //! cores and 64 workers x 64 cores (one socket), and on a list of custom
 //! metrics whose names need escaping and rewriting.
 //!
+//! `render_histogram_48x12` renders one histogram family of 48 series (4 methods x 12
+//! status codes) with 12 finite bounds, every series non-empty, with an exemplar on every
+//! fourth bucket (OpenMetrics only), and no other family.
+//!
 //! Criterion reports throughput in series per second; ns per series is the
 //! reciprocal (the median time divided by `Layout::series()`).
 //!
@@ -13,7 +17,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
-use metrics_prometheus_engine::format::{Format, Layout, MetricType, Options};
+use metrics_prometheus_engine::format::{Exemplar, Format, Histogram, Layout, MetricType, Options};
 
 /// uWSGI's metric list, in uWSGI's order, for `workers` x `cores` and one
 /// socket (uwsgi-internals.md §3.3), with plausible values.
@@ -108,6 +112,47 @@ fn split(m: &[(String, MetricType, i64)]) -> (Vec<(&str, MetricType)>, Vec<i64>)
     )
 }
 
+/// 48 series x 12 finite bounds (+Inf), counts and exemplars.
+fn histogram_48x12() -> (Histogram, Vec<u64>, Vec<Option<Exemplar>>) {
+    let methods = ["GET", "POST", "PUT", "DELETE"];
+    let codes = [200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 500, 503];
+    let h = Histogram {
+        family: "request_duration_seconds",
+        help: "Time to serve a request.",
+        bounds_us: vec![
+            1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+            2_500_000, 10_000_000,
+        ],
+        series: methods
+            .iter()
+            .flat_map(|m| {
+                codes.iter().map(move |c| {
+                    vec![
+                        ("method".into(), (*m).into()),
+                        ("code".into(), c.to_string()),
+                    ]
+                })
+            })
+            .collect(),
+    };
+    let per = h.slots_per_series();
+    let mut hist = Vec::with_capacity(h.series.len() * per);
+    let mut exemplars = Vec::with_capacity(h.series.len() * per);
+    for s in 0..h.series.len() as u64 {
+        for b in 0..per as u64 - 1 {
+            hist.push((s * 7_919 + b * 104_729) % 100_000);
+            exemplars.push((b % 4 == 0).then(|| Exemplar {
+                trace_id: *b"4bf92f3577b34da6a3ce929d0e0e4736",
+                value_us: h.bounds_us.get(b as usize).copied().unwrap_or(20_000_000),
+                timestamp_us: 1_700_000_000_123_456 + (s * 1_000 + b) as i64,
+            }));
+        }
+        hist.push(s * 123_456_789);
+        exemplars.push(None);
+    }
+    (h, hist, exemplars)
+}
+
 fn bench(c: &mut Criterion) {
     let cases = [
         ("builtin_16x32", builtin_list(16, 32)),
@@ -134,6 +179,28 @@ fn bench(c: &mut Criterion) {
         }
     }
     render.finish();
+
+    let mut hist = c.benchmark_group("render_histogram_48x12");
+    let (h, values, exemplars) = histogram_48x12();
+    let layout = Layout::with_histograms(&[], &[], &[h], &opts);
+    hist.throughput(Throughput::Elements(layout.series() as u64));
+    for fmt in [Format::Text, Format::OpenMetrics] {
+        let mut out = Vec::new();
+        hist.bench_function(format!("{fmt:?}"), |b| {
+            b.iter(|| {
+                out.clear();
+                layout.render_all(
+                    &[],
+                    black_box(&values),
+                    black_box(&exemplars),
+                    fmt,
+                    &mut out,
+                );
+                black_box(out.len())
+            })
+        });
+    }
+    hist.finish();
 
     let mut new = c.benchmark_group("layout_new");
     new.sample_size(20);

@@ -280,11 +280,11 @@ impl Layout {
 /// Appends ` # {trace_id="…"} <value> <timestamp>`, or nothing if the trace id is not 32
 /// lowercase hex digits.
 fn push_exemplar(out: &mut Vec<u8>, e: &Exemplar) {
-    if !e
-        .trace_id
-        .iter()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
-    {
+    // Branch-free (no early exit): measured cheaper than `all` here.
+    let bad = e.trace_id.iter().fold(0u8, |acc, &b| {
+        acc | (u8::from(b.wrapping_sub(b'0') >= 10) & u8::from(b.wrapping_sub(b'a') >= 6))
+    });
+    if bad != 0 {
         return;
     }
     out.extend_from_slice(b" # {trace_id=\"");
