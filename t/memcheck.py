@@ -69,6 +69,10 @@ NOISE = [
     # a local of the master loop, never freed (tree 16 B + its sentinel node, indirect).
     dict(name='uwsgi-master-rb-timers', kinds=('definite', 'indirect'),
          stack=['uwsgi_init_rb_timer', 'master_loop']),
+    # core/socket.c uwsgi_new_socket(): for a socket on port 0 (`--http-socket 127.0.0.1:0`,
+    # "port auto-assigned") the port string from uwsgi_num2str() (11 B) is copied into the
+    # socket's name and never freed.
+    dict(name='uwsgi-auto-port', kinds=('definite',), stack=['uwsgi_num2str', 'uwsgi_new_socket']),
     # plugins/python/python_plugin.c uwsgi_python_fixup(), run by every worker:
     # `uwsgi.p[30] = uwsgi_malloc(sizeof(struct uwsgi_plugin))`, never freed.
     dict(name='uwsgi-python-fixup', kinds=('definite',),

@@ -80,6 +80,14 @@ def test_real_route_run_positive_control_sees_the_plugin():
     assert not [r for r in res.records if r.kind == 'reachable']
 
 
+def test_uwsgi_auto_port_leak_is_known_noise():
+    res = memcheck.analyse(data('auto-port'))
+    (r,) = res.records
+    assert r.kind == 'definite leak' and r.bytes == 11 and r.owner() == 'uWSGI'
+    assert r.noise == 'uwsgi-auto-port'
+    assert res.exit_code() == 0
+
+
 def test_no_plugin_frame_anywhere_makes_the_verdict_void():
     res = memcheck.analyse(data('no-plugin'))
     assert len(res.logs) == 2 and all(l.complete for l in res.logs)
