@@ -3,20 +3,82 @@
 The uWSGI binaries come from t/setup.sh (paths in $MP_ENV/env, exported by t/test.sh); the
 plugin for each binary is built by t/test.sh into build/<variant>/metrics_prometheus_plugin.so.
 A test that needs a variant that is missing FAILS and says how to get it; nothing is skipped.
+
+Running uWSGI under a wrapper (unset: everything as above):
+  MP_UWSGI_WRAPPER='cmd args...'  every uWSGI the fixtures start runs as `cmd args... uwsgi ...`
+        (split like a shell would). `{logdir}` in it is replaced by a fresh directory per uWSGI
+        instance; when it is there, that directory's valgrind logs (vg.<pid>.log) are checked
+        with t/memcheck.py once the instance has exited, and the test fails (an error at
+        teardown) if anything is attributable to the plugin, if the positive control finds no
+        plugin frame, or if the master's log is incomplete. A forked worker killed before its
+        leak check (a test that SIGKILLs workers) only gives a warning.
+  MP_VALGRIND=1   the same with the memcheck command of t/valgrind.sh (needs valgrind).
+  MP_VALGRIND_LOGS=DIR   keep each instance's logs (and its uwsgi.log) in DIR/<test>.<random>/
+        instead of the test's temp dir, e.g. for `python3 t/memcheck.py DIR/*` afterwards.
+  MP_TIMEOUT_FACTOR=N    multiplies the harness's timeouts (start, log waits, HTTP requests,
+        stop); default 1, or 10 under a wrapper. Timeouts written in the tests themselves are
+        not scaled: only the tests without tight timing hold under valgrind.
+  MP_BUILD_DIR=DIR       where the plugins are looked up (default build/): DIR/<variant>/.
 """
+import io
 import os
 import re
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
+import warnings
 
 import pytest
 
+import memcheck
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(ROOT, 't', 'apps', 'app.py')
+BUILD_DIR = os.environ.get('MP_BUILD_DIR') or os.path.join(ROOT, 'build')
+
+# t/valgrind.sh's memcheck command. PYTHONMALLOC=malloc: CPython's pymalloc reads its arena
+# headers in a way memcheck reports as invalid reads / uninitialised jumps (address_in_range)
+# unless CPython was built --with-valgrind; plain malloc gives exact reports whatever the build.
+# VALGRIND_OPTS from the caller would change the log format memcheck.py reads.
+VALGRIND = [
+    'env', '-u', 'VALGRIND_OPTS', 'PYTHONMALLOC=malloc',
+    'valgrind', '--tool=memcheck',
+    '--leak-check=full',
+    '--show-leak-kinds=all',           # "still reachable" plugin blocks: the positive control
+    '--errors-for-leak-kinds=definite,indirect',
+    '--track-origins=yes',             # origin stacks for uninitialised values
+    '--trace-children=yes',            # forked workers (and respawned ones) get their own log
+    '--track-fds=no',
+    '--num-callers=50',                # deep enough to reach the plugin's frames
+    '--vgdb=no',                       # no vgdb FIFOs left in /tmp
+    '--fullpath-after=%s/' % ROOT,     # plugin sources show as src/<file>.rs
+    '--log-file={logdir}/vg.%p.log',
+]
+
+
+def _wrapper():
+    wrapper = os.environ.get('MP_UWSGI_WRAPPER', '').strip()
+    if os.environ.get('MP_VALGRIND', '') not in ('', '0'):
+        if wrapper:
+            raise ValueError('set MP_VALGRIND or MP_UWSGI_WRAPPER, not both')
+        if not shutil.which('valgrind'):
+            raise ValueError('MP_VALGRIND=1 needs valgrind: apt-get install -y valgrind')
+        return list(VALGRIND)
+    return shlex.split(wrapper)
+
+
+WRAPPER = _wrapper()
+TIMEOUT_FACTOR = float(os.environ.get('MP_TIMEOUT_FACTOR') or (10 if WRAPPER else 1))
+
+
+def scaled(seconds):
+    """A harness timeout, stretched under a wrapper (MP_TIMEOUT_FACTOR)."""
+    return seconds * TIMEOUT_FACTOR
 
 
 class Variant:
@@ -25,7 +87,7 @@ class Variant:
         self.env_var = env_var
         self.bin = os.environ.get(env_var, '')
         self.python_plugin = python_plugin  # Debian ships python as a plugin, pip embeds it
-        self.plugin = os.path.join(ROOT, 'build', name, 'metrics_prometheus_plugin.so')
+        self.plugin = os.path.join(BUILD_DIR, name, 'metrics_prometheus_plugin.so')
 
     def require(self):
         if not self.bin or not os.access(self.bin, os.X_OK):
@@ -58,28 +120,75 @@ MAIN_VARIANTS = ['debian', 'pip-norouting', 'pip-routing']
 ROUTING_VARIANTS = ['debian', 'pip-routing']
 
 
+def _group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _group_pids(pgid):
+    """Pids of the processes in process group `pgid` (from /proc)."""
+    pids = set()
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % entry) as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:  # after "pid (comm)": state ppid pgrp
+            pids.add(int(entry))
+    return pids
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
 
 
-class Uwsgi:
-    """One uWSGI instance started by a test; always stopped (by pid) at teardown."""
+def _logdir(tmpdir):
+    """A fresh directory for one instance's wrapper logs."""
+    keep = os.environ.get('MP_VALGRIND_LOGS')
+    if not keep:
+        return tempfile.mkdtemp(prefix='memcheck-', dir=tmpdir)
+    os.makedirs(keep, exist_ok=True)
+    test = os.environ.get('PYTEST_CURRENT_TEST', 'uwsgi').rsplit(' ', 1)[0]
+    path, _, item = test.partition('::')
+    name = re.sub(r'[^A-Za-z0-9_.=-]+', '_', os.path.basename(path) + '-' + item)[:120]
+    return tempfile.mkdtemp(prefix=name + '.', dir=keep)
 
-    def __init__(self, variant, args, tmpdir):
+
+class Uwsgi:
+    """One uWSGI instance started by a test; always stopped (by pid) at teardown.
+
+    `wrapper` (default: MP_UWSGI_WRAPPER / MP_VALGRIND) is a command prefix; with `{logdir}` in
+    it, stop() checks the valgrind logs of the instance (see the module docstring)."""
+
+    def __init__(self, variant, args, tmpdir, wrapper=None):
         self.variant = variant
         self.tmpdir = tmpdir
         self.logfile = os.path.join(tmpdir, 'uwsgi.log')
         self.http_port = None
         self.args = [variant.bin] + variant.base_args() + args
         self.proc = None
+        self.wrapper = WRAPPER if wrapper is None else list(wrapper)
+        self.logdir = None
+        self.memchecked = False
+        if any('{logdir}' in w for w in self.wrapper):
+            self.logdir = _logdir(tmpdir)
+        self.command = [w.replace('{logdir}', self.logdir or '') for w in self.wrapper] + self.args
 
     def start(self, wait_for=r'spawned uWSGI worker', timeout=20):
         self.log_fh = open(self.logfile, 'wb')
         # A new session makes the master the leader of a process group holding only what it
         # forked, so teardown can reach leftover workers without touching anything else.
-        self.proc = subprocess.Popen(self.args, stdout=self.log_fh, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(self.command, stdout=self.log_fh, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=self.tmpdir,
                                      start_new_session=True)
         if wait_for:
@@ -91,7 +200,7 @@ class Uwsgi:
             return f.read().decode('utf-8', 'replace')
 
     def wait_log(self, pattern, timeout=20):
-        deadline = time.time() + timeout
+        deadline = time.time() + scaled(timeout)
         while time.time() < deadline:
             m = re.search(pattern, self.log())
             if m:
@@ -104,19 +213,45 @@ class Uwsgi:
 
     def wait_exit(self, timeout=20):
         try:
-            return self.proc.wait(timeout)
+            return self.proc.wait(scaled(timeout))
         except subprocess.TimeoutExpired:
-            raise AssertionError('uWSGI still running after %ss:\n%s' % (timeout, self.log()))
+            raise AssertionError('uWSGI still running after %ss:\n%s'
+                                 % (scaled(timeout), self.log()))
 
     def stop(self):
+        """Stops the instance; under a `{logdir}` wrapper, then checks its valgrind logs (once)
+        and raises AssertionError when they blame the plugin or are inconclusive."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
+        if self.proc.poll() is None and not self.wrapper:
             try:
                 self.proc.send_signal(signal.SIGINT)
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 pass
+        elif self.proc.poll() is None:
+            # A worker still in its post-fork setup (seconds under valgrind) when the master's
+            # SIGINT reaches it does not die of it (uWSGI 2.0.31): the master waits out its
+            # mercy (60 s) and SIGKILLs it, with no leak check. So SIGINT the group's other
+            # processes (the workers) again every few seconds until the master is gone.
+            self.proc.send_signal(signal.SIGINT)
+            deadline = time.time() + scaled(10)
+            nudge = time.time() + 3
+            while self.proc.poll() is None and time.time() < deadline:
+                time.sleep(0.1)
+                if time.time() > nudge:
+                    nudge = time.time() + 3
+                    for pid in _group_pids(self.proc.pid) - {self.proc.pid}:
+                        try:
+                            os.kill(pid, signal.SIGINT)
+                        except ProcessLookupError:
+                            pass
+        if self.wrapper:
+            # Workers outliving the master may still be running their leak check: give them
+            # the time to finish before the SIGKILL below (the group is only what uWSGI forked).
+            deadline = time.time() + scaled(10)
+            while time.time() < deadline and _group_alive(self.proc.pid):
+                time.sleep(0.1)
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -124,13 +259,36 @@ class Uwsgi:
         if self.proc.poll() is None:
             self.proc.wait(5)
         self.log_fh.close()
+        self.check_memcheck()
+
+    def check_memcheck(self):
+        if self.logdir is None or self.memchecked:
+            return
+        self.memchecked = True
+        shutil.copyfile(self.logfile, os.path.join(self.logdir, 'uwsgi.log'))
+        plugins = [a for a in self.args if a.endswith('.so')]
+        res = memcheck.analyse([self.logdir], plugins, allow_incomplete_children=True)
+        problems = res.problems()
+        if res.logs and not any(l.pid == self.proc.pid for l in res.logs):
+            problems.append('no log of the master (pid %d) in %s' % (self.proc.pid, self.logdir))
+        killed = [l for l in res.incomplete if not l.root]
+        if killed:
+            warnings.warn('memcheck: %d forked process(es) of %s ended without a leak check '
+                          '(killed): %s' % (len(killed), ' '.join(self.args[:1]),
+                                            ', '.join(str(l.pid) for l in killed)))
+        if problems:
+            out = io.StringIO()
+            memcheck.print_summary(res, out, memcheck.served_requests([self.logdir]))
+            raise AssertionError('memcheck of %s: %s\n%s\n(logs in %s)'
+                                 % (' '.join(self.args), '; '.join(problems), out.getvalue(),
+                                    self.logdir))
 
     def get(self, path, port=None, headers=None, method='GET', timeout=10):
         """HTTP request; returns (status, headers dict lowercased, body bytes)."""
         req = urllib.request.Request('http://127.0.0.1:%d%s' % (port or self.http_port, path),
                                      headers=headers or {}, method=method)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=scaled(timeout)) as r:
                 return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
         except urllib.error.HTTPError as e:
             return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
@@ -163,5 +321,11 @@ def start_uwsgi(tmpdir_path):
         return u.start(wait_for=wait_for)
 
     yield _start
-    for u in started:
-        u.stop()
+    failures = []
+    for u in started:  # stop every one, even when a memcheck verdict fails
+        try:
+            u.stop()
+        except AssertionError as e:
+            failures.append(str(e))
+    if failures:
+        pytest.fail('\n\n'.join(failures), pytrace=False)
