@@ -5,7 +5,7 @@
 # What it provides (paths are printed into $MP_ENV/env, which t/test.sh and t/demo.sh source):
 #   - Debian packages: a C toolchain, libclang (bindgen), the development headers that uwsgi.h
 #     includes under the binaries' -D flags, Debian's uwsgi-core 2.0.21 + python3 plugin, promtool
-#     and the prometheus server (package `prometheus`), curl.
+#     and the prometheus server (package `prometheus`), curl, valgrind (t/valgrind.sh).
 #   - three uWSGI binaries to build against and test with:
 #       debian:       /usr/bin/uwsgi-core (2.0.21, routing via PCRE1, python as a plugin)
 #       pip-routing:  pip 2.0.31 built with libpcre2-dev present   -> -DUWSGI_ROUTING
@@ -25,6 +25,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev
   uwsgi-core uwsgi-plugin-python3
   prometheus
+  valgrind
 )
 
 log() { printf '[setup] %s\n' "$*" >&2; }

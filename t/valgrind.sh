@@ -56,6 +56,8 @@ VG_TESTS=(
   't/test_hostile.py::test_hostile_client[rst_mid_response-unix]'
   't/test_hostile.py::test_hostile_client[slowloris-tcp]'
   't/test_hostile.py::test_hostile_client[500_connections-unix]'
+  't/test_histogram.py::test_counts_survive_respawns'
+  't/test_histogram.py::test_route_scrapes_are_counted'
 )
 if (($# > 0)); then
   VG_TESTS=("$@")
