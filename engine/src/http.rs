@@ -48,26 +48,46 @@ impl BasicAuth {
 /// or `None` when the header is malformed or the id is all zeros (invalid per the spec).
 /// Later versions may append fields after the flags; they are ignored.
 pub fn traceparent_trace_id(v: &[u8]) -> Option<[u8; 32]> {
-    let v = v.trim_ascii();
-    let hex = |b: &[u8]| {
-        b.iter()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    // Runs in the after-request hook of every request that carries the header: one table
+    // lookup per byte, no UTF-8 or iterator machinery.
+    const HEX: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut c = b'0';
+        while c <= b'9' {
+            t[c as usize] = true;
+            c += 1;
+        }
+        let mut c = b'a';
+        while c <= b'f' {
+            t[c as usize] = true;
+            c += 1;
+        }
+        t
     };
+    let v = v.trim_ascii();
     if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
         return None;
     }
-    let (version, id, parent, flags) = (&v[..2], &v[3..35], &v[36..52], &v[53..55]);
-    if !hex(version) || version == b"ff" || !hex(id) || !hex(parent) || !hex(flags) {
+    if (v[..2] == *b"00" && v.len() != 55) || (v.len() > 55 && v[55] != b'-') || v[..2] == *b"ff" {
         return None;
     }
-    if (version == b"00" && v.len() != 55) || (v.len() > 55 && v[55] != b'-') {
-        return None;
+    let (mut id_or, mut parent_or) = (0u8, 0u8);
+    let mut all_hex = true;
+    for (i, &c) in v[..55].iter().enumerate() {
+        match i {
+            2 | 35 | 52 => continue,
+            3..=34 => id_or |= c ^ b'0',
+            36..=51 => parent_or |= c ^ b'0',
+            _ => {}
+        }
+        all_hex &= HEX[usize::from(c)];
     }
-    if id.iter().all(|&c| c == b'0') || parent.iter().all(|&c| c == b'0') {
+    // All-zero trace or parent ids are invalid per the spec.
+    if !all_hex || id_or == 0 || parent_or == 0 {
         return None;
     }
     let mut out = [0u8; 32];
-    out.copy_from_slice(id);
+    out.copy_from_slice(&v[3..35]);
     Some(out)
 }
 
