@@ -5,7 +5,9 @@
 //!
 //! `render_histogram_48x12` renders one histogram family of 48 series (4 methods x 12
 //! status codes) with 12 finite bounds, every series non-empty, with an exemplar on every
-//! fourth bucket (OpenMetrics only), and no other family.
+//! fourth bucket (OpenMetrics and protobuf), and no other family.
+//!
+//! Every render case runs in the three formats: text, OpenMetrics and protobuf.
 //!
 //! Criterion reports throughput in series per second; ns per series is the
 //! reciprocal (the median time divided by `Layout::series()`).
@@ -166,7 +168,7 @@ fn bench(c: &mut Criterion) {
         let (metrics, values) = split(list);
         let layout = Layout::new(&metrics, &opts);
         render.throughput(Throughput::Elements(layout.series() as u64));
-        for fmt in [Format::Text, Format::OpenMetrics] {
+        for fmt in [Format::Text, Format::OpenMetrics, Format::Protobuf] {
             let id = BenchmarkId::new(*name, format!("{fmt:?}"));
             let mut out = Vec::new();
             render.bench_function(id, |b| {
@@ -184,7 +186,7 @@ fn bench(c: &mut Criterion) {
     let (h, values, exemplars) = histogram_48x12();
     let layout = Layout::with_histograms(&[], &[], &[h], &opts);
     hist.throughput(Throughput::Elements(layout.series() as u64));
-    for fmt in [Format::Text, Format::OpenMetrics] {
+    for fmt in [Format::Text, Format::OpenMetrics, Format::Protobuf] {
         let mut out = Vec::new();
         hist.bench_function(format!("{fmt:?}"), |b| {
             b.iter(|| {

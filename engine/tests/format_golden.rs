@@ -5,7 +5,7 @@
 //! derived from the engine.
 
 use metrics_prometheus_engine::format::{
-    negotiate, Format, Layout, MetricType, Options, SkipReason, Skipped,
+    negotiate, negotiate_among, Format, Layout, MetricType, Offer, Options, SkipReason, Skipped,
 };
 
 fn layout(list: &[(&str, u8, i64)], opts: &Options) -> Layout {
@@ -803,6 +803,24 @@ fn accept_headers() {
         assert_eq!(negotiate(Some(h.as_bytes())), Format::Text, "{h}");
     }
     assert_eq!(negotiate(None), Format::Text);
+    // Native histograms on: Prometheus 2.42 (--enable-feature=native-histograms), 3.x
+    // (scrape_native_histograms: true).
+    let protobuf = [
+        "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1",
+    ];
+    for h in protobuf {
+        assert_eq!(negotiate(Some(h.as_bytes())), Format::Protobuf, "{h}");
+        let no_pb = Offer {
+            protobuf: false,
+            ..Offer::ALL
+        };
+        assert_eq!(
+            negotiate_among(Some(h.as_bytes()), no_pb),
+            Format::OpenMetrics,
+            "{h}"
+        );
+    }
 }
 
 const ALL_OFF_TEXT: &str = r##"app_core_busy_workers 2

@@ -6,6 +6,7 @@
 mod check;
 
 use check::check;
+use check::protobuf::{check_protobuf, decode, pb_samples, same_samples, text_helps, text_samples};
 use metrics_prometheus_engine::format::{Exemplar, Format, Histogram, Layout, MetricType, Options};
 use proptest::prelude::*;
 
@@ -328,6 +329,10 @@ proptest! {
         let mut skipped: Vec<usize> = layout.skipped().iter().map(|s| s.index).collect();
         skipped.dedup();
         prop_assert_eq!(skipped.len(), layout.skipped().len());
+        // Protobuf: valid, and the same families, help, samples and values as the text.
+        let mut pb = Vec::new();
+        layout.render(&values, Format::Protobuf, &mut pb);
+        protobuf_matches_text(&pb, &text, &opts)?;
         // Deterministic.
         let (_, again) = render(&m, &opts, &values, Format::Text);
         prop_assert_eq!(text, again);
@@ -343,6 +348,12 @@ proptest! {
             let (_, out) = render(&m, &opts, &values, fmt);
             check(&out, fmt, &opts, false).map_err(|e| TestCaseError::fail(format!("{e}\n{out}")))?;
         }
+        let metrics: Vec<(&str, MetricType)> = m.iter().map(|(n, t, _)| (n.as_str(), *t)).collect();
+        let layout = Layout::new(&metrics, &opts);
+        let (mut pb, mut text) = (Vec::new(), Vec::new());
+        layout.render(&values, Format::Protobuf, &mut pb);
+        layout.render(&values, Format::Text, &mut text);
+        protobuf_matches_text(&pb, &String::from_utf8(text).expect("UTF-8"), &opts)?;
     }
 }
 
@@ -407,6 +418,22 @@ proptest! {
         layout.render_all(&values, &hist, &ex, Format::OpenMetrics, &mut om);
         let (text, om) = (String::from_utf8(text).expect("UTF-8"), String::from_utf8(om).expect("UTF-8"));
         prop_assert_eq!(samples_of(&text), without_exemplars(&om));
+
+        let mut pb = Vec::new();
+        layout.render_all(&values, &hist, &ex, Format::Protobuf, &mut pb);
+        protobuf_matches_text(&pb, &text, &opts)?;
+        // The exemplars of the protobuf buckets are those of typed OpenMetrics (without
+        // types, OpenMetrics has none; protobuf is always typed).
+        let fams = decode(&pb).map_err(TestCaseError::fail)?;
+        let pb_exemplars: usize = fams
+            .iter()
+            .flat_map(|f| &f.metrics)
+            .filter_map(|m| m.histogram.as_ref())
+            .map(|h| h.buckets.iter().filter(|b| b.exemplar.is_some()).count())
+            .sum();
+        if opts.types {
+            prop_assert_eq!(pb_exemplars, om.matches(" # {").count());
+        }
     }
 
     /// Short or odd `hist` and `exemplars`, any prefix: no panic, still valid.
@@ -421,13 +448,43 @@ proptest! {
         let hist: Vec<u64> = hists.iter().flat_map(|x| x.values.iter().copied()).collect();
         let ex: Vec<Option<Exemplar>> = hists.iter().flat_map(|x| x.exemplars.iter().copied()).collect();
         let layout = Layout::with_histograms(&[], &[], &hs, &opts);
+        let (hist, ex) = (&hist[..cut.min(hist.len())], &ex[..ex_len.min(ex.len())]);
         for fmt in [Format::Text, Format::OpenMetrics] {
             let mut out = Vec::new();
-            layout.render_all(&[], &hist[..cut.min(hist.len())], &ex[..ex_len.min(ex.len())], fmt, &mut out);
+            layout.render_all(&[], hist, ex, fmt, &mut out);
             let out = String::from_utf8(out).expect("UTF-8");
             check(&out, fmt, &opts, false).map_err(|e| TestCaseError::fail(format!("{e}\n{out}")))?;
         }
+        let (mut pb, mut text) = (Vec::new(), Vec::new());
+        layout.render_all(&[], hist, ex, Format::Protobuf, &mut pb);
+        layout.render_all(&[], hist, ex, Format::Text, &mut text);
+        protobuf_matches_text(&pb, &String::from_utf8(text).expect("UTF-8"), &opts)?;
     }
+}
+
+/// The protobuf rendering decodes, passes the protobuf checks, and carries the samples of the
+/// text rendering `text` of the same values: in the same order when typed (without types the
+/// text splits histograms into `_bucket`, `_sum` and `_count` groups: compared sorted), the
+/// same HELP texts (typed, with help).
+fn protobuf_matches_text(pb: &[u8], text: &str, opts: &Options) -> Result<(), TestCaseError> {
+    let fail = |e: String| TestCaseError::fail(format!("{e}\n{text}"));
+    let fams = decode(pb).map_err(fail)?;
+    check_protobuf(&fams, opts).map_err(fail)?;
+    let mut p = pb_samples(&fams);
+    let mut t = text_samples(text);
+    if !opts.types {
+        p.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        t.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    }
+    same_samples(&p, &t).map_err(fail)?;
+    if opts.types {
+        let helps: Vec<(String, String)> = fams
+            .iter()
+            .filter_map(|f| Some((f.name.clone(), f.help.clone()?)))
+            .collect();
+        prop_assert_eq!(helps, text_helps(text));
+    }
+    Ok(())
 }
 
 /// The checker itself rejects what it must.

@@ -1,5 +1,7 @@
 //! The exposition engine: maps uWSGI's metric list to Prometheus families and
-//! renders them in the Prometheus text format 0.0.4 or OpenMetrics 1.0.
+//! renders them in the Prometheus text format 0.0.4, OpenMetrics 1.0 or Prometheus'
+//! protobuf format ([`Format::Protobuf`], `protobuf.rs`: the same families and values, plus
+//! native histogram buckets).
 //!
 //! Pure code: no FFI, no I/O, no `unsafe`. The host builds a [`Layout`] once
 //! from uWSGI's metric list (names and types never change after startup), then
@@ -141,8 +143,13 @@
 mod escape;
 mod histogram;
 mod name;
+mod native;
 mod negotiate;
+mod protobuf;
 mod table;
+
+pub use native::{native_bucket_bounds, native_bucket_index, NativeSpec};
+pub use negotiate::Offer;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -182,6 +189,9 @@ pub enum Format {
     Text,
     /// OpenMetrics 1.0.0 text format.
     OpenMetrics,
+    /// Prometheus' protobuf format: varint-delimited `io.prometheus.client.MetricFamily`
+    /// messages (`protobuf.rs`), the only one that carries native histograms.
+    Protobuf,
 }
 
 impl Format {
@@ -190,27 +200,49 @@ impl Format {
         match self {
             Format::Text => "text/plain; version=0.0.4; charset=utf-8",
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Protobuf => {
+                "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+            }
         }
     }
 }
 
 /// Picks the format for a request's `Accept` header (raw bytes, `None` if
-/// absent).
+/// absent), among all three formats ([`Offer::ALL`]).
 ///
-/// OpenMetrics is chosen only when the q-value of its most specific matching
-/// media range is greater than the text format's and greater than 0;
-/// otherwise (no header, garbage, `*/*`, a tie...) the text format. Handles
-/// the headers Prometheus 2.x and 3.x send. Details in `negotiate.rs`.
+/// Each format gets the q-value of its most specific matching media range; OpenMetrics is
+/// chosen only when its q is greater than the text format's and greater than 0, protobuf
+/// only when a range names it exactly (`application/vnd.google.protobuf` with
+/// `proto=io.prometheus.client.MetricFamily` and `encoding=delimited`: wildcards never pick
+/// a binary format) with a q greater than both others'; otherwise (no header, garbage,
+/// `*/*`, a tie...) the text format. Handles the headers Prometheus 2.x and 3.x send, with
+/// and without native histograms. Details in `negotiate.rs`.
 ///
 /// ```
 /// use metrics_prometheus_engine::format::{negotiate, Format};
 /// let prom2 = b"application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 /// assert_eq!(negotiate(Some(prom2)), Format::OpenMetrics);
+/// let prom3_native = b"application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1";
+/// assert_eq!(negotiate(Some(prom3_native)), Format::Protobuf);
 /// assert_eq!(negotiate(Some(b"*/*")), Format::Text);
 /// assert_eq!(negotiate(None), Format::Text);
 /// ```
 pub fn negotiate(accept: Option<&[u8]>) -> Format {
-    negotiate::negotiate(accept)
+    negotiate::negotiate(accept, Offer::ALL)
+}
+
+/// [`negotiate`] restricted to the formats of `offer` (the text format is always offered: it
+/// is the fallback). For a route or server that must not answer in some format.
+///
+/// ```
+/// use metrics_prometheus_engine::format::{negotiate_among, Format, Offer};
+/// let prom3_native = b"application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.2,*/*;q=0.1";
+/// let no_protobuf = Offer { protobuf: false, ..Offer::ALL };
+/// assert_eq!(negotiate_among(Some(prom3_native), no_protobuf), Format::OpenMetrics);
+/// assert_eq!(negotiate_among(Some(prom3_native), Offer::TEXT), Format::Text);
+/// ```
+pub fn negotiate_among(accept: Option<&[u8]>, offer: Offer) -> Format {
+    negotiate::negotiate(accept, offer)
 }
 
 /// Rendering options, fixed when the [`Layout`] is built.
@@ -373,6 +405,12 @@ struct Span {
 struct FamilyOut {
     text_head: Span,
     om_head: Span,
+    /// Protobuf name, help and type (in `Layout::pb`).
+    pb_head: Span,
+    /// Protobuf unit field, or empty.
+    pb_unit: Span,
+    /// Protobuf family length when every series has a value.
+    pb_len: usize,
     /// Range of `Layout::series`.
     first: usize,
     end: usize,
@@ -384,6 +422,8 @@ struct FamilyOut {
 struct SeriesOut {
     /// `name{labels} `.
     prefix: Span,
+    /// Protobuf `Metric` up to the value's 8 bytes (in `Layout::pb`).
+    pb_prefix: Span,
     /// Index into the values slice.
     index: usize,
     /// Divide by `10^scale`.
@@ -397,6 +437,10 @@ struct SeriesOut {
 #[derive(Clone, Debug)]
 pub struct Layout {
     bytes: Vec<u8>,
+    /// Precomputed protobuf bytes (`protobuf.rs`).
+    pb: Vec<u8>,
+    /// Upper bound of a protobuf rendering.
+    pb_size: usize,
     families: Vec<FamilyOut>,
     series: Vec<SeriesOut>,
     skipped: Vec<Skipped>,
@@ -563,10 +607,7 @@ fn push_head(text: &mut String, name: &str, help: &str, kind: &str, om: bool, op
         text.push_str(kind);
         text.push('\n');
         if om {
-            let unit = ["seconds", "bytes"]
-                .into_iter()
-                .find(|u| name.strip_suffix(u).is_some_and(|b| b.ends_with('_')));
-            if let Some(unit) = unit {
+            if let Some(unit) = unit_of(name) {
                 text.push_str("# UNIT ");
                 text.push_str(name);
                 text.push(' ');
@@ -575,6 +616,14 @@ fn push_head(text: &mut String, name: &str, help: &str, kind: &str, om: bool, op
             }
         }
     }
+}
+
+/// The OpenMetrics unit of a family name: `seconds` or `bytes` when it ends in `_seconds` or
+/// `_bytes`.
+fn unit_of(name: &str) -> Option<&'static str> {
+    ["seconds", "bytes"]
+        .into_iter()
+        .find(|u| name.strip_suffix(u).is_some_and(|b| b.ends_with('_')))
 }
 
 /// `{k="v",...}` (empty without labels), values escaped.
@@ -798,6 +847,7 @@ impl Layout {
         let mut families = Vec::with_capacity(fams.len());
         let mut series = Vec::new();
         let (mut text_size, mut om_size) = (0, "# EOF\n".len());
+        let (mut pb, mut pb_size) = (Vec::new(), 0);
         for fam in fams {
             let counter = fam.kind == Kind::Counter;
             let sample_name = if counter {
@@ -820,6 +870,16 @@ impl Layout {
             };
             let text_head = head(&mut text, &sample_name, false);
             let om_head = head(&mut text, om_name, true);
+            let pb_ty = if counter {
+                protobuf::TYPE_COUNTER
+            } else {
+                protobuf::TYPE_GAUGE
+            };
+            let pb_head =
+                protobuf::push_family_head(&mut pb, &sample_name, &fam.help, pb_ty, opts.help);
+            // The unit of typed OpenMetrics, whose counter family names have no `_total`.
+            let pb_unit = protobuf::push_unit(&mut pb, unit_of(&fam.name));
+            let mut pb_len = (pb_head.end - pb_head.start) + (pb_unit.end - pb_unit.start);
             text_size += text_head.end - text_head.start;
             om_size += om_head.end - om_head.start;
             let first = series.len();
@@ -842,16 +902,23 @@ impl Layout {
                 text_size += line;
                 om_size += line;
                 max_index = max_index.max(*index);
+                let pb_prefix = protobuf::push_scalar_prefix(&mut pb, labels, counter);
+                pb_len += pb_prefix.end - pb_prefix.start + 8;
                 series.push(SeriesOut {
                     prefix,
+                    pb_prefix,
                     index: *index,
                     scale: *scale,
                     clamp: counter,
                 });
             }
+            pb_size += protobuf::varint_len(pb_len as u64) + pb_len;
             families.push(FamilyOut {
                 text_head,
                 om_head,
+                pb_head,
+                pb_unit,
+                pb_len,
                 first,
                 end: series.len(),
                 max_index,
@@ -859,6 +926,8 @@ impl Layout {
         }
         Layout {
             bytes: text.into_bytes(),
+            pb,
+            pb_size,
             families,
             series,
             skipped,
@@ -897,9 +966,11 @@ impl Layout {
     ///
     /// `exemplars` is empty (no exemplars) or parallel to `hist` (entries at sum positions
     /// are ignored, and so is a trace id that is not 32 lowercase hex digits): `Some`
-    /// attaches an exemplar to that bucket's line, in OpenMetrics only (the text format
-    /// 0.0.4 has none). The host guarantees the exemplar value lies within its bucket. Never
-    /// panics, whatever the lengths of `values`, `hist` and `exemplars`.
+    /// attaches an exemplar to that bucket's line in OpenMetrics, to that bucket in protobuf
+    /// (the text format 0.0.4 has none). The host guarantees the exemplar value lies within
+    /// its bucket. Never panics, whatever the lengths of `values`, `hist` and `exemplars`.
+    ///
+    /// [`Format::Protobuf`] renders the same families, series and values (`protobuf.rs`).
     pub fn render_all(
         &self,
         values: &[i64],
@@ -908,6 +979,10 @@ impl Layout {
         fmt: Format,
         out: &mut Vec<u8>,
     ) {
+        if fmt == Format::Protobuf {
+            self.render_protobuf(values, hist, exemplars, out);
+            return;
+        }
         let om = fmt == Format::OpenMetrics;
         out.reserve(if om { self.om_size } else { self.text_size });
         let bytes = self.bytes.as_slice();

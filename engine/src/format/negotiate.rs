@@ -1,4 +1,4 @@
-//! `Accept` header negotiation between the two output formats.
+//! `Accept` header negotiation between the output formats.
 //!
 //! Each format gets the q-value of the *most specific* media range that
 //! matches it (RFC 9110 §12.5.1):
@@ -17,11 +17,48 @@
 //! ignored. Type names, parameter names and versions compare
 //! case-insensitively.
 //!
+//! Protobuf (`application/vnd.google.protobuf`) matches only a range that names it
+//! exactly: `proto=io.prometheus.client.MetricFamily` and `encoding=delimited` (the
+//! values compare case-insensitively), as client_golang's `expfmt.Negotiate` requires. A
+//! range without them, with another encoding (`text`, `compact-text`) or a wildcard
+//! (`application/*`, `*/*`) never picks protobuf: a binary body goes only to a client that
+//! asked for it by name. Prometheus sends it first when it scrapes native histograms:
+//!
+//! * 2.40–2.x with `--enable-feature=native-histograms`:
+//!   `application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,...`;
+//! * 3.x with `scrape_native_histograms: true`:
+//!   `application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,...`.
+//!
 //! OpenMetrics is chosen only when its q is greater than the text format's and
-//! greater than 0; everything else (no header, an empty or unparsable one,
-//! `*/*`, a tie) gives the text format.
+//! greater than 0; protobuf only when its q is greater than 0 and than both the
+//! others'; everything else (no header, an empty or unparsable one, `*/*`, a tie)
+//! gives the text format. Ties between OpenMetrics and protobuf go to OpenMetrics.
+//! A format the caller does not offer ([`Offer`]) is never chosen.
 
 use super::Format;
+
+/// The formats negotiation may choose besides the text format, which is always offered
+/// (it is the answer when nothing else is acceptable).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Offer {
+    /// OpenMetrics 1.0.0 may be chosen.
+    pub openmetrics: bool,
+    /// Prometheus' protobuf format may be chosen.
+    pub protobuf: bool,
+}
+
+impl Offer {
+    /// Every format.
+    pub const ALL: Offer = Offer {
+        openmetrics: true,
+        protobuf: true,
+    };
+    /// The text format only.
+    pub const TEXT: Offer = Offer {
+        openmetrics: false,
+        protobuf: false,
+    };
+}
 
 #[derive(Clone, Copy)]
 struct Best {
@@ -110,12 +147,14 @@ fn specificity(
     }
 }
 
-pub(crate) fn negotiate(accept: Option<&[u8]>) -> Format {
+pub(crate) fn negotiate(accept: Option<&[u8]>, offer: Offer) -> Format {
     let Some(header) = accept else {
         return Format::Text;
     };
     let mut om = Best::NONE;
     let mut text = Best::NONE;
+    // Highest q of an exact protobuf range.
+    let mut pb: Option<u16> = None;
     'ranges: for range in header.split(|&b| b == b',') {
         let mut parts = range.split(|&b| b == b';');
         let media = trim(parts.next().unwrap_or_default());
@@ -128,6 +167,7 @@ pub(crate) fn negotiate(accept: Option<&[u8]>) -> Format {
         }
         let mut q = 1000;
         let mut version = None;
+        let (mut proto, mut encoding) = (None, None);
         for param in parts {
             let param = trim(param);
             let Some(eq) = param.iter().position(|&b| b == b'=') else {
@@ -145,7 +185,18 @@ pub(crate) fn negotiate(accept: Option<&[u8]>) -> Format {
                 }
             } else if key.eq_ignore_ascii_case(b"version") {
                 version = Some(value);
+            } else if key.eq_ignore_ascii_case(b"proto") {
+                proto = Some(value);
+            } else if key.eq_ignore_ascii_case(b"encoding") {
+                encoding = Some(value);
             }
+        }
+        if ty.eq_ignore_ascii_case(b"application")
+            && sub.eq_ignore_ascii_case(b"vnd.google.protobuf")
+            && proto.is_some_and(|p| p.eq_ignore_ascii_case(b"io.prometheus.client.MetricFamily"))
+            && encoding.is_some_and(|e| e.eq_ignore_ascii_case(b"delimited"))
+        {
+            pb = Some(pb.map_or(q, |p| p.max(q)));
         }
         let om_versions: &[&[u8]] = &[b"1.0.0", b"0.0.1"];
         let text_versions: &[&[u8]] = &[b"0.0.4", b"1.0.0"];
@@ -163,7 +214,11 @@ pub(crate) fn negotiate(accept: Option<&[u8]>) -> Format {
             text.offer(s, q);
         }
     }
-    if om.q > 0 && om.q > text.q {
+    let om_q = if offer.openmetrics { om.q } else { 0 };
+    let pb_q = pb.filter(|_| offer.protobuf).unwrap_or(0);
+    if pb_q > 0 && pb_q > text.q && pb_q > om_q {
+        Format::Protobuf
+    } else if om_q > 0 && om_q > text.q {
         Format::OpenMetrics
     } else {
         Format::Text
@@ -173,7 +228,7 @@ pub(crate) fn negotiate(accept: Option<&[u8]>) -> Format {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Format::{OpenMetrics as OM, Text};
+    use Format::{OpenMetrics as OM, Protobuf as Pb, Text};
 
     #[test]
     fn q_values() {
@@ -230,9 +285,79 @@ mod tests {
             ("application/openmetrics-text;;q=0.3;", OM),
         ];
         for &(h, want) in cases {
-            assert_eq!(negotiate(Some(h.as_bytes())), want, "Accept: {h}");
+            assert_eq!(
+                negotiate(Some(h.as_bytes()), Offer::ALL),
+                want,
+                "Accept: {h}"
+            );
+            let no_pb = Offer {
+                protobuf: false,
+                ..Offer::ALL
+            };
+            assert_eq!(negotiate(Some(h.as_bytes()), no_pb), want, "Accept: {h}");
         }
-        assert_eq!(negotiate(None), Text);
-        assert_eq!(negotiate(Some(b"\xff\xfe/\x00;q=\xff")), Text);
+        assert_eq!(negotiate(None, Offer::ALL), Text);
+        assert_eq!(negotiate(Some(b"\xff\xfe/\x00;q=\xff"), Offer::ALL), Text);
+    }
+
+    const PB: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited";
+
+    #[test]
+    fn protobuf() {
+        let cases: &[(&str, Format)] = &[
+            // Prometheus 2.42 with --enable-feature=native-histograms (seen on the wire).
+            ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1", Pb),
+            ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.2", Pb),
+            // Prometheus 3.x with scrape_native_histograms: true.
+            ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1", Pb),
+            // Prometheus 3.x with scrape_protocols: [PrometheusProto].
+            ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.2,*/*;q=0.1", Pb),
+            // Spacing, quoting and case.
+            ("Application/Vnd.Google.Protobuf ; Proto=\"IO.prometheus.client.MetricFamily\" ; ENCODING=Delimited", Pb),
+            (PB, Pb),
+            // Not the delimited MetricFamily stream.
+            ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text", Text),
+            ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=compact-text", Text),
+            ("application/vnd.google.protobuf;proto=io.prometheus.client.Metric;encoding=delimited", Text),
+            ("application/vnd.google.protobuf;encoding=delimited", Text),
+            ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily", Text),
+            ("application/vnd.google.protobuf", Text),
+            ("application/*", OM),
+            // q-values.
+            ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0", Text),
+            ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5,text/plain;q=0.5", Text),
+            ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5,application/openmetrics-text;q=0.5", OM),
+            ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5,application/openmetrics-text;q=0.6", OM),
+            ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5,*/*", Text),
+            ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5,*/*;q=0.4", Pb),
+            ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.1,application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.9,text/plain;q=0.5", Pb),
+            ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=bogus", Text),
+        ];
+        for &(h, want) in cases {
+            assert_eq!(
+                negotiate(Some(h.as_bytes()), Offer::ALL),
+                want,
+                "Accept: {h}"
+            );
+        }
+    }
+
+    #[test]
+    fn offers() {
+        let prom3 = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,text/plain;version=0.0.4;q=0.2,*/*;q=0.1";
+        let h = Some(prom3.as_bytes());
+        let offer = |openmetrics, protobuf| Offer {
+            openmetrics,
+            protobuf,
+        };
+        assert_eq!(negotiate(h, offer(true, true)), Pb);
+        assert_eq!(negotiate(h, offer(true, false)), OM);
+        assert_eq!(negotiate(h, offer(false, true)), Pb);
+        assert_eq!(negotiate(h, offer(false, false)), Text);
+        assert_eq!(negotiate(h, Offer::TEXT), Text);
+        let om_only = Some(&b"application/openmetrics-text"[..]);
+        assert_eq!(negotiate(om_only, offer(false, true)), Text);
+        let pb_only = Some(PB.as_bytes());
+        assert_eq!(negotiate(pb_only, offer(true, false)), Text);
     }
 }

@@ -8,6 +8,8 @@ use std::collections::HashSet;
 
 use metrics_prometheus_engine::format::{Format, Options};
 
+pub mod protobuf;
+
 // ---------------------------------------------------------------------------
 // Checker
 // ---------------------------------------------------------------------------
@@ -73,7 +75,7 @@ pub fn check_value(v: &str) -> Result<(), String> {
 }
 
 /// `(label name, label value)` pairs.
-type Labels = Vec<(String, String)>;
+pub type Labels = Vec<(String, String)>;
 
 /// Parses `{l="v",...}` at the start of `rest` (`line` for messages): the labels and what
 /// follows the closing brace.

@@ -1,0 +1,875 @@
+//! Prometheus' protobuf exposition: a sequence of `io.prometheus.client.MetricFamily`
+//! messages, each preceded by its length as a varint (`encoding=delimited`), encoded by hand
+//! (no protobuf library: a dozen field tags, varints and little-endian doubles).
+//!
+//! Field numbers (prometheus/prometheus `prompb/io/prometheus/client/metrics.proto`, copied
+//! for the tests to `engine/tests/data/metrics.proto`):
+//!
+//! | message | fields written |
+//! |---|---|
+//! | `MetricFamily` | name 1, help 2, type 3 (COUNTER 0, GAUGE 1, HISTOGRAM 4), metric 4, unit 5 |
+//! | `Metric` | label 1, gauge 2, counter 3, histogram 7 |
+//! | `LabelPair` | name 1, value 2 |
+//! | `Counter`, `Gauge` | value 1 (double) |
+//! | `Histogram` | sample_count 1, sample_sum 2, bucket 3, schema 5 (sint32), zero_threshold 6, zero_count 7, positive_span 12, positive_delta 13 (sint64, packed), exemplars 16 |
+//! | `Bucket` | cumulative_count 1, upper_bound 2, exemplar 3 |
+//! | `BucketSpan` | offset 1 (sint32), length 2 |
+//! | `Exemplar` | label 1, value 2, timestamp 3 (`google.protobuf.Timestamp`: seconds 1, nanos 2) |
+//!
+//! Fields are written in field-number order. Zero values are written too (proto3 would omit
+//! them; a decoder reads an explicit 0 the same way), so that a counter or gauge series has a
+//! fixed size.
+//!
+//! # What is in it
+//!
+//! The same families as the text output, in the same order, with the same series and values:
+//!
+//! * the family name is the text format's: a counter's includes `_total`, as Prometheus
+//!   ingests it from text and as client_golang exposes it;
+//! * HELP (unless [`super::Options::help`] is off) is the raw text, with the control
+//!   characters the text formats replace by a space replaced likewise; label values too;
+//! * protobuf always carries types: [`super::Options::types`] only concerns the text lines
+//!   (`# TYPE`, `# UNIT`), so a histogram is one family even without them, and `unit` is
+//!   written for the `_seconds`/`_bytes` families that have a `# UNIT` in typed OpenMetrics;
+//! * values are the doubles nearest to the decimals the text formats print ([`exact_f64`]),
+//!   negative counters 0;
+//! * histograms: `sample_count`, `sample_sum` (seconds), one cumulative bucket per finite
+//!   bound (the `+Inf` bucket is implied by `sample_count`, as in client_golang, and written
+//!   only when it carries an exemplar), exemplars on buckets (trace id label, value in
+//!   seconds, timestamp). Series without observations, and families left without series, are
+//!   left out, as in text;
+//! * native buckets when the histogram has a [`super::NativeSpec`] (see
+//!   [`Layout::render_all`]): schema, zero threshold and count, spans and deltas from the
+//!   dense counts, and the bucket exemplars again as native exemplars (field 16). A span
+//!   covers a run of non-empty buckets; gaps of one or two empty buckets stay inside the
+//!   span (as zero counts), a longer gap starts a new span, as client_golang does. A
+//!   histogram with no non-empty native bucket, zero threshold 0 and zero count 0 gets the
+//!   no-op span (offset 0, length 0), without which Prometheus would read it as classic.
+//!
+//! # Lengths
+//!
+//! A nested message is preceded by its length, which for a histogram depends on the values
+//! (varint counts, exemplars, native spans). Rather than computing sizes in a first pass over
+//! the values (and again for each series) or moving bytes around once they are known, each
+//! variable-size length is written as a varint *padded to a fixed width*: the width that the
+//! largest possible message of that family or series needs, computed when the layout is
+//! built, with continuation bits set on the leading bytes (`3` in two bytes is `83 00`).
+//! A padded varint is valid protobuf (the wire format does not require the shortest form)
+//! and every decoder reads it: Go's (gogo's generated `Unmarshal`, `protowire`, Prometheus'
+//! delimited reader, which accepts up to 5 bytes: a family would need to exceed 32 GiB for
+//! more), Python's (checked by the tests), prost. So rendering is one pass with a few
+//! patched bytes per message, and costs at most a byte or two per series.
+//!
+//! Everything whose size is fixed is minimal and precomputed: the family heads (name, help,
+//! type) and units, each counter or gauge series' whole `Metric` but its 8 value bytes, each
+//! histogram series' label pairs, the upper bounds as doubles, the length of a counter or
+//! gauge family (exact, recomputed only when some values are missing), and the one-byte
+//! lengths of buckets, spans, exemplars and timestamps (at most 96 bytes).
+//!
+//! Rendering copies these and formats varints and doubles into `out`; it allocates nothing
+//! once `out` has grown to the size of a scrape. A histogram series is written into a zeroed
+//! region of `out` sized for its largest encoding, then cut to size: plain stores with the
+//! position in a register instead of `Vec` pushes (this halved the cost of a bucket).
+
+use std::borrow::Cow;
+
+use super::{Exemplar, Layout, Span};
+
+// Wire tags: (field number << 3) | wire type (0 varint, 1 64-bit, 2 length-delimited).
+const FAMILY_NAME: u8 = 0x0a;
+const FAMILY_HELP: u8 = 0x12;
+const FAMILY_TYPE: u8 = 0x18;
+const FAMILY_METRIC: u8 = 0x22;
+const FAMILY_UNIT: u8 = 0x2a;
+const METRIC_LABEL: u8 = 0x0a;
+const METRIC_GAUGE: u8 = 0x12;
+const METRIC_COUNTER: u8 = 0x1a;
+const METRIC_HISTOGRAM: u8 = 0x3a;
+const LABEL_NAME: u8 = 0x0a;
+const LABEL_VALUE: u8 = 0x12;
+/// `Counter.value` and `Gauge.value`: field 1, double.
+const VALUE: u8 = 0x09;
+const HIST_COUNT: u8 = 0x08;
+const HIST_SUM: u8 = 0x11;
+const HIST_BUCKET: u8 = 0x1a;
+const HIST_SCHEMA: u8 = 0x28;
+const HIST_ZERO_THRESHOLD: u8 = 0x31;
+const HIST_ZERO_COUNT: u8 = 0x38;
+const HIST_POSITIVE_SPAN: u8 = 0x62;
+const HIST_POSITIVE_DELTA: u8 = 0x6a;
+/// Field 16, length-delimited: the tag takes two bytes.
+const HIST_EXEMPLARS: [u8; 2] = [0x82, 0x01];
+const BUCKET_COUNT: u8 = 0x08;
+const BUCKET_UPPER: u8 = 0x11;
+const BUCKET_EXEMPLAR: u8 = 0x1a;
+const SPAN_OFFSET: u8 = 0x08;
+const SPAN_LENGTH: u8 = 0x10;
+const EXEMPLAR_VALUE: u8 = 0x11;
+const EXEMPLAR_TIMESTAMP: u8 = 0x1a;
+const TIMESTAMP_SECONDS: u8 = 0x08;
+const TIMESTAMP_NANOS: u8 = 0x10;
+
+/// `MetricType` values.
+pub(super) const TYPE_COUNTER: u64 = 0;
+pub(super) const TYPE_GAUGE: u64 = 1;
+pub(super) const TYPE_HISTOGRAM: u64 = 4;
+
+/// An exemplar's label: `LabelPair{name: "trace_id", value: <32 bytes>}` as field 1, up to
+/// the trace id itself.
+const EXEMPLAR_LABEL: [u8; 14] = [
+    0x0a,
+    44,
+    LABEL_NAME,
+    8,
+    b't',
+    b'r',
+    b'a',
+    b'c',
+    b'e',
+    b'_',
+    b'i',
+    b'd',
+    LABEL_VALUE,
+    32,
+];
+
+/// Largest exemplar message: label 46, value 9, timestamp 2 + (1 + 10) + (1 + 5).
+const MAX_EXEMPLAR: usize = 46 + 9 + 2 + 17;
+/// Largest bucket, tag and length included: count 11, bound 9, exemplar 2 + 74. Below 128, so
+/// a bucket's length is one byte.
+const MAX_BUCKET: usize = 2 + 11 + 9 + 2 + MAX_EXEMPLAR;
+/// Largest span, tag and length included: offset 1 + 5, length 1 + 5.
+const MAX_SPAN: usize = 2 + 12;
+
+/// Bytes of the varint encoding of `v`.
+pub(super) fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Appends the varint encoding of `v`.
+#[inline]
+pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    if v < 0x80 {
+        out.push(v as u8);
+        return;
+    }
+    let mut buf = [0u8; 10];
+    let mut n = 0;
+    while v >= 0x80 {
+        buf[n] = v as u8 | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    buf[n] = v as u8;
+    out.extend_from_slice(&buf[..=n]);
+}
+
+/// Writes `v` as a varint padded to exactly `slot.len()` bytes (continuation bits on all but
+/// the last). The layout sizes every slot for the largest value it can receive.
+fn put_padded(slot: &mut [u8], mut v: u64) {
+    let last = slot.len() - 1;
+    for b in &mut slot[..last] {
+        *b = v as u8 | 0x80;
+        v >>= 7;
+    }
+    debug_assert!(v < 0x80, "length slot too narrow");
+    slot[last] = v as u8 & 0x7f;
+}
+
+fn zigzag32(v: i32) -> u64 {
+    u64::from(((v << 1) ^ (v >> 31)) as u32)
+}
+
+fn zigzag64(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// `tag`, length, bytes.
+fn put_bytes(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    out.push(tag);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// `s` with the ASCII control characters other than TAB and LF replaced by a space, as the
+/// text formats do (`escape.rs`), so that every format carries the same strings.
+fn clean(s: &str) -> Cow<'_, str> {
+    if s.bytes()
+        .any(|b| b.is_ascii_control() && b != b'\t' && b != b'\n')
+    {
+        Cow::Owned(
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_control() && c != '\t' && c != '\n' {
+                        ' '
+                    } else {
+                        c
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// `±u / 10^scale` as the double nearest to that decimal, i.e. what parsing the text format's
+/// rendering gives. For `u < 2^53` (and `10^scale` exact, scale <= 22) the IEEE division of
+/// two exact doubles is correctly rounded, so it is that double; above, the decimal is
+/// formatted on the stack and parsed (correctly rounded too, and allocation-free). `scale` is
+/// clamped to 12 as in `push_scaled`.
+pub(super) fn exact_f64(neg: bool, u: u64, scale: u8) -> f64 {
+    const POW10: [f64; 13] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12,
+    ];
+    let scale = usize::from(scale).min(12);
+    let x = if u < 1 << 53 || scale == 0 {
+        // `as` rounds to nearest, ties to even: exact below 2^53, correctly rounded above.
+        u as f64 / POW10[scale]
+    } else {
+        let p = super::POW10[scale];
+        let (int, mut frac) = (u / p, u % p);
+        let mut buf = [0u8; 40];
+        let mut it = itoa::Buffer::new();
+        let digits = it.format(int).as_bytes();
+        buf[..digits.len()].copy_from_slice(digits);
+        let mut n = digits.len();
+        buf[n] = b'.';
+        for d in buf[n + 1..=n + scale].iter_mut().rev() {
+            *d = b'0' + (frac % 10) as u8;
+            frac /= 10;
+        }
+        n += 1 + scale;
+        std::str::from_utf8(&buf[..n])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(u as f64 / POW10[scale])
+    };
+    if neg {
+        -x
+    } else {
+        x
+    }
+}
+
+/// Appends a family's head: name, help (with [`super::Options::help`]), type.
+pub(super) fn push_family_head(
+    pb: &mut Vec<u8>,
+    name: &str,
+    help: &str,
+    ty: u64,
+    help_on: bool,
+) -> Span {
+    let start = pb.len();
+    put_bytes(pb, FAMILY_NAME, name.as_bytes());
+    if help_on {
+        put_bytes(pb, FAMILY_HELP, clean(help).as_bytes());
+    }
+    pb.push(FAMILY_TYPE);
+    put_varint(pb, ty);
+    Span {
+        start,
+        end: pb.len(),
+    }
+}
+
+/// Appends the `unit` field, if any.
+pub(super) fn push_unit(pb: &mut Vec<u8>, unit: Option<&str>) -> Span {
+    let start = pb.len();
+    if let Some(u) = unit {
+        put_bytes(pb, FAMILY_UNIT, u.as_bytes());
+    }
+    Span {
+        start,
+        end: pb.len(),
+    }
+}
+
+/// The `label` fields of a `Metric`.
+fn label_pairs(labels: &[(String, String)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut pair = Vec::new();
+    for (k, v) in labels {
+        pair.clear();
+        put_bytes(&mut pair, LABEL_NAME, k.as_bytes());
+        put_bytes(&mut pair, LABEL_VALUE, clean(v).as_bytes());
+        put_bytes(&mut out, METRIC_LABEL, &pair);
+    }
+    out
+}
+
+/// Appends everything of a counter or gauge series but its value's 8 bytes:
+/// `metric` tag and length, the labels, the `counter`/`gauge` tag, its length and the value's
+/// tag. Its size plus 8 is the series' whole size.
+pub(super) fn push_scalar_prefix(
+    pb: &mut Vec<u8>,
+    labels: &[(String, String)],
+    counter: bool,
+) -> Span {
+    let start = pb.len();
+    let l = label_pairs(labels);
+    pb.push(FAMILY_METRIC);
+    put_varint(pb, (l.len() + 11) as u64);
+    pb.extend_from_slice(&l);
+    pb.push(if counter {
+        METRIC_COUNTER
+    } else {
+        METRIC_GAUGE
+    });
+    pb.push(9);
+    pb.push(VALUE);
+    Span {
+        start,
+        end: pb.len(),
+    }
+}
+
+/// The native part of a histogram family, resolved at build time.
+#[derive(Clone, Debug)]
+pub(super) struct NativePb {
+    schema: i32,
+    zero_threshold: [u8; 8],
+    zero_threshold_is_zero: bool,
+    first_index: i64,
+    buckets: usize,
+    /// Width of the packed `positive_delta` length.
+    w_deltas: usize,
+}
+
+/// The protobuf part of a histogram family.
+#[derive(Clone, Debug)]
+pub(super) struct HistPb {
+    head: Span,
+    unit: Span,
+    /// Per finite bound, the upper bound in seconds as a little-endian double.
+    bounds: Vec<[u8; 8]>,
+    native: Option<NativePb>,
+    /// Width of the family length (delimiter).
+    w_family: usize,
+    /// Width of each series' `Histogram` length.
+    w_hist: usize,
+    /// Largest `Histogram` message.
+    max_hist: usize,
+    /// Largest family (without its delimiter) so far.
+    max_family: usize,
+}
+
+impl HistPb {
+    /// Lays out a histogram family: head, unit, bounds and the native part (`native` is
+    /// exported only when [`super::NativeSpec::is_valid`]); `buckets` counts `+Inf`.
+    pub(super) fn new(
+        pb: &mut Vec<u8>,
+        name: &str,
+        help: &str,
+        bounds_us: &[u64],
+        native: Option<&super::NativeSpec>,
+        opts: &super::Options,
+    ) -> HistPb {
+        let head = push_family_head(pb, name, help, TYPE_HISTOGRAM, opts.help);
+        let unit = push_unit(pb, super::unit_of(name));
+        let bounds = bounds_us
+            .iter()
+            .map(|&b| exact_f64(false, b, 6).to_le_bytes())
+            .collect();
+        let buckets = bounds_us.len() + 1;
+        // count, sum, every bucket (the +Inf one with its exemplar) at its largest.
+        let mut max_hist = 11 + 9 + buckets * MAX_BUCKET;
+        let native = native.filter(|n| n.is_valid()).map(|n| {
+            let deltas = 10 * n.buckets;
+            let w_deltas = varint_len(deltas as u64);
+            // Runs of non-empty buckets separated by 3+ empty ones: at most (n + 3) / 4
+            // spans, or the no-op one.
+            let spans = n.buckets.div_ceil(4) + 1;
+            max_hist += 2 + 9 + 11 + spans * MAX_SPAN + 1 + w_deltas + deltas;
+            max_hist += buckets * (2 + 1 + MAX_EXEMPLAR);
+            NativePb {
+                schema: i32::from(n.schema),
+                zero_threshold: exact_f64(false, n.zero_threshold_us, 6).to_le_bytes(),
+                zero_threshold_is_zero: n.zero_threshold_us == 0,
+                first_index: i64::from(n.first_index),
+                buckets: n.buckets,
+                w_deltas,
+            }
+        });
+        HistPb {
+            max_family: (head.end - head.start) + (unit.end - unit.start),
+            head,
+            unit,
+            bounds,
+            native,
+            w_family: 1,
+            w_hist: varint_len(max_hist as u64),
+            max_hist,
+        }
+    }
+
+    /// Appends a series' label pairs. Returns them, the width of the series' `Metric`
+    /// length slot and the largest size of the series (tag and length included).
+    pub(super) fn push_series(
+        &mut self,
+        pb: &mut Vec<u8>,
+        labels: &[(String, String)],
+    ) -> (Span, usize, usize) {
+        let start = pb.len();
+        pb.extend_from_slice(&label_pairs(labels));
+        let l = pb.len() - start;
+        let max_metric = l + 1 + self.w_hist + self.max_hist;
+        let w_metric = varint_len(max_metric as u64);
+        let max = 1 + w_metric + max_metric;
+        self.max_family += max;
+        self.w_family = varint_len(self.max_family as u64);
+        (
+            Span {
+                start,
+                end: pb.len(),
+            },
+            w_metric,
+            max,
+        )
+    }
+
+    /// Upper bound of the bytes the family renders, delimiter included.
+    pub(super) fn max_size(&self) -> usize {
+        self.w_family + self.max_family
+    }
+}
+
+/// A cursor over a zeroed region of `out` reserved for one series (sized for its largest
+/// encoding when the layout is built): byte writes are plain stores with a bounds check,
+/// not `Vec` pushes, and fixed-size copies compile to single moves. The hot writers work on
+/// a local copy of the position ([`At`]) so that it stays in a register.
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+/// A position in a [`Cursor`]'s buffer, threaded through the writes of one message.
+#[derive(Clone, Copy)]
+struct At(usize);
+
+impl At {
+    #[inline(always)]
+    fn byte(self, buf: &mut [u8], b: u8) -> At {
+        buf[self.0] = b;
+        At(self.0 + 1)
+    }
+
+    #[inline(always)]
+    fn bytes(self, buf: &mut [u8], s: &[u8]) -> At {
+        buf[self.0..self.0 + s.len()].copy_from_slice(s);
+        At(self.0 + s.len())
+    }
+
+    #[inline(always)]
+    fn varint(self, buf: &mut [u8], mut v: u64) -> At {
+        let mut p = self.0;
+        while v >= 0x80 {
+            buf[p] = v as u8 | 0x80;
+            v >>= 7;
+            p += 1;
+        }
+        buf[p] = v as u8;
+        At(p + 1)
+    }
+}
+
+impl Cursor<'_> {
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.pos = At(self.pos).byte(self.buf, b).0;
+    }
+
+    #[inline]
+    fn bytes(&mut self, s: &[u8]) {
+        self.pos = At(self.pos).bytes(self.buf, s).0;
+    }
+
+    #[inline]
+    fn varint(&mut self, v: u64) {
+        self.pos = At(self.pos).varint(self.buf, v).0;
+    }
+
+    #[inline]
+    fn double(&mut self, x: f64) {
+        self.bytes(&x.to_le_bytes());
+    }
+
+    /// Reserves a length slot of `width` bytes; returns its position.
+    #[inline]
+    fn slot(&mut self, width: usize) -> usize {
+        self.pos += width;
+        self.pos - width
+    }
+
+    /// Fills the slot at `at` (of `width` bytes) with the length of what follows it.
+    #[inline]
+    fn close(&mut self, at: usize, width: usize) {
+        let len = self.pos - at - width;
+        put_padded(&mut self.buf[at..at + width], len as u64);
+    }
+
+    /// An exemplar message's length and body (the caller writes the tag).
+    #[inline]
+    fn exemplar(&mut self, e: &Exemplar) {
+        self.pos = exemplar_at(self.buf, At(self.pos), e).0;
+    }
+
+    /// A `bucket` field (at most [`MAX_BUCKET`] bytes: its length takes one byte).
+    #[inline]
+    fn bucket(&mut self, cumulative: u64, upper: &[u8; 8], exemplar: Option<&Exemplar>) {
+        let buf = &mut *self.buf;
+        let len_at = self.pos + 1;
+        let mut p = At(self.pos)
+            .byte(buf, HIST_BUCKET)
+            .byte(buf, 0)
+            .byte(buf, BUCKET_COUNT)
+            .varint(buf, cumulative)
+            .byte(buf, BUCKET_UPPER)
+            .bytes(buf, upper);
+        if let Some(e) = exemplar {
+            let ex = p.byte(buf, BUCKET_EXEMPLAR);
+            p = exemplar_at(buf, ex, e);
+        }
+        buf[len_at] = (p.0 - len_at - 1) as u8;
+        self.pos = p.0;
+    }
+
+    fn span(&mut self, offset: i64, length: u64) {
+        self.byte(HIST_POSITIVE_SPAN);
+        let at = self.slot(1);
+        self.byte(SPAN_OFFSET);
+        self.varint(zigzag32(offset as i32));
+        self.byte(SPAN_LENGTH);
+        self.varint(length);
+        self.close(at, 1);
+    }
+
+    /// The native part of a histogram: schema, zero bucket, spans, deltas.
+    fn native(&mut self, n: &NativePb, zero_count: u64, dense: &[u64]) {
+        self.byte(HIST_SCHEMA);
+        self.varint(zigzag32(n.schema));
+        self.byte(HIST_ZERO_THRESHOLD);
+        self.bytes(&n.zero_threshold);
+        self.byte(HIST_ZERO_COUNT);
+        self.varint(zero_count);
+        // Spans: (offset, length) of the open one. The first offset is absolute, the others
+        // relative to the end of the previous span.
+        let mut open: Option<(i64, u64)> = None;
+        non_empty(dense, |gap, k, _| {
+            open = match (open, gap) {
+                (None, _) => Some((n.first_index + k, 1)),
+                (Some((off, len)), Some(gap)) if gap <= 2 => Some((off, len + gap as u64 + 1)),
+                (Some((off, len)), gap) => {
+                    self.span(off, len);
+                    Some((gap.unwrap_or(0), 1))
+                }
+            };
+        });
+        match open {
+            Some((off, len)) => self.span(off, len),
+            None => {
+                if n.zero_threshold_is_zero && zero_count == 0 {
+                    self.span(0, 0);
+                }
+                return;
+            }
+        }
+        self.byte(HIST_POSITIVE_DELTA);
+        let at = self.slot(n.w_deltas);
+        // Deltas from the previous bucket's count (0 before the first), empty buckets
+        // inside a span included. Counts above i64::MAX wrap, as int64 counts would.
+        let mut prev = 0i64;
+        non_empty(dense, |gap, _, c| {
+            if let Some(gap @ 1..=2) = gap {
+                for _ in 0..gap {
+                    self.varint(zigzag64(prev.wrapping_neg()));
+                    prev = 0;
+                }
+            }
+            let c = c as i64;
+            self.varint(zigzag64(c.wrapping_sub(prev)));
+            prev = c;
+        });
+        self.close(at, n.w_deltas);
+    }
+}
+
+/// Writes an exemplar message's length and body at `at` (at most 1 + [`MAX_EXEMPLAR`] bytes:
+/// both its length and its timestamp's take one byte).
+fn exemplar_at(buf: &mut [u8], at: At, e: &Exemplar) -> At {
+    let secs = e.timestamp_us.div_euclid(1_000_000) as u64;
+    let nanos = e.timestamp_us.rem_euclid(1_000_000) as u64 * 1_000;
+    let ts_at = at.0 + 1 + EXEMPLAR_LABEL.len() + 32 + 9 + 1;
+    let p = at
+        .byte(buf, 0)
+        .bytes(buf, &EXEMPLAR_LABEL)
+        .bytes(buf, &e.trace_id)
+        .byte(buf, EXEMPLAR_VALUE)
+        .bytes(buf, &exact_f64(false, e.value_us, 6).to_le_bytes())
+        .byte(buf, EXEMPLAR_TIMESTAMP)
+        .byte(buf, 0)
+        .byte(buf, TIMESTAMP_SECONDS)
+        .varint(buf, secs)
+        .byte(buf, TIMESTAMP_NANOS)
+        .varint(buf, nanos);
+    buf[ts_at] = (p.0 - ts_at - 1) as u8;
+    buf[at.0] = (p.0 - at.0 - 1) as u8;
+    p
+}
+
+/// Walks the non-empty buckets of `dense` (native index `first + k` for `dense[k]`) as
+/// client_golang groups them: calls `run(gap, index, count)` for each, `gap` being `None` for
+/// the first and otherwise the number of empty buckets since the previous one.
+#[inline]
+fn non_empty(dense: &[u64], mut run: impl FnMut(Option<i64>, i64, u64)) {
+    let mut next: Option<i64> = None;
+    for (k, &c) in dense.iter().enumerate() {
+        if c != 0 {
+            let k = k as i64;
+            run(next.map(|n| k - n), k, c);
+            next = Some(k + 1);
+        }
+    }
+}
+
+impl Layout {
+    /// [`Layout::render_all`] in the protobuf format.
+    pub(super) fn render_protobuf(
+        &self,
+        values: &[i64],
+        hist: &[u64],
+        exemplars: &[Option<Exemplar>],
+        out: &mut Vec<u8>,
+    ) {
+        out.reserve(self.pb_size);
+        let pb = self.pb.as_slice();
+        let bytes = |s: Span| &pb[s.start..s.end];
+        for fam in &self.families {
+            let series = &self.series[fam.first..fam.end];
+            let len = if fam.max_index < values.len() {
+                fam.pb_len
+            } else {
+                let present = series
+                    .iter()
+                    .filter(|s| s.index < values.len())
+                    .map(|s| s.pb_prefix.end - s.pb_prefix.start + 8);
+                let mut n = 0;
+                let mut any = false;
+                for p in present {
+                    n += p;
+                    any = true;
+                }
+                if !any {
+                    continue;
+                }
+                n + (fam.pb_head.end - fam.pb_head.start) + (fam.pb_unit.end - fam.pb_unit.start)
+            };
+            put_varint(out, len as u64);
+            out.extend_from_slice(bytes(fam.pb_head));
+            for s in series {
+                let Some(&v) = values.get(s.index) else {
+                    continue;
+                };
+                let v = if s.clamp && v < 0 { 0 } else { v };
+                out.extend_from_slice(bytes(s.pb_prefix));
+                out.extend_from_slice(&exact_f64(v < 0, v.unsigned_abs(), s.scale).to_le_bytes());
+            }
+            out.extend_from_slice(bytes(fam.pb_unit));
+        }
+        self.render_histograms_protobuf(hist, exemplars, out);
+    }
+
+    fn render_histograms_protobuf(
+        &self,
+        hist: &[u64],
+        exemplars: &[Option<Exemplar>],
+        out: &mut Vec<u8>,
+    ) {
+        let h = &self.hists;
+        let pb = self.pb.as_slice();
+        let bytes = |s: Span| &pb[s.start..s.end];
+        // f64::INFINITY, little-endian.
+        const INF: [u8; 8] = [0, 0, 0, 0, 0, 0, 0xf0, 0x7f];
+        for fam in &h.families {
+            let f = &fam.pb;
+            let nb = fam.buckets;
+            let bounds = &f.bounds;
+            let mark = out.len();
+            out.resize(mark + f.w_family, 0);
+            let body = out.len();
+            out.extend_from_slice(bytes(f.head));
+            let mut any = false;
+            for s in &h.series[fam.first..fam.end] {
+                let Some(slots) = hist.get(s.slot..s.slot.saturating_add(nb + 1)) else {
+                    continue;
+                };
+                let (counts, sum) = (&slots[..nb], slots[nb]);
+                let total = counts.iter().fold(0u64, |a, &c| a.saturating_add(c));
+                if total == 0 {
+                    continue;
+                }
+                any = true;
+                let exemplar = |b: usize| match exemplars.get(s.slot + b) {
+                    Some(Some(e)) if super::histogram::valid_trace_id(&e.trace_id) => Some(e),
+                    _ => None,
+                };
+                let start = out.len();
+                out.resize(start + s.pb_max, 0);
+                let mut w = Cursor {
+                    buf: &mut out[start..],
+                    pos: 0,
+                };
+                w.byte(FAMILY_METRIC);
+                let metric = w.slot(s.pb_w_metric);
+                w.bytes(bytes(s.pb_labels));
+                w.byte(METRIC_HISTOGRAM);
+                let histogram = w.slot(f.w_hist);
+                w.byte(HIST_COUNT);
+                w.varint(total);
+                w.byte(HIST_SUM);
+                w.double(exact_f64(false, sum, 6));
+                let mut cum = 0u64;
+                for (b, (&c, upper)) in counts.iter().zip(bounds).enumerate() {
+                    cum = cum.saturating_add(c);
+                    w.bucket(cum, upper, exemplar(b));
+                }
+                if let Some(e) = exemplar(nb - 1) {
+                    w.bucket(total, &INF, Some(e));
+                }
+                if let Some(n) = &f.native {
+                    let from = s.slot + nb + 1;
+                    if let Some(native) = hist.get(from..from.saturating_add(1 + n.buckets)) {
+                        w.native(n, native[0], &native[1..]);
+                        for b in 0..nb {
+                            if let Some(e) = exemplar(b) {
+                                w.bytes(&HIST_EXEMPLARS);
+                                w.exemplar(e);
+                            }
+                        }
+                    }
+                }
+                w.close(histogram, f.w_hist);
+                w.close(metric, s.pb_w_metric);
+                let end = start + w.pos;
+                out.truncate(end);
+            }
+            if !any {
+                out.truncate(mark);
+                continue;
+            }
+            out.extend_from_slice(bytes(f.unit));
+            let len = out.len() - body;
+            put_padded(&mut out[mark..body], len as u64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints() {
+        for (v, want) in [
+            (0u64, &[0u8][..]),
+            (1, &[1]),
+            (127, &[0x7f]),
+            (128, &[0x80, 0x01]),
+            (300, &[0xac, 0x02]),
+            (16_383, &[0xff, 0x7f]),
+            (16_384, &[0x80, 0x80, 0x01]),
+            (
+                u64::MAX,
+                &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            ),
+        ] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert_eq!(out, want, "{v}");
+            assert_eq!(varint_len(v), want.len(), "{v}");
+        }
+        let mut slot = [0u8; 3];
+        put_padded(&mut slot, 3);
+        assert_eq!(slot, [0x83, 0x80, 0x00]);
+        put_padded(&mut slot, 300);
+        assert_eq!(slot, [0xac, 0x82, 0x00]);
+        put_padded(&mut slot, (1 << 21) - 1);
+        assert_eq!(slot, [0xff, 0xff, 0x7f]);
+        let mut one = [0u8; 1];
+        put_padded(&mut one, 5);
+        assert_eq!(one, [5]);
+        assert_eq!(zigzag32(0), 0);
+        assert_eq!(zigzag32(-1), 1);
+        assert_eq!(zigzag32(1), 2);
+        assert_eq!(zigzag32(i32::MIN), u64::from(u32::MAX));
+        assert_eq!(zigzag64(-2), 3);
+        assert_eq!(zigzag64(i64::MIN), u64::MAX);
+    }
+
+    #[test]
+    fn doubles_match_the_decimals() {
+        let mut buf = Vec::new();
+        for (u, scale) in [
+            (0u64, 6u8),
+            (1, 6),
+            (7, 6),
+            (1_500_000, 6),
+            (123_456_789, 6),
+            ((1 << 53) - 1, 6),
+            (1 << 53, 6),
+            ((1 << 53) + 1, 6),
+            (9_007_199_254_740_993, 3),
+            (u64::MAX, 6),
+            (u64::MAX, 12),
+            (u64::MAX, 0),
+            (i64::MAX as u64, 0),
+            (12_345_678_901_234_567_891, 7),
+            (1, 12),
+            (5, 1),
+            (250, 3),
+        ] {
+            buf.clear();
+            super::super::push_scaled(&mut buf, false, u, scale);
+            let text: f64 = std::str::from_utf8(&buf).unwrap().parse().unwrap();
+            assert_eq!(
+                exact_f64(false, u, scale).to_bits(),
+                text.to_bits(),
+                "{u} / 10^{scale}"
+            );
+            assert_eq!(exact_f64(true, u, scale), -text);
+        }
+    }
+
+    #[test]
+    fn lengths_fit_in_one_byte() {
+        assert_eq!(MAX_EXEMPLAR, 74);
+        assert_eq!(MAX_BUCKET, 98);
+        let e = Exemplar {
+            trace_id: [b'f'; 32],
+            value_us: u64::MAX,
+            // Seconds -1 (10 bytes), nanos 999_999_000 (5 bytes).
+            timestamp_us: -1,
+        };
+        let mut buf = [0u8; 128];
+        let mut w = Cursor {
+            buf: &mut buf,
+            pos: 0,
+        };
+        w.bucket(u64::MAX, &[0; 8], Some(&e));
+        assert_eq!(w.pos, MAX_BUCKET);
+        assert_eq!(usize::from(buf[1]), MAX_BUCKET - 2);
+        let mut w = Cursor {
+            buf: &mut buf,
+            pos: 0,
+        };
+        w.span(i64::from(i32::MIN), u64::from(u32::MAX));
+        assert_eq!(w.pos, MAX_SPAN);
+    }
+
+    #[test]
+    fn cleaned_strings() {
+        assert_eq!(clean("a\tb\nc"), "a\tb\nc");
+        assert_eq!(clean("a\rb\u{7f}c\u{0}"), "a b c ");
+        assert!(matches!(clean("plain"), Cow::Borrowed(_)));
+    }
+}
