@@ -71,19 +71,11 @@ pub fn traceparent_trace_id(v: &[u8]) -> Option<[u8; 32]> {
     if (v[..2] == *b"00" && v.len() != 55) || (v.len() > 55 && v[55] != b'-') || v[..2] == *b"ff" {
         return None;
     }
-    let (mut id_or, mut parent_or) = (0u8, 0u8);
-    let mut all_hex = true;
-    for (i, &c) in v[..55].iter().enumerate() {
-        match i {
-            2 | 35 | 52 => continue,
-            3..=34 => id_or |= c ^ b'0',
-            36..=51 => parent_or |= c ^ b'0',
-            _ => {}
-        }
-        all_hex &= HEX[usize::from(c)];
-    }
+    let (version, id, parent, flags) = (&v[..2], &v[3..35], &v[36..52], &v[53..55]);
+    let hex = |s: &[u8]| s.iter().fold(true, |ok, &c| ok & HEX[usize::from(c)]);
+    let nonzero = |s: &[u8]| s.iter().fold(0u8, |acc, &c| acc | (c ^ b'0')) != 0;
     // All-zero trace or parent ids are invalid per the spec.
-    if !all_hex || id_or == 0 || parent_or == 0 {
+    if !(hex(version) && hex(id) && hex(parent) && hex(flags) && nonzero(id) && nonzero(parent)) {
         return None;
     }
     let mut out = [0u8; 32];
