@@ -7,14 +7,17 @@
 //! bytes after a complete head (body, pipelined requests) do not change the
 //! answer; requiring auth only ever turns a complete request's answer into
 //! 401, and the right credentials restore it; every path `validate_path`
-//! accepts is reachable by a GET; responses carry a correct `Content-Length`.
+//! accepts is reachable by a GET; responses carry a correct `Content-Length`;
+//! `traceparent_trace_id` (run on every request header in the after-request hook
+//! with exemplars on) only returns 32 lowercase hex digits, not all zero, found
+//! at their place in the input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use metrics_prometheus_engine::format::Format;
-use metrics_prometheus_engine::http::{BasicAuth, 
-    index_page, parse, parse_with_auth, validate_path, write_error, write_response, Action, Parsed,
-    Status, HEAD_LIMIT,
+use metrics_prometheus_engine::http::{
+    index_page, parse, parse_with_auth, traceparent_trace_id, validate_path, write_error,
+    write_response, Action, BasicAuth, Parsed, Status, HEAD_LIMIT,
 };
 
 /// `prom` / `s3cret` (sha256 of `s3cret`).
@@ -49,6 +52,11 @@ fn check_response(out: &[u8], body_len: usize, head_only: bool) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    if let Some(id) = traceparent_trace_id(data) {
+        assert!(id.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)));
+        assert!(id.iter().any(|&c| c != b'0'));
+        assert_eq!(&data.trim_ascii()[3..35], &id[..]);
+    }
     let Some((&sel, buf)) = data.split_first() else {
         return;
     };
