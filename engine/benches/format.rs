@@ -8,6 +8,9 @@
 //! fourth bucket (OpenMetrics and protobuf), and no other family.
 //!
 //! Every render case runs in the three formats: text, OpenMetrics and protobuf.
+//! `render_histogram_48x12_native` adds native buckets (schema 3, 100 µs .. 60 s, 155
+//! buckets, observations spread over about 60 of them per series) to the same histogram,
+//! in protobuf (the text formats ignore them).
 //!
 //! Criterion reports throughput in series per second; ns per series is the
 //! reciprocal (the median time divided by `Layout::series()`).
@@ -19,7 +22,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
-use metrics_prometheus_engine::format::{Exemplar, Format, Histogram, Layout, MetricType, Options};
+use metrics_prometheus_engine::format::{
+    native_bucket_index, Exemplar, Format, Histogram, Layout, MetricType, NativeSpec, Options,
+};
 
 /// uWSGI's metric list, in uWSGI's order, for `workers` x `cores` and one
 /// socket (uwsgi-internals.md §3.3), with plausible values.
@@ -136,6 +141,7 @@ fn histogram_48x12() -> (Histogram, Vec<u64>, Vec<Option<Exemplar>>) {
                 })
             })
             .collect(),
+        native: None,
     };
     let per = h.slots_per_series();
     let mut hist = Vec::with_capacity(h.series.len() * per);
@@ -151,6 +157,40 @@ fn histogram_48x12() -> (Histogram, Vec<u64>, Vec<Option<Exemplar>>) {
         }
         hist.push(s * 123_456_789);
         exemplars.push(None);
+    }
+    (h, hist, exemplars)
+}
+
+/// [`histogram_48x12`] with native buckets: schema 3 from 100 µs to 60 s; per series, the
+/// classic observations spread over the native buckets of their classic bucket.
+fn histogram_48x12_native() -> (Histogram, Vec<u64>, Vec<Option<Exemplar>>) {
+    let (mut h, classic, classic_ex) = histogram_48x12();
+    let first = native_bucket_index(1e-4, 3);
+    let spec = NativeSpec {
+        schema: 3,
+        zero_threshold_us: 0,
+        first_index: first,
+        buckets: (native_bucket_index(60.0, 3) - first) as usize + 1,
+    };
+    h.native = Some(spec);
+    let per_classic = h.bounds_us.len() + 2;
+    let mut hist = Vec::new();
+    let mut exemplars = Vec::new();
+    for (s, series) in classic.chunks(per_classic).enumerate() {
+        hist.extend_from_slice(series);
+        exemplars.extend_from_slice(&classic_ex[s * per_classic..(s + 1) * per_classic]);
+        let mut dense = vec![0u64; 1 + spec.buckets];
+        for (b, &c) in series[..per_classic - 1].iter().enumerate() {
+            // Spread the bucket's count over 5 native buckets below its bound.
+            let bound = h.bounds_us.get(b).copied().unwrap_or(20_000_000);
+            let top = native_bucket_index(bound as f64 / 1e6, 3) - first;
+            for j in 0..5 {
+                let k = (top - j * 2).clamp(0, spec.buckets as i32 - 1) as usize;
+                dense[1 + k] += c / 5 + u64::from(j == 0) * (c % 5);
+            }
+        }
+        hist.extend_from_slice(&dense);
+        exemplars.extend(std::iter::repeat_n(None, dense.len()));
     }
     (h, hist, exemplars)
 }
@@ -203,6 +243,26 @@ fn bench(c: &mut Criterion) {
         });
     }
     hist.finish();
+
+    let mut native = c.benchmark_group("render_histogram_48x12_native");
+    let (h, values, exemplars) = histogram_48x12_native();
+    let layout = Layout::with_histograms(&[], &[], &[h], &opts);
+    native.throughput(Throughput::Elements(layout.series() as u64));
+    let mut out = Vec::new();
+    native.bench_function("Protobuf", |b| {
+        b.iter(|| {
+            out.clear();
+            layout.render_all(
+                &[],
+                black_box(&values),
+                black_box(&exemplars),
+                Format::Protobuf,
+                &mut out,
+            );
+            black_box(out.len())
+        })
+    });
+    native.finish();
 
     let mut new = c.benchmark_group("layout_new");
     new.sample_size(20);

@@ -1115,6 +1115,7 @@ mod histograms {
                 labels(&[("method", "POST"), ("code", "5xx")]),
                 labels(&[("method", "GET"), ("code", "4xx")]),
             ],
+            native: None,
         }
     }
 
@@ -1406,6 +1407,7 @@ uwsgi_request_duration_seconds_count{method="GET",code="2xx"} 6
             help: "Items per batch.",
             bounds_us: vec![],
             series: vec![vec![], labels(&[("queue", "a")])],
+            native: None,
         };
         let hists = [latency(), only_inf];
         let l = Layout::with_histograms(&[], &[], &hists, &Options::default());
@@ -1462,6 +1464,7 @@ uwsgi_batch_size_count{queue="a"} 2
             help: "Items per batch.",
             bounds_us: vec![1_000_000],
             series: vec![vec![]],
+            native: None,
         };
         // The clashing one, a fine one, then the fine one again (clashes with itself).
         let hists = [latency(), other.clone(), other];
@@ -1534,6 +1537,7 @@ uwsgi_batch_size_count 2
             help: "Big.",
             bounds_us: vec![1],
             series: vec![vec![], labels(&[("x", "sat")])],
+            native: None,
         };
         let hist = [
             u64::MAX - 5,
@@ -1589,6 +1593,7 @@ uwsgi_big_count{x="sat"} 18446744073709551615
                 labels(&[("app", "a\"b")]),
                 labels(&[("app", "c")]),
             ],
+            native: None,
         };
         let o = Options {
             help: false,

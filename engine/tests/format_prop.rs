@@ -6,8 +6,12 @@
 mod check;
 
 use check::check;
-use check::protobuf::{check_protobuf, decode, pb_samples, same_samples, text_helps, text_samples};
-use metrics_prometheus_engine::format::{Exemplar, Format, Histogram, Layout, MetricType, Options};
+use check::protobuf::{
+    check_protobuf, decode, native_counts, pb_samples, same_samples, text_helps, text_samples,
+};
+use metrics_prometheus_engine::format::{
+    Exemplar, Format, Histogram, Layout, MetricType, NativeSpec, Options,
+};
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------
@@ -221,15 +225,17 @@ fn histogram() -> impl Strategy<Value = Hist> {
         proptest::sample::select(HIST_FAMILIES),
         bounds,
         proptest::collection::vec(label_set(), 0..5),
+        proptest::option::weighted(0.5, native_spec()),
     )
-        .prop_flat_map(|(family, bounds_us, series)| {
-            let slots = series.len() * (bounds_us.len() + 2);
+        .prop_flat_map(|(family, bounds_us, series, native)| {
             let h = Histogram {
                 family,
                 help: "Latency \"of\" requests\\.",
                 bounds_us,
                 series,
+                native,
             };
+            let slots = h.series.len() * h.slots_per_series();
             (
                 Just(h),
                 proptest::collection::vec(count(), slots),
@@ -250,6 +256,17 @@ fn histogram() -> impl Strategy<Value = Hist> {
                     values[i] = values[i].wrapping_mul(1_000_003);
                     continue;
                 }
+                if b > nb {
+                    // Native counts (zero bucket, dense buckets): small, mostly 0; the
+                    // exemplars there must be ignored.
+                    values[i] %= 1_000;
+                    exemplars[i] = r.map(|(trace_id, value_us, timestamp_us)| Exemplar {
+                        trace_id,
+                        value_us,
+                        timestamp_us,
+                    });
+                    continue;
+                }
                 let Some((trace_id, r, timestamp_us)) = r else {
                     continue;
                 };
@@ -268,12 +285,125 @@ fn histogram() -> impl Strategy<Value = Hist> {
                     timestamp_us,
                 });
             }
+            // Every observation is counted in both the classic and the native buckets: the
+            // classic total covers the native one.
+            if h.native.is_some() {
+                for s in values.chunks_mut(per) {
+                    let classic = s[..nb].iter().fold(0u64, |a, &c| a.saturating_add(c));
+                    let native: u64 = s[nb + 1..].iter().sum();
+                    s[nb - 1] = s[nb - 1].saturating_add(native.saturating_sub(classic));
+                }
+            }
             Hist {
                 h,
                 values,
                 exemplars,
             }
         })
+}
+
+/// Native layouts, a few of them invalid (schema out of range, indexes past `i32`).
+fn native_spec() -> impl Strategy<Value = NativeSpec> {
+    (
+        prop_oneof![9 => -4i8..=8, 1 => prop_oneof![-8i8..-4, 9i8..12]],
+        prop_oneof![Just(0u64), 0u64..2_000],
+        prop_oneof![9 => -100i32..100, 1 => (i32::MAX - 20)..=i32::MAX],
+        0usize..40,
+    )
+        .prop_map(
+            |(schema, zero_threshold_us, first_index, buckets)| NativeSpec {
+                schema,
+                zero_threshold_us,
+                first_index,
+                buckets,
+            },
+        )
+}
+
+/// The native parts of the protobuf rendering `pb` against the input: for each rendered
+/// series of a histogram with a valid spec and all its slots, the schema, zero bucket and the
+/// counts that spans and deltas encode equal the dense input counts (empty buckets only
+/// inside spans), the native exemplars are those of the classic buckets; no native part
+/// otherwise.
+fn natives_match(
+    pb: &[u8],
+    hists: &[Hist],
+    hist: &[u64],
+    ex: &[Option<Exemplar>],
+    opts: &Options,
+    skipped: &[usize],
+) -> Result<(), TestCaseError> {
+    let fams = decode(pb).map_err(TestCaseError::fail)?;
+    let hex = |e: &Exemplar| {
+        e.trace_id
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    };
+    let mut base = 0;
+    for (i, x) in hists.iter().enumerate() {
+        let per = x.h.slots_per_series();
+        let nb = x.h.bounds_us.len() + 1;
+        if skipped.contains(&i) {
+            base += x.h.series.len() * per;
+            continue;
+        }
+        let prefix: String = opts
+            .prefix
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b == b'_' {
+                    b as char
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let mut name = prefix + x.h.family;
+        if name.as_bytes()[0].is_ascii_digit() {
+            name.insert(0, '_');
+        }
+        let fam = fams.iter().find(|f| f.name == name && f.ty == Some(4));
+        for m in fam.iter().flat_map(|f| &f.metrics) {
+            let h = m.histogram.as_ref().expect("histogram");
+            let j =
+                x.h.series
+                    .iter()
+                    .position(|l| *l == m.labels)
+                    .expect("series");
+            let at = base + j * per;
+            let valid =
+                x.h.native
+                    .filter(|n| n.is_valid() && at + per <= hist.len());
+            let Some(n) = valid else {
+                prop_assert!(h.schema.is_none() && h.spans.is_empty() && h.exemplars.is_empty());
+                continue;
+            };
+            prop_assert_eq!(h.schema, Some(i32::from(n.schema)));
+            prop_assert_eq!(h.zero_threshold, Some(n.zero_threshold_us as f64 / 1e6));
+            prop_assert_eq!(h.zero_count, Some(hist[at + nb + 1]));
+            let dense = &hist[at + nb + 2..at + per];
+            let counts = native_counts(h).map_err(TestCaseError::fail)?;
+            for (&i, &c) in &counts {
+                let k = i64::from(i) - i64::from(n.first_index);
+                prop_assert!((0..dense.len() as i64).contains(&k), "index {} outside", i);
+                prop_assert_eq!(dense[k as usize], c);
+            }
+            for (k, &c) in dense.iter().enumerate().filter(|(_, &c)| c != 0) {
+                let i = (i64::from(n.first_index) + k as i64) as i32;
+                prop_assert_eq!(counts.get(&i), Some(&c));
+            }
+            if counts.is_empty() {
+                let noop = n.zero_threshold_us == 0 && hist[at + nb + 1] == 0;
+                prop_assert_eq!(h.spans.clone(), if noop { vec![(0, 0)] } else { vec![] });
+            }
+            let classic_ex = (0..nb)
+                .filter(|&b| matches!(ex.get(at + b), Some(Some(e)) if hex(e)))
+                .count();
+            prop_assert_eq!(h.exemplars.len(), classic_ex);
+        }
+        base += x.h.series.len() * per;
+    }
+    Ok(())
 }
 
 /// Sample lines the histogram renders (if not skipped), computed from the input alone.
@@ -422,6 +552,7 @@ proptest! {
         let mut pb = Vec::new();
         layout.render_all(&values, &hist, &ex, Format::Protobuf, &mut pb);
         protobuf_matches_text(&pb, &text, &opts)?;
+        natives_match(&pb, &hists, &hist, &ex, &opts, &skipped)?;
         // The exemplars of the protobuf buckets are those of typed OpenMetrics (without
         // types, OpenMetrics has none; protobuf is always typed).
         let fams = decode(&pb).map_err(TestCaseError::fail)?;
@@ -459,6 +590,8 @@ proptest! {
         layout.render_all(&[], hist, ex, Format::Protobuf, &mut pb);
         layout.render_all(&[], hist, ex, Format::Text, &mut text);
         protobuf_matches_text(&pb, &String::from_utf8(text).expect("UTF-8"), &opts)?;
+        let skipped: Vec<usize> = layout.skipped().iter().map(|s| s.index).collect();
+        natives_match(&pb, &hists, hist, ex, &opts, &skipped)?;
     }
 }
 

@@ -8,7 +8,9 @@ mod check;
 use std::fmt::Write as _;
 
 use check::protobuf::{check_protobuf, decode, PbExemplar, PbFamily};
-use metrics_prometheus_engine::format::{Exemplar, Format, Histogram, Layout, MetricType, Options};
+use metrics_prometheus_engine::format::{
+    native_bucket_index, Exemplar, Format, Histogram, Layout, MetricType, NativeSpec, Options,
+};
 
 fn labels(l: &[(&str, &str)]) -> Vec<(String, String)> {
     l.iter().map(|&(k, v)| (k.into(), v.into())).collect()
@@ -29,6 +31,7 @@ fn latency() -> Histogram {
         help: "Time.",
         bounds_us: vec![5_000, 1_000_000],
         series: vec![labels(&[("method", "GET")])],
+        native: None,
     }
 }
 
@@ -199,6 +202,7 @@ fn help_and_labels_are_raw() {
         help: "a \"b\" \\ c\nd\re",
         bounds_us: vec![],
         series: vec![labels(&[("path", "/a\"b\\c\nd\re")])],
+        native: None,
     };
     let l = Layout::with_histograms(&[], &[], &[h], &Options::default());
     let fams = decode(&render(&l, &[], &[1, 5], &[])).expect("decodes");
@@ -255,6 +259,207 @@ fn steady_state_keeps_the_buffer() {
         l.render_all(&v, &h, &e, Format::Protobuf, &mut out);
         assert_eq!((out.capacity(), out.as_ptr()), (cap, ptr));
     }
+}
+
+/// client_golang's "factor 1.1 results in schema 3" case (`histogram_test.go`): observations
+/// 0, 1, 2 and 3 s give zero count 1, spans (0, 1), (7, 1), (4, 1) and deltas 1, 0, 0. Here
+/// with a classic bucket at 1 s too, and an exemplar on the +Inf bucket, repeated as a native
+/// exemplar.
+const NATIVE: &str = r#"
+82 02                               # family (258, two bytes anyway)
+  0a 1e "uwsgi_request_duration_seconds"
+  18 04                             # type HISTOGRAM
+  22 d4 01                          # metric (212), no labels
+    3a d1 01                        # histogram (209)
+      08 04                         # sample_count 4
+      11 00 00 00 00 00 00 18 40    # sample_sum 6
+      1a 0b 08 02 11 00 00 00 00 00 00 f0 3f   # bucket 2 <= 1
+      1a 4e                         # bucket (78): +Inf with its exemplar
+        08 04 11 00 00 00 00 00 00 f0 7f
+        1a 41 0a 2c 0a 08 "trace_id" 12 20 "4bf92f3577b34da6a3ce929d0e0e4736"
+          11 00 00 00 00 00 00 08 40  # value 3
+          1a 08 08 80 e2 cf aa 06 10 00
+      28 06                         # schema 3 (zigzag 6)
+      31 00 00 00 00 00 00 00 00    # zero_threshold 0
+      38 01                         # zero_count 1
+      62 04 08 00 10 01             # span offset 0 length 1: index 0 (1 s)
+      62 04 08 0e 10 01             # span offset 7 (zigzag 14) length 1: index 8 (2 s)
+      62 04 08 08 10 01             # span offset 4 (zigzag 8) length 1: index 13 (3 s)
+      6a 83 00 02 00 00             # deltas (3, padded): 1, 0, 0 (zigzag 2, 0, 0)
+      82 01 41                      # exemplars (field 16), the +Inf bucket's again
+        0a 2c 0a 08 "trace_id" 12 20 "4bf92f3577b34da6a3ce929d0e0e4736"
+        11 00 00 00 00 00 00 08 40
+        1a 08 08 80 e2 cf aa 06 10 00
+  2a 07 "seconds"
+"#;
+
+fn native_hist(spec: NativeSpec) -> Histogram {
+    Histogram {
+        family: "request_duration_seconds",
+        help: "Time.",
+        bounds_us: vec![1_000_000],
+        series: vec![vec![]],
+        native: Some(spec),
+    }
+}
+
+const SCHEMA3: NativeSpec = NativeSpec {
+    schema: 3,
+    zero_threshold_us: 0,
+    first_index: -2,
+    buckets: 16,
+};
+
+/// Observations in microseconds → the `hist` slots of one series of `h` (the host's job).
+fn observe(h: &Histogram, obs: &[u64]) -> Vec<u64> {
+    let n = h.native.expect("native");
+    let nb = h.bounds_us.len() + 1;
+    let mut slots = vec![0; h.slots_per_series()];
+    for &v in obs {
+        slots[h.bounds_us.partition_point(|&b| b < v)] += 1;
+        slots[nb] += v;
+        if v <= n.zero_threshold_us {
+            slots[nb + 1] += 1;
+        } else {
+            let i = native_bucket_index(v as f64 / 1e6, n.schema);
+            let k = (i64::from(i) - i64::from(n.first_index)).clamp(0, n.buckets as i64 - 1);
+            slots[nb + 2 + k as usize] += 1;
+        }
+    }
+    slots
+}
+
+#[test]
+fn golden_native() {
+    let h = native_hist(SCHEMA3);
+    let slots = observe(&h, &[0, 1_000_000, 2_000_000, 3_000_000]);
+    assert_eq!(slots.len(), 3 + 1 + 16);
+    assert_eq!(
+        &slots[3..],
+        &[1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]
+    );
+    let mut ex = vec![None; slots.len()];
+    ex[1] = Some(Exemplar {
+        trace_id: TRACE,
+        value_us: 3_000_000,
+        timestamp_us: 1_700_000_000_000_000,
+    });
+    // At a native position: ignored.
+    ex[10] = ex[1];
+    let l = Layout::with_histograms(&[], &[], &[h], &no_help());
+    assert_eq!(l.histogram_slots(), 20);
+    let out = render(&l, &[], &slots, &ex);
+    assert_eq!(out, bytes(NATIVE));
+    let fams = decode(&out).expect("decodes");
+    assert_eq!(check_protobuf(&fams, &no_help()), Ok(1));
+    // The text formats ignore the native part.
+    let mut text = Vec::new();
+    l.render_all(&[], &slots, &ex, Format::Text, &mut text);
+    assert_eq!(
+        String::from_utf8(text).expect("UTF-8"),
+        "# TYPE uwsgi_request_duration_seconds histogram\n\
+         uwsgi_request_duration_seconds_bucket{le=\"1\"} 2\n\
+         uwsgi_request_duration_seconds_bucket{le=\"+Inf\"} 4\n\
+         uwsgi_request_duration_seconds_sum 6\n\
+         uwsgi_request_duration_seconds_count 4\n"
+    );
+}
+
+/// Gaps of one or two empty buckets stay inside a span, a gap of three starts a new one;
+/// deltas run across spans (client_golang's `makeBuckets`).
+#[test]
+fn native_spans_and_deltas() {
+    let spec = NativeSpec {
+        schema: 0,
+        zero_threshold_us: 0,
+        first_index: -3,
+        buckets: 16,
+    };
+    let h = native_hist(spec);
+    let mut slots = vec![0u64; h.slots_per_series()];
+    // Indexes 0, 2, 5 and 9 (dense positions 3, 5, 8, 12) with counts 4, 1, 7, 2.
+    for (k, c) in [(3, 4), (5, 1), (8, 7), (12, 2)] {
+        slots[4 + k] = c;
+    }
+    slots[1] = 14;
+    let l = Layout::with_histograms(&[], &[], &[h], &no_help());
+    let fams = decode(&render(&l, &[], &slots, &[])).expect("decodes");
+    assert_eq!(check_protobuf(&fams, &no_help()), Ok(1));
+    let hist = fams[0].metrics[0].histogram.as_ref().expect("histogram");
+    assert_eq!(hist.schema, Some(0));
+    assert_eq!(hist.spans, [(0, 6), (3, 1)]);
+    assert_eq!(hist.deltas, [4, -4, 1, -1, 0, 7, -5]);
+
+    // Nothing in the native buckets, zero threshold 0: the no-op span.
+    let mut empty = vec![0u64; slots.len()];
+    empty[0] = 1;
+    let fams = decode(&render(&l, &[], &empty, &[])).expect("decodes");
+    let hist = fams[0].metrics[0].histogram.as_ref().expect("histogram");
+    assert_eq!(
+        (hist.spans.as_slice(), hist.deltas.len()),
+        (&[(0, 0)][..], 0)
+    );
+    // Only the zero bucket: no span needed.
+    empty[3] = 1;
+    let fams = decode(&render(&l, &[], &empty, &[])).expect("decodes");
+    let hist = fams[0].metrics[0].histogram.as_ref().expect("histogram");
+    assert!(hist.spans.is_empty() && hist.zero_count == Some(1));
+    // A zero threshold marks it native too.
+    let l = Layout::with_histograms(
+        &[],
+        &[],
+        &[native_hist(NativeSpec {
+            zero_threshold_us: 50,
+            ..spec
+        })],
+        &no_help(),
+    );
+    empty[3] = 0;
+    let fams = decode(&render(&l, &[], &empty, &[])).expect("decodes");
+    let hist = fams[0].metrics[0].histogram.as_ref().expect("histogram");
+    assert!(hist.spans.is_empty() && hist.zero_threshold == Some(0.00005));
+    assert_eq!(check_protobuf(&fams, &no_help()), Ok(1));
+}
+
+/// Counts past `i64::MAX` wrap in the deltas (as int64 counts would) without overflowing
+/// the space reserved for them; a decoder adding the deltas with wrapping gets them back.
+#[test]
+fn native_huge_counts() {
+    let h = native_hist(NativeSpec {
+        schema: 1,
+        zero_threshold_us: 0,
+        first_index: 0,
+        buckets: 6,
+    });
+    let dense = [u64::MAX, 0, 0, i64::MAX as u64 + 5, 1, u64::MAX - 1];
+    let mut slots = vec![u64::MAX, 0, 0, 7];
+    slots.extend_from_slice(&dense);
+    let l = Layout::with_histograms(&[], &[], &[h], &no_help());
+    let fams = decode(&render(&l, &[], &slots, &[])).expect("decodes");
+    let hist = fams[0].metrics[0].histogram.as_ref().expect("histogram");
+    assert_eq!(hist.spans, [(0, 6)]);
+    let counts = check::protobuf::native_counts(hist).expect("consistent");
+    let got: Vec<u64> = counts.values().copied().collect();
+    assert_eq!(got, dense);
+}
+
+/// An invalid spec, or `hist` ending inside the native slots: a classic histogram.
+#[test]
+fn native_left_out() {
+    let bad = native_hist(NativeSpec {
+        schema: 9,
+        ..SCHEMA3
+    });
+    let slots = observe(&native_hist(SCHEMA3), &[0, 1_000_000, 2_000_000]);
+    let l = Layout::with_histograms(&[], &[], &[bad], &no_help());
+    assert_eq!(l.histogram_slots(), 20);
+    let fams = decode(&render(&l, &[], &slots, &[])).expect("decodes");
+    let hist = fams[0].metrics[0].histogram.as_ref().expect("histogram");
+    assert!(hist.schema.is_none() && hist.spans.is_empty());
+    let l = Layout::with_histograms(&[], &[], &[native_hist(SCHEMA3)], &no_help());
+    let fams = decode(&render(&l, &[], &slots[..10], &[])).expect("decodes");
+    let hist = fams[0].metrics[0].histogram.as_ref().expect("histogram");
+    assert!(hist.schema.is_none() && hist.count == Some(3));
 }
 
 /// The reader and the checks reject what they must.
@@ -458,6 +663,7 @@ fn cross_check_streams() -> Vec<Vec<u8>> {
         series: (0..5)
             .map(|i| labels(&[("i", &i.to_string()), ("x", "é\n")]))
             .collect(),
+        native: None,
     };
     let per = wide.slots_per_series();
     let hist: Vec<u64> = (0..5 * per as u64)
@@ -475,6 +681,27 @@ fn cross_check_streams() -> Vec<Vec<u8>> {
         .collect();
     let layout = Layout::with_histograms(&list, &[], &[wide], &Options::default());
     streams.push(render(&layout, &values, &hist, &ex));
+    // Native buckets: the golden case, and schema 8 over 1 µs .. 1 h with large counts.
+    streams.push(bytes(NATIVE));
+    let fine = NativeSpec {
+        schema: 8,
+        zero_threshold_us: 1,
+        first_index: native_bucket_index(2e-6, 8),
+        buckets: (native_bucket_index(3600.0, 8) - native_bucket_index(2e-6, 8)) as usize + 1,
+    };
+    let h = Histogram {
+        native: Some(fine),
+        series: vec![labels(&[("a", "1")]), labels(&[("a", "2")])],
+        ..native_hist(fine)
+    };
+    let obs: Vec<u64> = (0..5_000u64)
+        .map(|i| (i * i * 7_919) % 4_000_000_000)
+        .collect();
+    let mut hist = observe(&h, &obs);
+    hist.extend(observe(&h, &obs[..17]));
+    hist[0] = u64::MAX / 3;
+    let l = Layout::with_histograms(&[], &[], &[h], &Options::default());
+    streams.push(render(&l, &[], &hist, &[]));
     streams
 }
 

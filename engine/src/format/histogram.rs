@@ -170,7 +170,14 @@ impl Layout {
                 name.clone() + "_sum",
                 name.clone() + "_count",
             );
-            let mut pb = HistPb::new(&mut self.pb, &name, hist.help, &hist.bounds_us, None, opts);
+            let mut pb = HistPb::new(
+                &mut self.pb,
+                &name,
+                hist.help,
+                &hist.bounds_us,
+                hist.native.as_ref(),
+                opts,
+            );
             let first = h.series.len();
             let mut seen: HashSet<Vec<&(String, String)>> = HashSet::new();
             for (j, labels) in hist.series.iter().enumerate() {

@@ -99,6 +99,7 @@
 //!     help: "Time to serve a request.",
 //!     bounds_us: vec![5_000, 1_000_000],
 //!     series: vec![vec![("code".into(), "2xx".into())], vec![("code".into(), "5xx".into())]],
+//!     native: None,
 //! };
 //! let opts = Options { help: false, ..Options::default() };
 //! let layout = Layout::with_histograms(&[], &[], &[latency], &opts);
@@ -674,13 +675,17 @@ pub struct Histogram {
     /// One label set per series, e.g. `[("method","GET"),("code","2xx")]`. Never contains
     /// `le`.
     pub series: Vec<Vec<(String, String)>>,
+    /// Native (exponential) buckets besides the classic ones, exported in
+    /// [`Format::Protobuf`] only; `None` for a classic histogram.
+    pub native: Option<NativeSpec>,
 }
 
 impl Histogram {
     /// `u64` slots one series takes in the `hist` values: bounds + 1 (`+Inf`) bucket
-    /// counts, then the sum.
+    /// counts, then the sum; with [`Histogram::native`], then the zero bucket's count and
+    /// the [`NativeSpec::buckets`] dense native counts.
     pub fn slots_per_series(&self) -> usize {
-        self.bounds_us.len() + 2
+        self.bounds_us.len() + 2 + self.native.map_or(0, |n| 1 + n.buckets)
     }
 }
 
@@ -970,7 +975,16 @@ impl Layout {
     /// (the text format 0.0.4 has none). The host guarantees the exemplar value lies within
     /// its bucket. Never panics, whatever the lengths of `values`, `hist` and `exemplars`.
     ///
-    /// [`Format::Protobuf`] renders the same families, series and values (`protobuf.rs`).
+    /// With [`Histogram::native`], each series' slots go on with the zero bucket's count and
+    /// the non-cumulative counts of the native buckets `first_index ..= first_index +
+    /// buckets - 1` (see [`NativeSpec`]); the text formats ignore them, and `exemplars` at
+    /// those positions are ignored too. A series is left out when its classic counts are all
+    /// 0, whatever its native ones (the host counts every observation in both).
+    ///
+    /// [`Format::Protobuf`] renders the same families, series and values (`protobuf.rs`), and
+    /// the native buckets: schema, zero threshold and count, spans and deltas, and the
+    /// exemplars of the classic buckets again as native exemplars. If `hist` ends within a
+    /// series' native slots, that series is rendered as a classic histogram.
     pub fn render_all(
         &self,
         values: &[i64],

@@ -67,9 +67,11 @@
 //! lengths of buckets, spans, exemplars and timestamps (at most 96 bytes).
 //!
 //! Rendering copies these and formats varints and doubles into `out`; it allocates nothing
-//! once `out` has grown to the size of a scrape. A histogram series is written into a zeroed
-//! region of `out` sized for its largest encoding, then cut to size: plain stores with the
-//! position in a register instead of `Vec` pushes (this halved the cost of a bucket).
+//! once `out` has grown to the size of a scrape. The classic part of a histogram series (and
+//! the head of its native part) is written into a zeroed region of `out` sized for its
+//! largest encoding, then cut to size: plain stores with the position in a register instead
+//! of `Vec` pushes (this halved the cost of a bucket); the native deltas likewise, in a
+//! region sized from the number of buckets they cover and the largest count.
 
 use std::borrow::Cow;
 
@@ -140,6 +142,8 @@ const MAX_EXEMPLAR: usize = 46 + 9 + 2 + 17;
 const MAX_BUCKET: usize = 2 + 11 + 9 + 2 + MAX_EXEMPLAR;
 /// Largest span, tag and length included: offset 1 + 5, length 1 + 5.
 const MAX_SPAN: usize = 2 + 12;
+/// Largest native head: schema 1 + 1, zero threshold 1 + 8, zero count 1 + 10.
+const MAX_NATIVE_HEAD: usize = 2 + 9 + 11;
 
 /// Bytes of the varint encoding of `v`.
 pub(super) fn varint_len(v: u64) -> usize {
@@ -350,6 +354,9 @@ pub(super) struct HistPb {
     w_hist: usize,
     /// Largest `Histogram` message.
     max_hist: usize,
+    /// Largest classic part of a `Histogram` message and native head (count, sum, buckets,
+    /// schema, zero bucket): what a series writes through a [`Cursor`].
+    max_cursor: usize,
     /// Largest family (without its delimiter) so far.
     max_family: usize,
 }
@@ -374,13 +381,15 @@ impl HistPb {
         let buckets = bounds_us.len() + 1;
         // count, sum, every bucket (the +Inf one with its exemplar) at its largest.
         let mut max_hist = 11 + 9 + buckets * MAX_BUCKET;
+        let mut max_cursor = max_hist;
         let native = native.filter(|n| n.is_valid()).map(|n| {
             let deltas = 10 * n.buckets;
             let w_deltas = varint_len(deltas as u64);
             // Runs of non-empty buckets separated by 3+ empty ones: at most (n + 3) / 4
             // spans, or the no-op one.
             let spans = n.buckets.div_ceil(4) + 1;
-            max_hist += 2 + 9 + 11 + spans * MAX_SPAN + 1 + w_deltas + deltas;
+            max_hist += MAX_NATIVE_HEAD + spans * MAX_SPAN + 1 + w_deltas + deltas;
+            max_cursor += MAX_NATIVE_HEAD;
             max_hist += buckets * (2 + 1 + MAX_EXEMPLAR);
             NativePb {
                 schema: i32::from(n.schema),
@@ -400,11 +409,13 @@ impl HistPb {
             w_family: 1,
             w_hist: varint_len(max_hist as u64),
             max_hist,
+            max_cursor,
         }
     }
 
     /// Appends a series' label pairs. Returns them, the width of the series' `Metric`
-    /// length slot and the largest size of the series (tag and length included).
+    /// length slot and the size of the region its [`Cursor`] needs (the `Metric` up to the
+    /// native head included).
     pub(super) fn push_series(
         &mut self,
         pb: &mut Vec<u8>,
@@ -415,8 +426,7 @@ impl HistPb {
         let l = pb.len() - start;
         let max_metric = l + 1 + self.w_hist + self.max_hist;
         let w_metric = varint_len(max_metric as u64);
-        let max = 1 + w_metric + max_metric;
-        self.max_family += max;
+        self.max_family += 1 + w_metric + max_metric;
         self.w_family = varint_len(self.max_family as u64);
         (
             Span {
@@ -424,7 +434,7 @@ impl HistPb {
                 end: pb.len(),
             },
             w_metric,
-            max,
+            1 + w_metric + l + 1 + self.w_hist + self.max_cursor,
         )
     }
 
@@ -463,6 +473,22 @@ impl At {
     #[inline(always)]
     fn varint(self, buf: &mut [u8], mut v: u64) -> At {
         let mut p = self.0;
+        // Most values (counts, deltas, lengths) take one to three bytes.
+        if v < 0x80 {
+            buf[p] = v as u8;
+            return At(p + 1);
+        }
+        if v < 1 << 14 {
+            buf[p] = v as u8 | 0x80;
+            buf[p + 1] = (v >> 7) as u8;
+            return At(p + 2);
+        }
+        if v < 1 << 21 {
+            buf[p] = v as u8 | 0x80;
+            buf[p + 1] = (v >> 7) as u8 | 0x80;
+            buf[p + 2] = (v >> 14) as u8;
+            return At(p + 3);
+        }
         while v >= 0x80 {
             buf[p] = v as u8 | 0x80;
             v >>= 7;
@@ -501,19 +527,6 @@ impl Cursor<'_> {
         self.pos - width
     }
 
-    /// Fills the slot at `at` (of `width` bytes) with the length of what follows it.
-    #[inline]
-    fn close(&mut self, at: usize, width: usize) {
-        let len = self.pos - at - width;
-        put_padded(&mut self.buf[at..at + width], len as u64);
-    }
-
-    /// An exemplar message's length and body (the caller writes the tag).
-    #[inline]
-    fn exemplar(&mut self, e: &Exemplar) {
-        self.pos = exemplar_at(self.buf, At(self.pos), e).0;
-    }
-
     /// A `bucket` field (at most [`MAX_BUCKET`] bytes: its length takes one byte).
     #[inline]
     fn bucket(&mut self, cumulative: u64, upper: &[u8; 8], exemplar: Option<&Exemplar>) {
@@ -534,64 +547,96 @@ impl Cursor<'_> {
         self.pos = p.0;
     }
 
-    fn span(&mut self, offset: i64, length: u64) {
-        self.byte(HIST_POSITIVE_SPAN);
-        let at = self.slot(1);
-        self.byte(SPAN_OFFSET);
-        self.varint(zigzag32(offset as i32));
-        self.byte(SPAN_LENGTH);
-        self.varint(length);
-        self.close(at, 1);
-    }
-
-    /// The native part of a histogram: schema, zero bucket, spans, deltas.
-    fn native(&mut self, n: &NativePb, zero_count: u64, dense: &[u64]) {
+    /// The fixed head of the native part: schema, zero threshold, zero count (at most
+    /// [`MAX_NATIVE_HEAD`] bytes).
+    fn native_head(&mut self, n: &NativePb, zero_count: u64) {
         self.byte(HIST_SCHEMA);
         self.varint(zigzag32(n.schema));
         self.byte(HIST_ZERO_THRESHOLD);
         self.bytes(&n.zero_threshold);
         self.byte(HIST_ZERO_COUNT);
         self.varint(zero_count);
-        // Spans: (offset, length) of the open one. The first offset is absolute, the others
-        // relative to the end of the previous span.
-        let mut open: Option<(i64, u64)> = None;
-        non_empty(dense, |gap, k, _| {
-            open = match (open, gap) {
-                (None, _) => Some((n.first_index + k, 1)),
-                (Some((off, len)), Some(gap)) if gap <= 2 => Some((off, len + gap as u64 + 1)),
-                (Some((off, len)), gap) => {
-                    self.span(off, len);
-                    Some((gap.unwrap_or(0), 1))
-                }
-            };
-        });
-        match open {
-            Some((off, len)) => self.span(off, len),
-            None => {
-                if n.zero_threshold_is_zero && zero_count == 0 {
-                    self.span(0, 0);
-                }
-                return;
+    }
+}
+
+/// Appends a `positive_span` field (at most [`MAX_SPAN`] bytes).
+fn put_span(out: &mut Vec<u8>, offset: i64, length: u64) {
+    let mut b = [0u8; MAX_SPAN];
+    let p = At(2)
+        .byte(&mut b, SPAN_OFFSET)
+        .varint(&mut b, zigzag32(offset as i32))
+        .byte(&mut b, SPAN_LENGTH)
+        .varint(&mut b, length);
+    b[0] = HIST_POSITIVE_SPAN;
+    b[1] = (p.0 - 2) as u8;
+    out.extend_from_slice(&b[..p.0]);
+}
+
+/// Appends the native buckets: spans and deltas from the dense counts (native index
+/// `first_index + k` for `dense[k]`), grouped as client_golang's `makeBuckets` does: a span
+/// covers a run of non-empty buckets, a gap of 1 or 2 empty buckets stays inside it (as zero
+/// deltas), a longer gap starts a new span whose offset is the gap (the first span's offset
+/// is its absolute index). Deltas are from the previous bucket's count (0 before the first),
+/// across spans; counts above `i64::MAX` wrap, as int64 counts would. With no non-empty
+/// bucket: the no-op span (offset 0, length 0) when nothing else marks the histogram native
+/// (zero threshold and zero count 0), else nothing.
+fn put_native_buckets(out: &mut Vec<u8>, n: &NativePb, zero_count: u64, dense: &[u64]) {
+    // Spans: the open one, and the index after the last non-empty bucket (-1: none yet).
+    let (mut offset, mut length, mut next) = (0i64, 0u64, -1i64);
+    // For the size of the deltas: the first non-empty bucket and the largest count.
+    let (mut first, mut max) = (0i64, 0u64);
+    for (k, &c) in dense.iter().enumerate() {
+        if c == 0 {
+            continue;
+        }
+        let k = k as i64;
+        max = max.max(c);
+        if next < 0 {
+            (offset, length) = (n.first_index + k, 1);
+            first = k;
+        } else if k - next <= 2 {
+            length += (k - next) as u64 + 1;
+        } else {
+            put_span(out, offset, length);
+            (offset, length) = (k - next, 1);
+        }
+        next = k + 1;
+    }
+    if next < 0 {
+        if n.zero_threshold_is_zero && zero_count == 0 {
+            put_span(out, 0, 0);
+        }
+        return;
+    }
+    put_span(out, offset, length);
+    out.push(HIST_POSITIVE_DELTA);
+    let slot = out.len();
+    // Deltas are written into a zeroed region sized for the largest, then cut to size: one
+    // per bucket from the first non-empty one to the last, each at most the varint of
+    // 2 * max (zigzag(x) <= 2|x|, and |delta| <= max; wrapped counts saturate it to 10).
+    let deltas = (next - first) as usize * varint_len(max.saturating_mul(2));
+    out.resize(slot + n.w_deltas + deltas, 0);
+    let buf = &mut out[slot..];
+    let mut p = At(n.w_deltas);
+    let (mut prev, mut next) = (0i64, -1i64);
+    for (k, &c) in dense.iter().enumerate() {
+        if c == 0 {
+            continue;
+        }
+        let k = k as i64;
+        if next >= 0 && k - next <= 2 {
+            for _ in next..k {
+                p = p.varint(buf, zigzag64(prev.wrapping_neg()));
+                prev = 0;
             }
         }
-        self.byte(HIST_POSITIVE_DELTA);
-        let at = self.slot(n.w_deltas);
-        // Deltas from the previous bucket's count (0 before the first), empty buckets
-        // inside a span included. Counts above i64::MAX wrap, as int64 counts would.
-        let mut prev = 0i64;
-        non_empty(dense, |gap, _, c| {
-            if let Some(gap @ 1..=2) = gap {
-                for _ in 0..gap {
-                    self.varint(zigzag64(prev.wrapping_neg()));
-                    prev = 0;
-                }
-            }
-            let c = c as i64;
-            self.varint(zigzag64(c.wrapping_sub(prev)));
-            prev = c;
-        });
-        self.close(at, n.w_deltas);
+        let c = c as i64;
+        p = p.varint(buf, zigzag64(c.wrapping_sub(prev)));
+        prev = c;
+        next = k + 1;
     }
+    put_padded(&mut buf[..n.w_deltas], (p.0 - n.w_deltas) as u64);
+    out.truncate(slot + p.0);
 }
 
 /// Writes an exemplar message's length and body at `at` (at most 1 + [`MAX_EXEMPLAR`] bytes:
@@ -615,21 +660,6 @@ fn exemplar_at(buf: &mut [u8], at: At, e: &Exemplar) -> At {
     buf[ts_at] = (p.0 - ts_at - 1) as u8;
     buf[at.0] = (p.0 - at.0 - 1) as u8;
     p
-}
-
-/// Walks the non-empty buckets of `dense` (native index `first + k` for `dense[k]`) as
-/// client_golang groups them: calls `run(gap, index, count)` for each, `gap` being `None` for
-/// the first and otherwise the number of empty buckets since the previous one.
-#[inline]
-fn non_empty(dense: &[u64], mut run: impl FnMut(Option<i64>, i64, u64)) {
-    let mut next: Option<i64> = None;
-    for (k, &c) in dense.iter().enumerate() {
-        if c != 0 {
-            let k = k as i64;
-            run(next.map(|n| k - n), k, c);
-            next = Some(k + 1);
-        }
-    }
 }
 
 impl Layout {
@@ -720,10 +750,10 @@ impl Layout {
                     pos: 0,
                 };
                 w.byte(FAMILY_METRIC);
-                let metric = w.slot(s.pb_w_metric);
+                w.slot(s.pb_w_metric);
                 w.bytes(bytes(s.pb_labels));
                 w.byte(METRIC_HISTOGRAM);
-                let histogram = w.slot(f.w_hist);
+                let h_slot = w.slot(f.w_hist);
                 w.byte(HIST_COUNT);
                 w.varint(total);
                 w.byte(HIST_SUM);
@@ -736,22 +766,33 @@ impl Layout {
                 if let Some(e) = exemplar(nb - 1) {
                     w.bucket(total, &INF, Some(e));
                 }
-                if let Some(n) = &f.native {
+                let native = f.native.as_ref().and_then(|n| {
                     let from = s.slot + nb + 1;
-                    if let Some(native) = hist.get(from..from.saturating_add(1 + n.buckets)) {
-                        w.native(n, native[0], &native[1..]);
-                        for b in 0..nb {
-                            if let Some(e) = exemplar(b) {
-                                w.bytes(&HIST_EXEMPLARS);
-                                w.exemplar(e);
-                            }
+                    Some((n, hist.get(from..from.saturating_add(1 + n.buckets))?))
+                });
+                if let Some((n, slots)) = native {
+                    w.native_head(n, slots[0]);
+                }
+                // The rest grows `out` directly: its size depends on the native buckets.
+                let end = start + w.pos;
+                out.truncate(end);
+                if let Some((n, slots)) = native {
+                    put_native_buckets(out, n, slots[0], &slots[1..]);
+                    for b in 0..nb {
+                        if let Some(e) = exemplar(b) {
+                            out.extend_from_slice(&HIST_EXEMPLARS);
+                            let at = out.len();
+                            out.resize(at + 1 + MAX_EXEMPLAR, 0);
+                            let end = exemplar_at(out, At(at), e).0;
+                            out.truncate(end);
                         }
                     }
                 }
-                w.close(histogram, f.w_hist);
-                w.close(metric, s.pb_w_metric);
-                let end = start + w.pos;
-                out.truncate(end);
+                let (m_slot, h_slot) = (start + 1, start + h_slot);
+                let len = out.len() - h_slot - f.w_hist;
+                put_padded(&mut out[h_slot..h_slot + f.w_hist], len as u64);
+                let len = out.len() - m_slot - s.pb_w_metric;
+                put_padded(&mut out[m_slot..m_slot + s.pb_w_metric], len as u64);
             }
             if !any {
                 out.truncate(mark);
@@ -858,12 +899,9 @@ mod tests {
         w.bucket(u64::MAX, &[0; 8], Some(&e));
         assert_eq!(w.pos, MAX_BUCKET);
         assert_eq!(usize::from(buf[1]), MAX_BUCKET - 2);
-        let mut w = Cursor {
-            buf: &mut buf,
-            pos: 0,
-        };
-        w.span(i64::from(i32::MIN), u64::from(u32::MAX));
-        assert_eq!(w.pos, MAX_SPAN);
+        let mut out = Vec::new();
+        put_span(&mut out, i64::from(i32::MIN), u64::from(u32::MAX));
+        assert_eq!(out.len(), MAX_SPAN);
     }
 
     #[test]
