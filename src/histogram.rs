@@ -6,8 +6,10 @@
 //! respawned worker continues its predecessor's counters (they never go down while the master
 //! lives). The threads and async cores of one worker share its stripe through relaxed atomic
 //! adds. A stripe holds, for each of the 48 (method, status class) series, one counter per
-//! bucket (non-cumulative, +Inf last) and the sum of durations in µs: the exact order the
-//! engine's `Layout::render_all` reads.
+//! classic bucket (non-cumulative, +Inf last), the sum of durations in µs, then the native
+//! (exponential) buckets: the zero bucket and one counter per native bucket from 1 µs to 1 h
+//! (`plan::native_spec`): the exact order the engine's `Layout::render_all` reads. The native
+//! counters are summed only for protobuf scrapes (the only format that carries them).
 //!
 //! Exemplars (`--prometheus-exemplars`): per worker, series and bucket, one 64-byte cell with
 //! the latest trace id, duration and time, written under a per-cell sequence counter (odd while
@@ -18,10 +20,10 @@
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use metrics_prometheus_engine::format::Exemplar;
+use metrics_prometheus_engine::format::{Exemplar, NativeSpec};
 use metrics_prometheus_engine::http::traceparent_trace_id;
 use metrics_prometheus_engine::plan::{
-    bucket_index, code_index, method_index, series_index, REQUEST_SERIES,
+    bucket_index, code_index, method_index, native_slot, native_spec, series_index, REQUEST_SERIES,
 };
 
 use crate::host;
@@ -32,7 +34,10 @@ const CELL_WORDS: usize = 8;
 
 struct Recorder {
     bounds_us: Vec<u64>,
-    /// Buckets (+Inf included) and the sum: words per series.
+    /// Classic buckets, +Inf included.
+    classic: usize,
+    native: NativeSpec,
+    /// Classic buckets, the sum, the zero bucket and the native buckets: words per series.
     per_series: usize,
     /// Words per worker stripe (a multiple of 8: 64 bytes).
     stride: usize,
@@ -50,18 +55,27 @@ fn round_up_to_line(words: usize) -> usize {
 
 /// Maps the counters for `workers` worker ids (1..=workers; id 0 is unused). Master, before
 /// fork. Returns the bytes mapped.
-pub(crate) fn setup(bounds_us: &[u64], workers: usize, exemplars: bool) -> std::io::Result<usize> {
-    let per_series = bounds_us.len() + 2;
+pub(crate) fn setup(
+    bounds_us: &[u64],
+    native_schema: i8,
+    workers: usize,
+    exemplars: bool,
+) -> std::io::Result<usize> {
+    let classic = bounds_us.len() + 1;
+    let native = native_spec(native_schema);
+    let per_series = classic + 1 + 1 + native.buckets;
     let stride = round_up_to_line(REQUEST_SERIES * per_series);
     let counts = host::shm::counters((workers + 1) * stride)?;
     let cells = if exemplars {
-        host::shm::counters((workers + 1) * REQUEST_SERIES * (bounds_us.len() + 1) * CELL_WORDS)?
+        host::shm::counters((workers + 1) * REQUEST_SERIES * classic * CELL_WORDS)?
     } else {
         &[]
     };
     let bytes = (counts.len() + cells.len()) * 8;
     let _ = RECORDER.set(Recorder {
         bounds_us: bounds_us.to_vec(),
+        classic,
+        native,
         per_series,
         stride,
         workers,
@@ -91,15 +105,20 @@ pub(crate) fn observe(req: &Request) {
     let bucket = bucket_index(&r.bounds_us, duration);
     let base = wid * r.stride + series * r.per_series;
     r.counts[base + bucket].fetch_add(1, Ordering::Relaxed);
-    r.counts[base + r.per_series - 1].fetch_add(duration, Ordering::Relaxed);
+    r.counts[base + r.classic].fetch_add(duration, Ordering::Relaxed);
+    let native = if duration == 0 {
+        0
+    } else {
+        1 + native_slot(&r.native, duration)
+    };
+    r.counts[base + r.classic + 1 + native].fetch_add(1, Ordering::Relaxed);
     if r.cells.is_empty() {
         return;
     }
     let Some(trace_id) = req.var(b"HTTP_TRACEPARENT").and_then(traceparent_trace_id) else {
         return;
     };
-    let buckets = r.per_series - 1;
-    let cell = ((wid * REQUEST_SERIES + series) * buckets + bucket) * CELL_WORDS;
+    let cell = ((wid * REQUEST_SERIES + series) * r.classic + bucket) * CELL_WORDS;
     let c = &r.cells[cell..cell + CELL_WORDS];
     let seq = c[0].load(Ordering::Relaxed);
     // Odd: another thread of this worker is writing this cell; drop ours rather than wait.
@@ -151,9 +170,10 @@ fn read_cell(c: &[AtomicU64]) -> Option<Exemplar> {
     None
 }
 
-/// The histogram's values for the engine: `hist` in `render_all`'s order (summed over workers)
-/// and, with exemplars on, the latest exemplar of each bucket (else left empty).
-pub(crate) fn collect(hist: &mut Vec<u64>, exemplars: &mut Vec<Option<Exemplar>>) {
+/// The histogram's values for the engine: `hist` in `render_all`'s order (summed over workers;
+/// the native part only when `native`, else left 0) and, with exemplars on, the latest
+/// exemplar of each bucket (else left empty).
+pub(crate) fn collect(hist: &mut Vec<u64>, exemplars: &mut Vec<Option<Exemplar>>, native: bool) {
     hist.clear();
     exemplars.clear();
     let Some(r) = RECORDER.get() else {
@@ -161,22 +181,27 @@ pub(crate) fn collect(hist: &mut Vec<u64>, exemplars: &mut Vec<Option<Exemplar>>
     };
     let words = REQUEST_SERIES * r.per_series;
     hist.resize(words, 0);
+    let summed = if native { r.per_series } else { r.classic + 1 };
     for w in 1..=r.workers {
         let stripe = &r.counts[w * r.stride..w * r.stride + words];
-        for (h, c) in hist.iter_mut().zip(stripe) {
-            *h = h.wrapping_add(c.load(Ordering::Relaxed));
+        for (hs, cs) in hist
+            .chunks_exact_mut(r.per_series)
+            .zip(stripe.chunks_exact(r.per_series))
+        {
+            for (h, c) in hs[..summed].iter_mut().zip(&cs[..summed]) {
+                *h = h.wrapping_add(c.load(Ordering::Relaxed));
+            }
         }
     }
     if r.cells.is_empty() {
         return;
     }
     exemplars.resize(words, None);
-    let buckets = r.per_series - 1;
     for series in 0..REQUEST_SERIES {
-        for bucket in 0..buckets {
+        for bucket in 0..r.classic {
             let best = (1..=r.workers)
                 .filter_map(|w| {
-                    let cell = ((w * REQUEST_SERIES + series) * buckets + bucket) * CELL_WORDS;
+                    let cell = ((w * REQUEST_SERIES + series) * r.classic + bucket) * CELL_WORDS;
                     read_cell(&r.cells[cell..cell + CELL_WORDS])
                 })
                 .max_by_key(|e| e.timestamp_us);

@@ -25,6 +25,8 @@ pub(crate) enum RouteFormat {
     Text = 1,
     /// `prometheus-metrics:openmetrics`
     OpenMetrics = 2,
+    /// `prometheus-metrics:protobuf`
+    Protobuf = 3,
 }
 
 impl RouteFormat {
@@ -37,6 +39,7 @@ impl RouteFormat {
         match tag {
             1 => RouteFormat::Text,
             2 => RouteFormat::OpenMetrics,
+            3 => RouteFormat::Protobuf,
             _ => RouteFormat::Negotiate,
         }
     }
@@ -47,8 +50,9 @@ pub(crate) fn parse_args(args: &str) -> Result<RouteFormat, String> {
         "" => Ok(RouteFormat::Negotiate),
         "text" => Ok(RouteFormat::Text),
         "openmetrics" => Ok(RouteFormat::OpenMetrics),
+        "protobuf" => Ok(RouteFormat::Protobuf),
         other => Err(format!(
-            "unknown argument '{other}' (expected nothing, 'text' or 'openmetrics')"
+            "unknown argument '{other}' (expected nothing, 'text', 'openmetrics' or 'protobuf')"
         )),
     }
 }
@@ -91,6 +95,7 @@ pub(crate) fn serve(req: &Request, forced: RouteFormat) {
     let fmt = match forced {
         RouteFormat::Text => Format::Text,
         RouteFormat::OpenMetrics => Format::OpenMetrics,
+        RouteFormat::Protobuf => Format::Protobuf,
         RouteFormat::Negotiate => negotiate(req.var(b"HTTP_ACCEPT")),
     };
     let send = |scratch: &mut Scratch| match scrape::render(fmt, scratch) {
@@ -136,6 +141,7 @@ mod tests {
             RouteFormat::Negotiate,
             RouteFormat::Text,
             RouteFormat::OpenMetrics,
+            RouteFormat::Protobuf,
         ] {
             assert_eq!(RouteFormat::from_tag(f.tag()), f);
         }

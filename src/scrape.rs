@@ -47,6 +47,7 @@ pub(crate) fn install(cfg: &Config) {
     let (mut topology, live) = live::read(list);
     if histogram::enabled() {
         topology.buckets_us = Some(cfg.buckets_us.clone());
+        topology.native_schema = Some(cfg.native_schema);
     }
     let plan = plan(&topology);
     let names: Vec<(&str, MetricType)> = plan.names.iter().map(|(n, t)| (n.as_str(), *t)).collect();
@@ -94,7 +95,11 @@ pub(crate) fn render(fmt: Format, scratch: &mut Scratch) -> Result<(), ScrapeErr
     }
     exp.live
         .fill(&exp.sources, &mut scratch.values, &mut scratch.live);
-    histogram::collect(&mut scratch.hist, &mut scratch.exemplars);
+    histogram::collect(
+        &mut scratch.hist,
+        &mut scratch.exemplars,
+        fmt == Format::Protobuf,
+    );
     exp.layout.render_all(
         &scratch.values,
         &scratch.hist,

@@ -31,6 +31,11 @@ UWSGI_BIN=$UWSGI_PIP_ROUTING cargo clippy --all-targets --features fault-injecti
 step "cargo test (workspace: plugin unit tests, layering, engine)"
 UWSGI_BIN=$UWSGI_PIP_ROUTING cargo test --workspace
 
+# The protobuf encoder against Google's own decoder (needs the tools venv's protobuf and
+# grpcio-tools, so it is an ignored test in plain `cargo test`).
+step "engine: protobuf output decoded by Python's protobuf library"
+MP_PYTHON=$MP_TOOLS/bin/python cargo test -p metrics_prometheus_engine --test format_protobuf -- --ignored
+
 step "build the plugin for each uWSGI"
 build_for() {
   local name=$1 bin=$2

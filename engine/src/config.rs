@@ -125,6 +125,8 @@ pub struct Config {
     pub buckets_us: Vec<u64>,
     /// Remember W3C trace ids as exemplars (`--prometheus-exemplars`).
     pub exemplars: bool,
+    /// Schema of the native (exponential) request histogram served in protobuf.
+    pub native_schema: i8,
 }
 
 /// `--prometheus-buckets` default: Prometheus' client libraries' default buckets, in µs.
@@ -190,6 +192,7 @@ impl Default for Config {
             histograms: true,
             buckets_us: DEFAULT_BUCKETS_US.to_vec(),
             exemplars: false,
+            native_schema: 3,
         }
     }
 }
@@ -260,6 +263,8 @@ declare_options! {
         c"bounds of the request-duration histogram buckets, in seconds, comma-separated (default 0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10)";
     NoHistograms = c"prometheus-no-histograms", flag, Nothing,
         c"do not record request-duration histograms (no after-request hook)";
+    NativeSchema = c"prometheus-native-schema", value, Nothing,
+        c"schema (-4..8, default 3: buckets grow by a factor of about 1.09) of the native request histogram served to Prometheus in protobuf";
     Exemplars = c"prometheus-exemplars", flag, Nothing,
         c"attach the W3C traceparent trace id of the latest request of each histogram bucket as an OpenMetrics exemplar";
 }
@@ -369,6 +374,14 @@ impl Config {
             Opt::Buckets => self.buckets_us = parse_buckets(value.unwrap_or("")).map_err(err)?,
             Opt::NoHistograms => self.histograms = !flag(value).map_err(err)?,
             Opt::Exemplars => self.exemplars = flag(value).map_err(err)?,
+            Opt::NativeSchema => {
+                let v = value.unwrap_or("").trim();
+                self.native_schema = v
+                    .parse::<i8>()
+                    .ok()
+                    .filter(|s| (-4..=8).contains(s))
+                    .ok_or_else(|| err(format!("'{v}' is not a schema from -4 to 8")))?;
+            }
         }
         Ok(())
     }
@@ -498,7 +511,7 @@ mod tests {
     #[test]
     fn options_are_declared_once() {
         let mut names: Vec<&str> = OPTIONS.iter().map(|d| d.opt.name()).collect();
-        assert_eq!(names.len(), 14);
+        assert_eq!(names.len(), 15);
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), OPTIONS.len(), "duplicate option name");
@@ -554,6 +567,13 @@ mod tests {
             e.starts_with("invalid value for --prometheus-buckets: 'x'"),
             "{e}"
         );
+        assert_eq!(c.native_schema, 3);
+        c.apply(Opt::NativeSchema, Some("-4"))
+            .expect("valid schema");
+        assert_eq!(c.native_schema, -4);
+        for bad in ["9", "-5", "x", ""] {
+            assert!(c.apply(Opt::NativeSchema, Some(bad)).is_err(), "{bad:?}");
+        }
         c.apply(Opt::NoHistograms, None).expect("flag");
         c.apply(Opt::Exemplars, Some("true")).expect("flag");
         assert!(!c.histograms && c.exemplars);

@@ -7,7 +7,7 @@
 //! uWSGI.
 
 use crate::catalogue::{self as cat, FamilyDef};
-use crate::format::{Extra, Histogram, MetricType};
+use crate::format::{native_bucket_index, Extra, Histogram, MetricType, NativeSpec};
 
 /// A listening socket of uWSGI, in the order of `uwsgi.sockets`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +48,8 @@ pub struct Topology {
     pub apps: Vec<String>,
     /// Request-duration bucket bounds in µs; `None` without histograms.
     pub buckets_us: Option<Vec<u64>>,
+    /// Schema of the native request histogram (served in protobuf).
+    pub native_schema: Option<i8>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -319,8 +321,33 @@ pub fn bucket_index(bounds_us: &[u64], value_us: u64) -> usize {
     bounds_us.partition_point(|&b| b < value_us)
 }
 
+/// Native buckets of the request histogram at `schema`, covering 1 µs to 1 h: a duration of 0
+/// goes to the zero bucket (threshold 0), one above an hour to the last bucket. Dense counts for
+/// this range cost `buckets` u64s per series (255 at schema 3).
+pub fn native_spec(schema: i8) -> NativeSpec {
+    let first = native_bucket_index(1e-6, schema);
+    let last = native_bucket_index(3600.0, schema);
+    NativeSpec {
+        schema,
+        zero_threshold_us: 0,
+        first_index: first,
+        buckets: usize::try_from(last - first + 1).unwrap_or(1),
+    }
+}
+
+/// The native bucket slot (0-based, within `spec.buckets`) of a duration of at least 1 µs.
+pub fn native_slot(spec: &NativeSpec, value_us: u64) -> usize {
+    // µs to s as Prometheus' clients observe seconds: the same double, so a duration on a
+    // bucket boundary lands where a client library would put it.
+    let i = native_bucket_index(value_us as f64 / 1e6, spec.schema);
+    let slot = i64::from(i) - i64::from(spec.first_index);
+    usize::try_from(slot.max(0))
+        .unwrap_or(0)
+        .min(spec.buckets.saturating_sub(1))
+}
+
 /// The request-duration histogram over the given bounds.
-pub fn request_histogram(bounds_us: &[u64]) -> Histogram {
+pub fn request_histogram(bounds_us: &[u64], native: Option<NativeSpec>) -> Histogram {
     let mut series = Vec::with_capacity(REQUEST_SERIES);
     for m in METHODS {
         for c in CODES {
@@ -332,6 +359,7 @@ pub fn request_histogram(bounds_us: &[u64]) -> Histogram {
         help: cat::REQUEST_DURATION_HELP,
         bounds_us: bounds_us.to_vec(),
         series,
+        native,
     }
 }
 
@@ -497,7 +525,8 @@ pub fn plan(t: &Topology) -> Plan {
         p.add(def, vec![], Source::Proc(Proc::Master, f));
     }
     if let Some(bounds) = &t.buckets_us {
-        p.histograms.push(request_histogram(bounds));
+        p.histograms
+            .push(request_histogram(bounds, t.native_schema.map(native_spec)));
     }
     for w in 1..=t.workers {
         let ws = w.to_string();
@@ -554,6 +583,7 @@ mod tests {
             ],
             apps: vec!["".into()],
             buckets_us: Some(vec![5_000, 100_000, 1_000_000]),
+            native_schema: Some(3),
         }
     }
 
@@ -681,6 +711,24 @@ mod tests {
             ..topo()
         };
         assert!(plan(&none).histograms.is_empty());
+    }
+
+    #[test]
+    fn native_range() {
+        let n = native_spec(3);
+        assert_eq!((n.first_index, n.buckets), (-159, 255));
+        assert_eq!(native_slot(&n, 1), 0);
+        assert_eq!(native_slot(&n, 3_600_000_000), 254);
+        assert_eq!(native_slot(&n, u64::MAX), 254);
+        // 1 s is a boundary: it closes bucket 0 (upper-inclusive).
+        assert_eq!(native_slot(&n, 1_000_000), 159);
+        assert_eq!(native_slot(&n, 1_000_001), 160);
+        let p = plan(&topo());
+        assert_eq!(p.histograms[0].native, Some(n));
+        for s in -4..=8 {
+            let n = native_spec(s);
+            assert!(n.is_valid() && n.buckets >= 3, "{s}: {n:?}");
+        }
     }
 
     #[test]

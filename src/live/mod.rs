@@ -130,6 +130,7 @@ pub(crate) fn read(list: MetricsList) -> (Topology, Live) {
         start_us: srv.start_tv.tv_sec * 1_000_000 + srv.start_tv.tv_usec,
         uwsgi_version: ffi::BUILD_UWSGI_VERSION.to_string(),
         buckets_us: None,
+        native_schema: None,
         plugin_version: host::PLUGIN_VERSION.to_string(),
         mules: live.mules.len(),
         ..Topology::default()

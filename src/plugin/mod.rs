@@ -198,12 +198,19 @@ entry! {
         } else if cfg.histograms {
             // Mapped before fork so that every worker, respawned ones included, shares it.
             let workers = host::uwsgi::numproc();
-            match crate::histogram::setup(&cfg.buckets_us, workers, cfg.exemplars) {
+            match crate::histogram::setup(
+                &cfg.buckets_us,
+                cfg.native_schema,
+                workers,
+                cfg.exemplars,
+            ) {
                 Ok(bytes) => {
                     host::request::add_after_request_hook(c"metrics_prometheus_after_request");
                     host::log(&format!(
-                        "request histograms on: {} buckets, {} bytes of shared memory per worker{}",
+                        "request histograms on: {} classic buckets, native schema {}, {} bytes \
+                         of shared memory per worker{}",
                         cfg.buckets_us.len() + 1,
+                        cfg.native_schema,
                         bytes / (workers + 1),
                         if cfg.exemplars { ", exemplars on" } else { "" }
                     ));
