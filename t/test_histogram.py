@@ -24,12 +24,13 @@ MODES = {
 }
 
 
-def request(port, method='GET', path='/'):
+def request(port, method='GET', path='/', headers=None):
     """One HTTP/1.0 request on its own connection; returns (status, seconds)."""
+    h = ''.join('%s: %s\r\n' % kv for kv in (headers or {}).items())
     t0 = time.monotonic()
     with socket.create_connection(('127.0.0.1', port), timeout=20) as s:
-        s.sendall(('%s %s HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n'
-                   % (method, path)).encode())
+        s.sendall(('%s %s HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n%s\r\n'
+                   % (method, path, h)).encode())
         data = b''
         while True:
             b = s.recv(65536)
@@ -168,10 +169,10 @@ def test_route_scrapes_are_counted(start_uwsgi):
 def test_exemplars(start_uwsgi):
     u, addr = start(start_uwsgi, 'pip-routing', ['--workers', '2', '--prometheus-exemplars'])
     trace = '4bf92f3577b34da6a3ce929d0e0e4736'
-    req = urllib_request(u.http_port, '/slow?0.3',
-                         {'traceparent': '00-%s-00f067aa0ba902b7-01' % trace})
+    status, _ = request(u.http_port, path='/slow?0.3',
+                        headers={'traceparent': '00-%s-00f067aa0ba902b7-01' % trace})
     t_end = time.time()
-    assert req == 200
+    assert status == 200
     assert request(u.http_port)[0] == 200  # no traceparent: no exemplar of its own
     wait_counts(addr, {('GET', '2xx'): 2})
     status, _, om = get(addr, headers=OM)
@@ -193,23 +194,10 @@ def test_exemplars(start_uwsgi):
 
 def test_no_exemplars_without_the_option(start_uwsgi):
     u, addr = start(start_uwsgi, 'pip-routing', ['--workers', '1'])
-    assert urllib_request(u.http_port, '/', {
-        'traceparent': '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'}) == 200
+    assert request(u.http_port, headers={
+        'traceparent': '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'})[0] == 200
     wait_counts(addr, {('GET', '2xx'): 1})
     assert b' # {' not in get(addr, headers=OM)[2]
-
-
-def urllib_request(port, path, headers):
-    h = ''.join('%s: %s\r\n' % kv for kv in headers.items())
-    with socket.create_connection(('127.0.0.1', port), timeout=20) as s:
-        s.sendall(('GET %s HTTP/1.0\r\nHost: x\r\n%s\r\n' % (path, h)).encode())
-        data = b''
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
-    return int(data.split(b' ', 2)[1])
 
 
 def test_oldest_request_gauge(start_uwsgi):
