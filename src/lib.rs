@@ -1,5 +1,5 @@
-//! metrics_prometheus: a uWSGI plugin that exports uWSGI's metrics in Prometheus text 0.0.4 and
-//! OpenMetrics 1.0 format from inside uWSGI.
+//! metrics_prometheus: a uWSGI plugin that exports uWSGI's metrics in Prometheus text 0.0.4,
+//! OpenMetrics 1.0 and protobuf formats from inside uWSGI, request-latency histograms included.
 //!
 //! Layers, ground floor first; each module uses only the ones before it (`tests/layering.rs`
 //! fails on a back edge):

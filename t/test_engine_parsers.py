@@ -1,7 +1,7 @@
 """Property tests of the exposition engine against real parsers.
 
 Generates uWSGI metric lists with hypothesis, renders them with the
-`examples/render.rs` binary and checks that
+`engine/examples/render.rs` binary and checks that
 
 * prometheus_client's text parser accepts the text output,
 * prometheus_client's OpenMetrics parser accepts the OpenMetrics output,
@@ -14,7 +14,7 @@ Environment:
               required: the tests fail without it.
   PROMTOOL    promtool binary (default `promtool`).
 
-Run: RENDER_BIN=target/debug/examples/render python3 -m pytest t/test_engine_parsers.py
+Run (after `cargo build -p metrics_prometheus_engine --example render`): RENDER_BIN=target/debug/examples/render python3 -m pytest t/test_engine_parsers.py
 """
 
 import os
@@ -37,7 +37,7 @@ def render_bin():
     if not path:
         pytest.fail(
             "RENDER_BIN is not set: build the example with "
-            "`cargo build --example render` and set RENDER_BIN to "
+            "`cargo build -p metrics_prometheus_engine --example render` and set RENDER_BIN to "
             "target/debug/examples/render"
         )
     if not os.access(path, os.X_OK):

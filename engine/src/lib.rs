@@ -1,6 +1,6 @@
 //! The pure half of metrics_prometheus: everything that needs neither uWSGI nor `unsafe`.
 //!
-//! - [`format`]: Prometheus text 0.0.4 and OpenMetrics 1.0 exposition from a precomputed
+//! - [`format`]: Prometheus text 0.0.4, OpenMetrics 1.0 and protobuf exposition from a precomputed
 //!   [`format::Layout`];
 //! - [`catalogue`]: every family the host computes itself (name, type, unit scale, HELP);
 //! - [`plan`]: from a plain description of a uWSGI instance ([`plan::Topology`]) to the series
