@@ -10,8 +10,7 @@ use std::collections::HashSet;
 
 use super::protobuf::HistPb;
 use super::{
-    escape, push_head, push_scaled, Exemplar, Format, Histogram, Layout, Options, SkipReason,
-    Skipped, Span,
+    push_head, push_scaled, Exemplar, Format, Histogram, Layout, Options, SkipReason, Skipped, Span,
 };
 
 /// Longest `u64 / 10^6`: `18446744073719.551615`.
@@ -71,15 +70,7 @@ fn push_prefix(name: &str, labels: &[(String, String)], extra: &str, out: &mut S
     out.push_str(name);
     if !labels.is_empty() || !extra.is_empty() {
         out.push('{');
-        for (i, (k, v)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(k);
-            out.push_str("=\"");
-            escape::push_label_value(v, out);
-            out.push('"');
-        }
+        super::push_label_pairs(labels, out);
         if !extra.is_empty() {
             if !labels.is_empty() {
                 out.push(',');

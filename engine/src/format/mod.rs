@@ -633,6 +633,12 @@ fn push_labels(labels: &[(String, String)], out: &mut String) {
         return;
     }
     out.push('{');
+    push_label_pairs(labels, out);
+    out.push('}');
+}
+
+/// `k="v",...` without braces, values escaped.
+fn push_label_pairs(labels: &[(String, String)], out: &mut String) {
     for (i, (k, v)) in labels.iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -642,7 +648,6 @@ fn push_labels(labels: &[(String, String)], out: &mut String) {
         escape::push_label_value(v, out);
         out.push('"');
     }
-    out.push('}');
 }
 
 /// One series the host computes itself, from uWSGI state outside its metrics list (worker
