@@ -127,6 +127,8 @@ pub struct Config {
     pub exemplars: bool,
     /// Schema of the native (exponential) request histogram served in protobuf.
     pub native_schema: i8,
+    /// Compress answers with gzip when the client accepts it (`--prometheus-no-gzip` turns it off).
+    pub gzip: bool,
 }
 
 /// `--prometheus-buckets` default: Prometheus' client libraries' default buckets, in µs.
@@ -192,6 +194,7 @@ impl Default for Config {
             histograms: true,
             buckets_us: DEFAULT_BUCKETS_US.to_vec(),
             exemplars: false,
+            gzip: true,
             native_schema: 3,
         }
     }
@@ -267,6 +270,8 @@ declare_options! {
         c"schema (-4..8, default 3: buckets grow by a factor of about 1.09) of the native request histogram served to Prometheus in protobuf";
     Exemplars = c"prometheus-exemplars", flag, Nothing,
         c"attach the W3C traceparent trace id of the latest request of each histogram bucket as an OpenMetrics exemplar";
+    NoGzip = c"prometheus-no-gzip", flag, Nothing,
+        c"never compress answers (by default they are gzipped when the client's Accept-Encoding allows it and the body is over 1 KiB)";
 }
 
 impl Opt {
@@ -374,6 +379,7 @@ impl Config {
             Opt::Buckets => self.buckets_us = parse_buckets(value.unwrap_or("")).map_err(err)?,
             Opt::NoHistograms => self.histograms = !flag(value).map_err(err)?,
             Opt::Exemplars => self.exemplars = flag(value).map_err(err)?,
+            Opt::NoGzip => self.gzip = !flag(value).map_err(err)?,
             Opt::NativeSchema => {
                 let v = value.unwrap_or("").trim();
                 self.native_schema = v
@@ -511,7 +517,7 @@ mod tests {
     #[test]
     fn options_are_declared_once() {
         let mut names: Vec<&str> = OPTIONS.iter().map(|d| d.opt.name()).collect();
-        assert_eq!(names.len(), 15);
+        assert_eq!(names.len(), 16);
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), OPTIONS.len(), "duplicate option name");
