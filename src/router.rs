@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use metrics_prometheus_engine::compress::{self, accepts_gzip, Gzip};
 use metrics_prometheus_engine::format::{negotiate, Format};
 
 use crate::host::request::Request;
@@ -71,8 +72,18 @@ pub(crate) fn setup(args: &str) -> Result<RouteFormat, String> {
     Ok(fmt)
 }
 
+/// One thread's buffers: the scrape's, and for gzip the compressor (made at the thread's
+/// first gzip answer, so a worker that is never asked for gzip never pays its memory) and
+/// the compressed body.
+#[derive(Default)]
+struct RouteScratch {
+    scrape: Scratch,
+    gzip: Option<Gzip>,
+    gz_out: Vec<u8>,
+}
+
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    static SCRATCH: RefCell<RouteScratch> = RefCell::new(RouteScratch::default());
 }
 
 const TEXT_PLAIN: &[u8] = b"text/plain; charset=utf-8";
@@ -98,13 +109,40 @@ pub(crate) fn serve(req: &Request, forced: RouteFormat) {
         RouteFormat::Protobuf => Format::Protobuf,
         RouteFormat::Negotiate => negotiate(req.var(b"HTTP_ACCEPT")),
     };
-    let send = |scratch: &mut Scratch| match scrape::render(fmt, scratch) {
-        Ok(()) => req.respond(
-            b"200 OK",
-            &[(b"Content-Type", fmt.content_type().as_bytes())],
-            &scratch.out,
-            head,
-        ),
+    let gzip = scrape::gzip_enabled();
+    let wants_gzip = gzip && accepts_gzip(req.var(b"HTTP_ACCEPT_ENCODING"));
+    // Whichever way this answer goes, caches must key it on the request's Accept-Encoding.
+    let vary: &[u8] = b"Accept-Encoding";
+    let send = |s: &mut RouteScratch| match scrape::render(fmt, &mut s.scrape) {
+        Ok(()) if wants_gzip && s.scrape.out.len() >= compress::MIN_SIZE => {
+            s.gz_out.clear();
+            // HEAD gets the headers GET would get, Content-Length included.
+            s.gzip
+                .get_or_insert_with(Gzip::new)
+                .compress(&s.scrape.out, &mut s.gz_out);
+            req.respond(
+                b"200 OK",
+                &[
+                    (b"Content-Type", fmt.content_type().as_bytes()),
+                    (b"Content-Encoding", b"gzip"),
+                    (b"Vary", vary),
+                ],
+                &s.gz_out,
+                head,
+            )
+        }
+        Ok(()) => {
+            let headers: &[(&[u8], &[u8])] = &[
+                (b"Content-Type", fmt.content_type().as_bytes()),
+                (b"Vary", vary),
+            ];
+            req.respond(
+                b"200 OK",
+                &headers[..if gzip { 2 } else { 1 }],
+                &s.scrape.out,
+                head,
+            )
+        }
         Err(e) => req.respond(
             b"503 Service Unavailable",
             &[(b"Content-Type", TEXT_PLAIN)],
@@ -122,7 +160,7 @@ pub(crate) fn serve(req: &Request, forced: RouteFormat) {
         Err(_) => false,
     });
     if !reused {
-        send(&mut Scratch::default());
+        send(&mut RouteScratch::default());
     }
 }
 

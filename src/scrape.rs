@@ -32,6 +32,10 @@ struct Exporter {
     /// Where each value of the layout comes from (metrics list first, then extras).
     sources: Vec<Source>,
     live: Live,
+    /// Answers may be gzipped (`--prometheus-no-gzip` not given); the dedicated server has
+    /// its own copy of the setting.
+    #[cfg(uwsgi_routing)]
+    gzip: bool,
 }
 
 static EXPORTER: OnceLock<Exporter> = OnceLock::new();
@@ -69,7 +73,15 @@ pub(crate) fn install(cfg: &Config) {
         layout,
         sources: plan.sources,
         live,
+        #[cfg(uwsgi_routing)]
+        gzip: cfg.gzip,
     });
+}
+
+/// Whether the route action may gzip its answers (set at [`install`]).
+#[cfg(uwsgi_routing)]
+pub(crate) fn gzip_enabled() -> bool {
+    EXPORTER.get().is_some_and(|e| e.gzip)
 }
 
 /// Scratch space of one scraper (the server, or one thread of the route action), reused so

@@ -18,6 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use metrics_prometheus_engine::compress::{self, Gzip};
 use metrics_prometheus_engine::config::{Cidr, Config, ServerAddr};
 use metrics_prometheus_engine::http::{self, Action, BasicAuth, Parsed, Status};
 
@@ -42,6 +43,16 @@ const EVENTS_PER_CYCLE: usize = 128;
 const ACCEPTS_PER_CYCLE: usize = 64;
 const WRITE_PER_CYCLE: usize = 4 << 20;
 const MAX_LISTENERS: usize = 16;
+/// Renders per cycle are bounded by time: after the first, another starts only while the cycle
+/// is younger than this. A large exposition (2 MB at 64 × 64) is then one render per cycle, and
+/// the other scrapes wait for the next cycles instead of stalling the master in a row.
+const RENDER_WINDOW: Duration = Duration::from_millis(1);
+/// Exposition bytes compressed per cycle, all connections together (about 1 ms at level 1),
+/// in slices of at most [`GZIP_SLICE`] per connection and turn.
+const GZIP_PER_CYCLE: usize = 256 << 10;
+const GZIP_SLICE: usize = 64 << 10;
+/// Compressor states kept for reuse (each holds the deflate window and hash tables).
+const SPARE_GZIPS: usize = 2;
 
 // The fork table has room for every fd of the server.
 const _: () = assert!(fork::SLOTS >= 1 + MAX_LISTENERS + MAX_CONNS + OVERFLOW);
@@ -56,6 +67,9 @@ struct Listener {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
     Reading,
+    /// The request is read; its scrape waits for this cycle's render budget
+    /// ([`RENDER_WINDOW`]). Registered for writability, so the next cycle comes at once.
+    Pending(Action),
     Writing,
     Draining,
 }
@@ -63,8 +77,15 @@ enum State {
 struct Conn {
     fd: Tracked,
     state: State,
+    /// The bytes to send: the whole response, or with gzip the head and then each compressed
+    /// slice in turn.
     buf: Vec<u8>,
     sent: usize,
+    /// With gzip: the uncompressed exposition, compressed a slice at a time from `body_pos`
+    /// as the socket drains.
+    body: Vec<u8>,
+    body_pos: usize,
+    gzip: Option<Gzip>,
     deadline: Instant,
     /// Accepted over the cap only to be told 503; not counted against it.
     refused: bool,
@@ -83,6 +104,13 @@ pub(crate) struct Server {
     auth: Option<BasicAuth>,
     index: Vec<u8>,
     scratch: Scratch,
+    /// `--prometheus-no-gzip` not given.
+    gzip: bool,
+    spare_gzips: Vec<Gzip>,
+    /// This cycle's start and what is left of its compression budget.
+    cycle_start: Instant,
+    rendered: bool,
+    gzip_budget: usize,
 }
 
 const TOKEN_LISTENER: u64 = 1 << 32;
@@ -142,6 +170,11 @@ impl Server {
             auth: cfg.basic_auth.clone(),
             index: Vec::new(),
             scratch: Scratch::default(),
+            gzip: cfg.gzip,
+            spare_gzips: Vec::new(),
+            cycle_start: Instant::now(),
+            rendered: false,
+            gzip_budget: GZIP_PER_CYCLE,
         };
         let index = http::index_page(path);
         http::write_response(
@@ -214,6 +247,9 @@ impl Server {
         let mut events = [Event { events: 0, u64: 0 }; EVENTS_PER_CYCLE];
         let n = self.poller.poll(&mut events).len();
         let now = Instant::now();
+        self.cycle_start = now;
+        self.rendered = false;
+        self.gzip_budget = GZIP_PER_CYCLE;
         // Connections first: a client that went away frees its slot before newcomers are
         // counted against the cap.
         for ev in events[..n].iter().filter(|e| e.u64 & TOKEN_LISTENER == 0) {
@@ -278,6 +314,9 @@ impl Server {
                 state: State::Reading,
                 buf,
                 sent: 0,
+                body: Vec::new(),
+                body_pos: 0,
+                gzip: None,
                 deadline: now + DEADLINE,
                 refused,
             });
@@ -300,7 +339,7 @@ impl Server {
             .iter()
             .enumerate()
             .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
-            .filter(|(_, c)| !c.refused && c.state != State::Writing)
+            .filter(|(_, c)| !c.refused && matches!(c.state, State::Reading | State::Draining))
             .min_by_key(|(_, c)| c.deadline)
             .map(|(i, _)| i)?;
         self.close_conn(victim);
@@ -327,6 +366,7 @@ impl Server {
         };
         let keep = match state {
             State::Reading => self.read_head(slot),
+            State::Pending(action) => !self.respond(slot, action) || self.write(slot, now),
             State::Writing => self.write(slot, now),
             State::Draining => self.drain(slot),
         };
@@ -365,31 +405,56 @@ impl Server {
         }
         match http::parse_with_auth(&c.buf, &self.path, self.auth.as_ref()) {
             Parsed::Partial => !eof,
-            Parsed::Done(action) => {
-                self.respond(slot, action);
-                self.write(slot, Instant::now())
-            }
+            Parsed::Done(action) => !self.respond(slot, action) || self.write(slot, Instant::now()),
         }
     }
 
-    fn respond(&mut self, slot: usize, action: Action) {
+    /// Prepares the answer to `action`. A scrape over this cycle's render budget is deferred
+    /// (the connection turns [`State::Pending`]); returns whether the answer is ready to write.
+    fn respond(&mut self, slot: usize, action: Action) -> bool {
+        let render_now = !self.rendered || self.cycle_start.elapsed() < RENDER_WINDOW;
         let Some(c) = self.conns[slot].as_mut() else {
-            return;
+            return false;
         };
+        if matches!(action, Action::Metrics { .. }) && !render_now {
+            if c.state != State::Pending(action) {
+                c.state = State::Pending(action);
+                let _ = self.poller.modify(&c.fd, epoll::OUT, slot as u64);
+            }
+            return false;
+        }
         c.buf.clear();
+        c.sent = 0;
         match action {
-            Action::Metrics { fmt, head } => {
+            Action::Metrics { fmt, head, gzip } => {
+                self.rendered = true;
                 #[cfg(feature = "fault-injection")]
                 let before = host::alloc_count::allocations();
                 let rendered = scrape::render(fmt, &mut self.scratch);
+                let vary = if self.gzip { http::VARY } else { "" };
                 #[cfg(feature = "fault-injection")]
-                let extra = &format!(
+                let fault = &format!(
                     "X-Scrape-Allocations: {}\r\n",
                     host::alloc_count::allocations() - before
                 );
+                #[cfg(feature = "fault-injection")]
+                let extra = &format!("{vary}{fault}");
                 #[cfg(not(feature = "fault-injection"))]
-                let extra = "";
+                let (fault, extra) = ("", vary);
                 match rendered {
+                    Ok(()) if gzip && self.gzip && self.scratch.out.len() >= compress::MIN_SIZE => {
+                        http::write_gzip_head(&mut c.buf, fmt.content_type(), fault);
+                        if !head {
+                            // The exposition moves to the connection and is compressed as
+                            // the socket drains; the scratch keeps the connection's old
+                            // buffer for the next render.
+                            std::mem::swap(&mut c.body, &mut self.scratch.out);
+                            c.body_pos = 0;
+                            let mut gz = self.spare_gzips.pop().unwrap_or_default();
+                            gz.begin(&mut c.buf);
+                            c.gzip = Some(gz);
+                        }
+                    }
                     Ok(()) => http::write_response(
                         &mut c.buf,
                         Status::Ok,
@@ -423,30 +488,60 @@ impl Server {
             Action::Error(status) => http::write_error(&mut c.buf, status, false),
         }
         c.state = State::Writing;
-        c.sent = 0;
         let _ = self.poller.modify(&c.fd, epoll::OUT, slot as u64);
+        true
     }
 
-    /// Writes as much of the response as the socket takes; returns false to close.
+    /// Writes as much of the response as the socket takes, compressing the next slice of a
+    /// gzip body whenever the last one is out; returns false to close.
     fn write(&mut self, slot: usize, now: Instant) -> bool {
         let Some(c) = self.conns[slot].as_mut() else {
             return false;
         };
-        let mut budget = WRITE_PER_CYCLE;
-        while c.sent < c.buf.len() && budget > 0 {
-            let chunk = (c.buf.len() - c.sent).min(budget);
-            match net::send(&c.fd, &c.buf[c.sent..c.sent + chunk]) {
-                Ok(n) => {
-                    c.sent += n;
-                    budget -= n.min(budget);
-                }
-                Err(e) if would_block(&e) => return true,
-                Err(e) if interrupted(&e) => {}
-                Err(_) => return false,
-            }
-        }
-        if c.sent < c.buf.len() {
+        if c.state != State::Writing {
             return true;
+        }
+        let mut budget = WRITE_PER_CYCLE;
+        loop {
+            while c.sent < c.buf.len() && budget > 0 {
+                let chunk = (c.buf.len() - c.sent).min(budget);
+                match net::send(&c.fd, &c.buf[c.sent..c.sent + chunk]) {
+                    Ok(n) => {
+                        c.sent += n;
+                        budget -= n.min(budget);
+                    }
+                    Err(e) if would_block(&e) => return true,
+                    Err(e) if interrupted(&e) => {}
+                    Err(_) => return false,
+                }
+            }
+            if c.sent < c.buf.len() {
+                return true;
+            }
+            let Some(gz) = c.gzip.as_mut() else {
+                break;
+            };
+            // Out of this cycle's compression budget: the socket is writable, so the
+            // connection's next event comes with the next cycle.
+            if self.gzip_budget == 0 || budget == 0 {
+                return true;
+            }
+            c.buf.clear();
+            c.sent = 0;
+            let take = (c.body.len() - c.body_pos)
+                .min(GZIP_SLICE)
+                .min(self.gzip_budget);
+            gz.write(&c.body[c.body_pos..c.body_pos + take], &mut c.buf);
+            c.body_pos += take;
+            self.gzip_budget -= take;
+            if c.body_pos == c.body.len() {
+                gz.finish(&mut c.buf);
+                if let Some(gz) = c.gzip.take() {
+                    if self.spare_gzips.len() < SPARE_GZIPS {
+                        self.spare_gzips.push(gz);
+                    }
+                }
+            }
         }
         // Done: half-close and read what the client still sends, so that closing with unread
         // data does not turn into a reset that could destroy the response in flight.
@@ -474,11 +569,18 @@ impl Server {
     fn close_conn(&mut self, slot: usize) {
         // Dropping the fd closes it, which also removes it from the epoll set.
         if let Some(c) = self.conns.get_mut(slot).and_then(Option::take) {
-            let mut buf = c.buf;
             // Keep buffers for reuse, but not an outsized one from a huge scrape forever.
-            if buf.capacity() <= (8 << 20) && self.spare.len() < MAX_CONNS {
-                buf.clear();
-                self.spare.push(buf);
+            for mut buf in [c.buf, c.body] {
+                if buf.capacity() > 0 && buf.capacity() <= (8 << 20) && self.spare.len() < MAX_CONNS
+                {
+                    buf.clear();
+                    self.spare.push(buf);
+                }
+            }
+            if let Some(gz) = c.gzip {
+                if self.spare_gzips.len() < SPARE_GZIPS {
+                    self.spare_gzips.push(gz);
+                }
             }
         }
     }

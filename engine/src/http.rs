@@ -5,6 +5,7 @@
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
+use crate::compress::accepts_gzip;
 use crate::format::{negotiate, Format};
 
 /// HTTP basic-auth credentials for the dedicated server: a user name and the SHA-256 digest of
@@ -132,8 +133,9 @@ impl Status {
 /// What to answer, decided from the request head alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Render the exposition in this format; `head` = headers only.
-    Metrics { fmt: Format, head: bool },
+    /// Render the exposition in this format; `head` = headers only; `gzip` = the client's
+    /// `Accept-Encoding` allows gzip.
+    Metrics { fmt: Format, head: bool, gzip: bool },
     /// The small HTML page at `/`.
     Index { head: bool },
     /// An error response with the status's own short body.
@@ -266,14 +268,16 @@ fn decide(req: &httparse::Request<'_, '_>, metrics_path: &str) -> Action {
     // Query strings are tolerated and ignored (Prometheus adds none, but people do).
     let path = target.split(['?', '#']).next().unwrap_or("");
     if path == metrics_path {
-        let accept = req
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("accept"))
-            .map(|h| h.value);
+        let header = |name: &str| {
+            req.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| h.value)
+        };
         Action::Metrics {
-            fmt: negotiate(accept),
+            fmt: negotiate(header("accept")),
             head,
+            gzip: accepts_gzip(header("accept-encoding")),
         }
     } else if path == "/" {
         Action::Index { head }
@@ -304,6 +308,25 @@ pub fn write_response(
         out.extend_from_slice(body);
     }
 }
+
+/// Appends the head of a 200 response whose body follows as a gzip stream of unknown length,
+/// delimited by the end of the connection (RFC 9112 §6.3); the gzip trailer (CRC-32 and
+/// length) lets the client tell a complete body from a cut one.
+pub fn write_gzip_head(out: &mut Vec<u8>, ctype: &str, extra: &str) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(Status::Ok.line().as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(ctype.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Encoding: gzip\r\n");
+    out.extend_from_slice(VARY.as_bytes());
+    out.extend_from_slice(b"Connection: close\r\n");
+    out.extend_from_slice(extra.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The header line of every metrics answer when compression is on: caches must key on the
+/// request's `Accept-Encoding`, whichever way this answer went.
+pub const VARY: &str = "Vary: Accept-Encoding\r\n";
 
 /// Appends the response for an error status.
 pub fn write_error(out: &mut Vec<u8>, status: Status, head_only: bool) {
@@ -379,19 +402,37 @@ mod tests {
             p("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
             Parsed::Done(Action::Metrics {
                 fmt: Format::Text,
-                head: false
+                head: false,
+                gzip: false
             })
         );
         assert_eq!(
             p("HEAD /metrics?x=1 HTTP/1.0\r\n\r\n"),
             Parsed::Done(Action::Metrics {
                 fmt: Format::Text,
-                head: true
+                head: true,
+                gzip: false
             })
         );
         assert_eq!(
             p("GET /metrics HTTP/1.1\r\naccept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n\r\n"),
-            Parsed::Done(Action::Metrics { fmt: Format::OpenMetrics, head: false })
+            Parsed::Done(Action::Metrics { fmt: Format::OpenMetrics, head: false, gzip: false })
+        );
+        assert_eq!(
+            p("GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip\r\nAccept: */*\r\n\r\n"),
+            Parsed::Done(Action::Metrics {
+                fmt: Format::Text,
+                head: false,
+                gzip: true
+            })
+        );
+        assert_eq!(
+            p("HEAD /metrics HTTP/1.1\r\naccept-encoding: gzip;q=0, br\r\n\r\n"),
+            Parsed::Done(Action::Metrics {
+                fmt: Format::Text,
+                head: true,
+                gzip: false
+            })
         );
         assert_eq!(
             p("GET / HTTP/1.1\r\n\r\n"),
@@ -516,6 +557,7 @@ mod tests {
         let ok = Parsed::Done(Action::Metrics {
             fmt: Format::Text,
             head: false,
+            gzip: false,
         });
         let denied = Parsed::Done(Action::Error(Status::Unauthorized));
         assert_eq!(

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod catalogue;
+pub mod compress;
 pub mod config;
 pub mod format;
 pub mod http;

@@ -120,7 +120,7 @@ fuzz_target!(|data: &[u8]| {
                     assert!(out.starts_with(format!("HTTP/1.1 {}\r\n", s.line()).as_bytes()));
                 }
             }
-            Action::Metrics { fmt, head } => {
+            Action::Metrics { fmt, head, .. } => {
                 let body = b"x 1\n";
                 let mut out = Vec::new();
                 write_response(&mut out, Status::Ok, fmt.content_type(), "", body, head);
@@ -145,7 +145,8 @@ fuzz_target!(|data: &[u8]| {
                     parse(req.as_bytes(), p),
                     Parsed::Done(Action::Metrics {
                         fmt: Format::Text,
-                        head: false
+                        head: false,
+                gzip: false
                     }),
                     "validate_path accepts {p:?} but GET {target:?} does not reach it"
                 );

@@ -151,6 +151,7 @@ mod table;
 
 pub use native::{native_bucket_bounds, native_bucket_index, NativeSpec};
 pub use negotiate::Offer;
+pub(crate) use negotiate::{parse_q, trim};
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};

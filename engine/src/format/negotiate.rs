@@ -79,7 +79,7 @@ impl Best {
     }
 }
 
-fn trim(s: &[u8]) -> &[u8] {
+pub(crate) fn trim(s: &[u8]) -> &[u8] {
     let start = s
         .iter()
         .position(|b| !b.is_ascii_whitespace())
@@ -93,7 +93,7 @@ fn trim(s: &[u8]) -> &[u8] {
 
 /// Parses an RFC 9110 qvalue (`0`, `0.5`, `1.000`...) into thousandths;
 /// digits past the third decimal are ignored. `None` if malformed or > 1.
-fn parse_q(v: &[u8]) -> Option<u16> {
+pub(crate) fn parse_q(v: &[u8]) -> Option<u16> {
     let (int, frac) = match v.iter().position(|&b| b == b'.') {
         Some(dot) => (&v[..dot], &v[dot + 1..]),
         None => (v, &[][..]),
