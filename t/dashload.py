@@ -20,11 +20,19 @@ JOB = 'uwsgi'
 # than one step of a graph of a few minutes.
 RATE_INTERVAL = '15s'
 
-# uWSGI options for the load below: three workers recycled every 40 requests (a respawn every
-# few seconds), a 2 s harakiri, and the cache t/apps/app.py's /cache path uses.
-UWSGI_ARGS = ['--workers', '3', '--prometheus-server', '127.0.0.1:0',
-              '--cache2', 'name=mycache,items=100', '--harakiri', '2',
-              '--max-requests', '40', '--min-worker-lifetime', '0']
+APP = os.path.join(ROOT, 't', 'apps', 'dashboard_app.py')
+
+
+def uwsgi_args(max_requests=40, listen=None):
+    """uWSGI options for the load below: t/apps/dashboard_app.py (the last --wsgi-file wins over
+    the harness's app.py, which it wraps), three workers recycled every `max_requests` requests,
+    a 2 s harakiri, and a 20-item cache that the load fills up."""
+    args = ['--wsgi-file', APP, '--workers', '3', '--prometheus-server', '127.0.0.1:0',
+            '--cache2', 'name=mycache,items=20', '--harakiri', '2',
+            '--max-requests', str(max_requests), '--min-worker-lifetime', '0']
+    if listen:
+        args += ['--listen', str(listen)]
+    return args
 
 
 def dashboard_targets(path=DASHBOARD):
@@ -95,6 +103,10 @@ class Prometheus:
                      '--web.listen-address=127.0.0.1:%d' % port]
         self.logfile = os.path.join(workdir, 'prometheus.log')
         self.proc = None
+
+    def _clear(self):
+        while not self.stopping.wait(self.clear_every):
+            self._get('/cacheclear')
 
     def start(self):
         self.log_fh = open(self.logfile, 'wb')
@@ -176,24 +188,26 @@ def request(port, path, timeout=30):
 
 
 class Load:
-    """Background clients for the app of t/apps/app.py on `port`, until stop():
+    """Background clients for t/apps/dashboard_app.py on `port`, until stop():
 
-    - `fast` threads: a mix of 200 (/, /cache: a hit and a miss), 404 (/status?404), 500
-      (/status?503 and /error, an exception) requests and a few /slow?0.2;
+    - `fast` threads: a mix (`paths`) of 200 (/, /cachekey?KEY with KEY drawn from a few dozen,
+      the first ones more often), 404 (/status?404), 5xx (/status?503, and /error: an exception)
+      requests and a few /slow?0.2;
     - a `slow` thread: /slow?1.2 in a loop (in-flight age, the latency quantiles' tail);
-    - every `burst_every` seconds, more /slow?1 requests at once than there are workers, so
-      every worker is busy and connections wait in the listen queue;
+    - every `burst_every` seconds, `burst` /slow?1 requests at once, more than there are
+      workers, so every worker is busy and connections wait in the listen queue;
     - every `harakiri_every` seconds (from the first one at `harakiri_at`), a /slow?4 that the
-      2 s --harakiri kills.
+      2 s --harakiri kills;
+    - every `clear_every` seconds, /cacheclear.
 
     `intensity(elapsed)` (default 1) scales the fast clients' rate over time; `counts` tallies
     the statuses seen (None: closed without an answer)."""
 
-    FAST = ['/'] * 6 + ['/cache'] * 3 + ['/status?404'] * 2 + ['/status?503', '/error',
-                                                                 '/slow?0.2']
+    PATHS = (['/'] * 6 + ['/cachekey'] * 4 + ['/status?404'] * 2
+             + ['/status?503', '/error', '/slow?0.2'])
 
     def __init__(self, port, fast=2, pause=0.02, burst_every=6.0, burst=8, harakiri_at=3.0,
-                 harakiri_every=None, intensity=None, seed=1):
+                 harakiri_every=None, clear_every=10.0, intensity=None, paths=PATHS):
         self.port = port
         self.fast = fast
         self.pause = pause
@@ -201,12 +215,12 @@ class Load:
         self.burst = burst
         self.harakiri_at = harakiri_at
         self.harakiri_every = harakiri_every
+        self.clear_every = clear_every
         self.intensity = intensity or (lambda elapsed: 1.0)
-        self.rand = random.Random(seed)
+        self.paths = list(paths)
         self.stopping = threading.Event()
         self.threads = []
         self.counts = {}
-        self.harakiris = 0
         self.lock = threading.Lock()
 
     def _get(self, path, timeout=30):
@@ -222,7 +236,10 @@ class Load:
             if level <= 0 or rand.random() > level:
                 self.stopping.wait(0.1)
                 continue
-            self._get(rand.choice(self.FAST))
+            path = rand.choice(self.paths)
+            if path == '/cachekey':
+                path += '?k%d' % int(rand.expovariate(1 / 12.0))
+            self._get(path)
             self.stopping.wait(self.pause)
 
     def _slow(self):
@@ -243,15 +260,19 @@ class Load:
         if self.stopping.wait(self.harakiri_at):
             return
         while True:
-            self.harakiris += 1
             self._get('/slow?4')
             if self.harakiri_every is None or self.stopping.wait(self.harakiri_every):
                 return
 
+    def _clear(self):
+        while not self.stopping.wait(self.clear_every):
+            self._get('/cacheclear')
+
     def start(self):
         self.t0 = time.time()
         targets = ([(self._fast, (i,)) for i in range(self.fast)]
-                   + [(self._slow, ()), (self._bursts, ()), (self._harakiri, ())])
+                   + [(self._slow, ()), (self._bursts, ()), (self._harakiri, ()),
+                      (self._clear, ())])
         for fn, args in targets:
             t = threading.Thread(target=fn, args=args, daemon=True)
             t.start()
