@@ -11,7 +11,8 @@
 #       pip-routing:  pip 2.0.31 built with libpcre2-dev present   -> -DUWSGI_ROUTING
 #       pip-norouting: pip 2.0.31 built with pcre and routing off  -> no routing, no uwsgi_register_router
 #   - a tools venv with pytest (+ pytest-timeout), prometheus_client, hypothesis, and protobuf +
-#     grpcio-tools (to decode the protobuf exposition independently);
+#     grpcio-tools (to decode the protobuf exposition independently), and matplotlib
+#     (docs/dashboard.py draws docs/dashboard.png);
 #   - the rustfmt and clippy components (rustup) and cargo-fuzz (in ~/.cargo/bin), for t/test.sh.
 set -euo pipefail
 
@@ -102,13 +103,15 @@ pip_uwsgi "$MP_ENV/uwsgi-pip-norouting" "pcre=false;routing=false" 0 &
 p2=$!
 
 tools=$MP_ENV/tools
-if [ ! -x "$tools/bin/pytest" ] || ! "$tools/bin/python" -c 'import prometheus_client, hypothesis, pytest_timeout, google.protobuf, grpc_tools' 2>/dev/null; then
+if [ ! -x "$tools/bin/pytest" ] || ! "$tools/bin/python" -c 'import prometheus_client, hypothesis, pytest_timeout, google.protobuf, grpc_tools, matplotlib' 2>/dev/null; then
   log "creating the test tools venv in $tools"
   rm -rf "$tools"
   "$PY" -m venv "$tools"
   "$tools/bin/pip" install -q --upgrade pip >/dev/null
   # protobuf + grpcio-tools (which ships protoc): an independent decoder of the protobuf output.
-  "$tools/bin/pip" install -q pytest pytest-timeout prometheus_client hypothesis protobuf grpcio-tools
+  # matplotlib: docs/dashboard.py renders the dashboard's graphs into docs/dashboard.png.
+  "$tools/bin/pip" install -q pytest pytest-timeout prometheus_client hypothesis protobuf grpcio-tools \
+    matplotlib
 fi
 wait "$p1"
 wait "$p2"

@@ -56,6 +56,10 @@ export RENDER_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/render
 step "fuzz smoke run (cargo fuzz, ${FUZZ_SECONDS:-30} s per target)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-30} bash fuzz/smoke.sh
 
+step "Prometheus rules: promtool check rules, promtool test rules"
+"$PROMTOOL" check rules rules/uwsgi.rules.yml
+"$PROMTOOL" test rules rules/uwsgi.rules.test.yml
+
 step "integration tests (real uWSGI)"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 # --timeout: a hung test fails after 5 minutes instead of stalling CI.
