@@ -10,8 +10,9 @@
 #       debian:       /usr/bin/uwsgi-core (2.0.21, routing via PCRE1, python as a plugin)
 #       pip-routing:  pip 2.0.31 built with libpcre2-dev present   -> -DUWSGI_ROUTING
 #       pip-norouting: pip 2.0.31 built with pcre and routing off  -> no routing, no uwsgi_register_router
-#   - a tools venv with pytest (+ pytest-timeout), prometheus_client, hypothesis, and protobuf +
-#     grpcio-tools (to decode the protobuf exposition independently);
+#   - a tools venv with pytest (+ pytest-timeout), prometheus_client, hypothesis, protobuf +
+#     grpcio-tools (to decode the protobuf exposition independently) and PyYAML (to read the
+#     configurations of docs/recipes.md);
 #   - the rustfmt and clippy components (rustup) and cargo-fuzz (in ~/.cargo/bin), for t/test.sh.
 set -euo pipefail
 
@@ -102,13 +103,13 @@ pip_uwsgi "$MP_ENV/uwsgi-pip-norouting" "pcre=false;routing=false" 0 &
 p2=$!
 
 tools=$MP_ENV/tools
-if [ ! -x "$tools/bin/pytest" ] || ! "$tools/bin/python" -c 'import prometheus_client, hypothesis, pytest_timeout, google.protobuf, grpc_tools' 2>/dev/null; then
+if [ ! -x "$tools/bin/pytest" ] || ! "$tools/bin/python" -c 'import prometheus_client, hypothesis, pytest_timeout, google.protobuf, grpc_tools, yaml' 2>/dev/null; then
   log "creating the test tools venv in $tools"
   rm -rf "$tools"
   "$PY" -m venv "$tools"
   "$tools/bin/pip" install -q --upgrade pip >/dev/null
   # protobuf + grpcio-tools (which ships protoc): an independent decoder of the protobuf output.
-  "$tools/bin/pip" install -q pytest pytest-timeout prometheus_client hypothesis protobuf grpcio-tools
+  "$tools/bin/pip" install -q pytest pytest-timeout prometheus_client hypothesis protobuf grpcio-tools pyyaml
 fi
 wait "$p1"
 wait "$p2"
