@@ -13,7 +13,11 @@
 #   - a tools venv with pytest (+ pytest-timeout), prometheus_client, hypothesis, protobuf +
 #     grpcio-tools (to decode the protobuf exposition independently) and PyYAML (to read the
 #     configurations of docs/recipes.md);
-#   - the rustfmt and clippy components (rustup) and cargo-fuzz (in ~/.cargo/bin), for t/test.sh.
+#   - cargo-fuzz for fuzz/smoke.sh, installed into $MP_ENV/cargo/bin (a project-local install
+#     root, never ~/.cargo/bin; fuzz/smoke.sh puts it first on PATH);
+#   - the rustfmt and clippy components, for t/test.sh, if the toolchain lacks them: the one
+#     change these scripts make outside $MP_ENV and the Debian packages (`rustup component add`
+#     modifies the active Rust toolchain; setup says so when it does it).
 set -euo pipefail
 
 UWSGI_PIP_VERSION=2.0.31
@@ -57,21 +61,24 @@ fi
 # t/test.sh runs `cargo fmt` and `cargo clippy`; rustup toolchains may lack them.
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   if command -v rustup >/dev/null 2>&1; then
-    log "installing the rustfmt and clippy components (rustup component add)"
+    log "MODIFYING YOUR RUST TOOLCHAIN: rustup component add rustfmt clippy" \
+        "(toolchain $(rustup show active-toolchain 2>/dev/null | cut -d' ' -f1))"
     rustup component add rustfmt clippy
   else
     log "cargo fmt / cargo clippy missing and no rustup to add them"; exit 1
   fi
 fi
-# The fuzz smoke run (fuzz/smoke.sh) needs cargo-fuzz; installed into cargo's own install root
-# (~/.cargo/bin), the one global change these scripts make to the Rust toolchain.
-if ! cargo fuzz --version >/dev/null 2>&1; then
-  log "installing cargo-fuzz into ~/.cargo/bin (cargo install --locked cargo-fuzz); takes a few minutes"
-  cargo install --locked cargo-fuzz &
+mkdir -p "$MP_ENV"
+
+# The fuzz smoke run (fuzz/smoke.sh) needs cargo-fuzz: installed into a project-local install
+# root, not into cargo's global one (~/.cargo/bin). fuzz/smoke.sh puts $MP_ENV/cargo/bin first
+# on PATH.
+fuzz_root=$MP_ENV/cargo
+if ! "$fuzz_root/bin/cargo-fuzz" --version >/dev/null 2>&1; then
+  log "installing cargo-fuzz into $fuzz_root/bin (cargo install --locked --root); takes a few minutes"
+  cargo install --locked --root "$fuzz_root" cargo-fuzz &
   fuzz_pid=$!
 fi
-
-mkdir -p "$MP_ENV"
 
 # Builds uWSGI from PyPI into venv $1 with extra environment $2 unless a matching build is there.
 pip_uwsgi() {
