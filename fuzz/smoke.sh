@@ -10,8 +10,10 @@
 #   FUZZ_SANITIZER=none ...                                # faster, no ASan (default: address)
 #
 # The targets fuzz the pure engine crate (../engine), which needs neither uWSGI
-# nor libclang. It relies on cargo-fuzz (t/setup.sh installs it; this script
-# never installs anything) and on a stable toolchain: cargo-fuzz's sanitizer
+# nor libclang. It relies on cargo-fuzz, which t/setup.sh installs into
+# $MP_ENV/cargo/bin (default ~/.cache/metrics_prometheus/cargo/bin); this script
+# runs that copy (or else the cargo-fuzz on PATH) and never installs anything.
+# It also relies on a stable toolchain: cargo-fuzz's sanitizer
 # flag (-Zsanitizer=address) is a nightly option, so RUSTC_BOOTSTRAP=1 is
 # exported for the build. With FUZZ_SANITIZER=none no nightly flag is used.
 #
@@ -27,9 +29,14 @@ SAN="${FUZZ_SANITIZER:-address}"
 die() { echo "smoke.sh: $*" >&2; exit 2; }
 
 [[ "$SECS" =~ ^[1-9][0-9]*$ ]] || die "FUZZ_SECONDS must be a positive integer, got '$SECS'"
-if ! cargo fuzz --version >/dev/null 2>&1; then
-    die "cargo-fuzz not found: run \`bash t/setup.sh\` (it runs \`cargo install --locked cargo-fuzz\`)"
-fi
+MP_ENV="${MP_ENV:-${XDG_CACHE_HOME:-$HOME/.cache}/metrics_prometheus}"
+export PATH="$MP_ENV/cargo/bin:$PATH"
+# Run as `cargo fuzz` runs it (`cargo-fuzz fuzz ARGS`), but by path: `cargo fuzz` would prefer
+# a copy in ~/.cargo/bin whenever that directory is not on PATH.
+CARGO_FUZZ=$(command -v cargo-fuzz) ||
+    die "cargo-fuzz not found in $MP_ENV/cargo/bin nor on PATH: run \`bash t/setup.sh\`"
+cargo_fuzz() { "$CARGO_FUZZ" fuzz "$@"; }
+echo "== $(cargo_fuzz --version) ($CARGO_FUZZ)"
 
 export RUSTC_BOOTSTRAP=1
 LOG_DIR="$FUZZ_DIR/target/smoke"
@@ -37,7 +44,7 @@ mkdir -p "$LOG_DIR"
 t0=$(date +%s)
 
 echo "== building fuzz targets (sanitizer: $SAN)"
-if ! cargo fuzz build --fuzz-dir "$FUZZ_DIR" --sanitizer "$SAN" >"$LOG_DIR/build.log" 2>&1; then
+if ! cargo_fuzz build --fuzz-dir "$FUZZ_DIR" --sanitizer "$SAN" >"$LOG_DIR/build.log" 2>&1; then
     tail -n 40 "$LOG_DIR/build.log" >&2
     die "build failed (full log: $LOG_DIR/build.log)"
 fi
@@ -47,7 +54,7 @@ echo "   built in ${t_build}s"
 if [[ -n "${FUZZ_TARGETS:-}" ]]; then
     read -r -a targets <<<"$FUZZ_TARGETS"
 else
-    mapfile -t targets < <(cargo fuzz list --fuzz-dir "$FUZZ_DIR")
+    mapfile -t targets < <(cargo_fuzz list --fuzz-dir "$FUZZ_DIR")
 fi
 [[ ${#targets[@]} -gt 0 ]] || die "no fuzz targets found"
 
@@ -64,7 +71,7 @@ for t in "${targets[@]}"; do
     log="$LOG_DIR/$t.log"
     echo "== $t: fuzzing for ${SECS}s (log: $log)"
     ts=$(date +%s)
-    cargo fuzz run --fuzz-dir "$FUZZ_DIR" --sanitizer "$SAN" "$t" -- \
+    cargo_fuzz run --fuzz-dir "$FUZZ_DIR" --sanitizer "$SAN" "$t" -- \
         -max_total_time="$SECS" -max_len="$max_len" -timeout=30 -rss_limit_mb=2048 \
         -print_final_stats=1 >"$log" 2>&1
     rc=$?
@@ -83,7 +90,7 @@ for t in "${targets[@]}"; do
         art=$(grep -o -m 1 'Test unit written to [^ ]*' "$log" | sed 's/^Test unit written to //')
         if [[ -n "$art" ]]; then
             echo "     crashing input: $art"
-            echo "     reproduce: RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir $FUZZ_DIR --sanitizer $SAN $t $art"
+            echo "     reproduce: RUSTC_BOOTSTRAP=1 $CARGO_FUZZ fuzz run --fuzz-dir $FUZZ_DIR --sanitizer $SAN $t $art"
         fi
     fi
     printf '   %s: %s executions in %ss, %s\n' "$t" "$execs" "$secs" "$status"

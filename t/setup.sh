@@ -10,10 +10,15 @@
 #       debian:       /usr/bin/uwsgi-core (2.0.21, routing via PCRE1, python as a plugin)
 #       pip-routing:  pip 2.0.31 built with libpcre2-dev present   -> -DUWSGI_ROUTING
 #       pip-norouting: pip 2.0.31 built with pcre and routing off  -> no routing, no uwsgi_register_router
-#   - a tools venv with pytest (+ pytest-timeout), prometheus_client, hypothesis, and protobuf +
-#     grpcio-tools (to decode the protobuf exposition independently), and matplotlib
-#     (docs/dashboard.py draws docs/dashboard.png);
-#   - the rustfmt and clippy components (rustup) and cargo-fuzz (in ~/.cargo/bin), for t/test.sh.
+#   - a tools venv with pytest (+ pytest-timeout), prometheus_client, hypothesis, protobuf +
+#     grpcio-tools (to decode the protobuf exposition independently), PyYAML (to read the
+#     configurations of docs/recipes.md) and matplotlib (docs/dashboard.py draws
+#     docs/dashboard.png);
+#   - cargo-fuzz for fuzz/smoke.sh, installed into $MP_ENV/cargo/bin (a project-local install
+#     root, never ~/.cargo/bin; fuzz/smoke.sh puts it first on PATH);
+#   - the rustfmt and clippy components, for t/test.sh, if the toolchain lacks them: the one
+#     change these scripts make outside $MP_ENV and the Debian packages (`rustup component add`
+#     modifies the active Rust toolchain; setup says so when it does it).
 set -euo pipefail
 
 UWSGI_PIP_VERSION=2.0.31
@@ -57,21 +62,24 @@ fi
 # t/test.sh runs `cargo fmt` and `cargo clippy`; rustup toolchains may lack them.
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   if command -v rustup >/dev/null 2>&1; then
-    log "installing the rustfmt and clippy components (rustup component add)"
+    log "MODIFYING YOUR RUST TOOLCHAIN: rustup component add rustfmt clippy" \
+        "(toolchain $(rustup show active-toolchain 2>/dev/null | cut -d' ' -f1))"
     rustup component add rustfmt clippy
   else
     log "cargo fmt / cargo clippy missing and no rustup to add them"; exit 1
   fi
 fi
-# The fuzz smoke run (fuzz/smoke.sh) needs cargo-fuzz; installed into cargo's own install root
-# (~/.cargo/bin), the one global change these scripts make to the Rust toolchain.
-if ! cargo fuzz --version >/dev/null 2>&1; then
-  log "installing cargo-fuzz into ~/.cargo/bin (cargo install --locked cargo-fuzz); takes a few minutes"
-  cargo install --locked cargo-fuzz &
+mkdir -p "$MP_ENV"
+
+# The fuzz smoke run (fuzz/smoke.sh) needs cargo-fuzz: installed into a project-local install
+# root, not into cargo's global one (~/.cargo/bin). fuzz/smoke.sh puts $MP_ENV/cargo/bin first
+# on PATH.
+fuzz_root=$MP_ENV/cargo
+if ! "$fuzz_root/bin/cargo-fuzz" --version >/dev/null 2>&1; then
+  log "installing cargo-fuzz into $fuzz_root/bin (cargo install --locked --root); takes a few minutes"
+  cargo install --locked --root "$fuzz_root" cargo-fuzz &
   fuzz_pid=$!
 fi
-
-mkdir -p "$MP_ENV"
 
 # Builds uWSGI from PyPI into venv $1 with extra environment $2 unless a matching build is there.
 pip_uwsgi() {
@@ -103,7 +111,7 @@ pip_uwsgi "$MP_ENV/uwsgi-pip-norouting" "pcre=false;routing=false" 0 &
 p2=$!
 
 tools=$MP_ENV/tools
-if [ ! -x "$tools/bin/pytest" ] || ! "$tools/bin/python" -c 'import prometheus_client, hypothesis, pytest_timeout, google.protobuf, grpc_tools, matplotlib' 2>/dev/null; then
+if [ ! -x "$tools/bin/pytest" ] || ! "$tools/bin/python" -c 'import prometheus_client, hypothesis, pytest_timeout, google.protobuf, grpc_tools, yaml, matplotlib' 2>/dev/null; then
   log "creating the test tools venv in $tools"
   rm -rf "$tools"
   "$PY" -m venv "$tools"
@@ -111,7 +119,7 @@ if [ ! -x "$tools/bin/pytest" ] || ! "$tools/bin/python" -c 'import prometheus_c
   # protobuf + grpcio-tools (which ships protoc): an independent decoder of the protobuf output.
   # matplotlib: docs/dashboard.py renders the dashboard's graphs into docs/dashboard.png.
   "$tools/bin/pip" install -q pytest pytest-timeout prometheus_client hypothesis protobuf grpcio-tools \
-    matplotlib
+    pyyaml matplotlib
 fi
 wait "$p1"
 wait "$p2"
