@@ -6,20 +6,18 @@ output of the same instance; a real Prometheus with native histograms on scrapes
 ends and answers histogram_quantile from the native histogram.
 """
 import importlib
-import json
 import math
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT
 from promcheck import samples
+from promserver import prom_query, prom_targets, prometheus
 from test_server import get, server_addrs
 
 PROTO_ACCEPT = ('application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;'
@@ -145,40 +143,14 @@ def test_native_buckets_agree_with_classic(start_uwsgi, pb):
     assert 0.9 <= h.sample_sum <= 8 * 1.0
 
 
-def prom_query(port, q):
-    url = 'http://127.0.0.1:%d/api/v1/query?query=%s' % (port, urllib.parse.quote(q))
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return json.load(r)['data']['result']
-
-
-def prom_targets(port):
-    with urllib.request.urlopen('http://127.0.0.1:%d/api/v1/targets' % port, timeout=10) as r:
-        return json.load(r)['data']['activeTargets']
-
-
 @pytest.mark.parametrize('native', [True, False], ids=['native-histograms', 'default'])
 def test_real_prometheus_scrapes_both_front_ends(start_uwsgi, tmpdir_path, native):
     u = start_uwsgi('pip-routing', ['--workers', '2', '--prometheus-server', '127.0.0.1:0',
                                     '--route', '^/metrics$ prometheus-metrics:'])
     addr = server_addrs(u)[0]
-    port = free_port()
-    d = tempfile.mkdtemp(dir=tmpdir_path)
-    with open(os.path.join(d, 'prometheus.yml'), 'w') as f:
-        f.write('global: {scrape_interval: 1s, scrape_timeout: 1s}\n'
-                'scrape_configs:\n'
-                '  - job_name: server\n'
-                '    static_configs: [{targets: ["%s"]}]\n'
-                '  - job_name: route\n'
-                '    static_configs: [{targets: ["127.0.0.1:%d"]}]\n' % (addr, u.http_port))
-    args = [os.environ.get('PROMETHEUS', 'prometheus'),
-            '--config.file=' + os.path.join(d, 'prometheus.yml'),
-            '--storage.tsdb.path=' + os.path.join(d, 'data'),
-            '--web.listen-address=127.0.0.1:%d' % port]
-    if native:
-        args.append('--enable-feature=native-histograms')
-    log = open(os.path.join(d, 'prometheus.log'), 'wb')
-    prom = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    args = ['--enable-feature=native-histograms'] if native else []
+    with prometheus(tmpdir_path, {'server': addr, 'route': '127.0.0.1:%d' % u.http_port},
+                    args) as (port, prom_log):
         deadline = time.time() + 40
         ok = False
         while time.time() < deadline and not ok:
@@ -199,8 +171,7 @@ def test_real_prometheus_scrapes_both_front_ends(start_uwsgi, tmpdir_path, nativ
                       and len(counters) == 2)
             except OSError:
                 continue
-        with open(os.path.join(d, 'prometheus.log'), 'rb') as f:
-            plog = f.read().decode('utf-8', 'replace')
+        plog = prom_log()
         assert ok, (targets if 'targets' in dir() else None, plog[-3000:])
         for t in targets:
             assert t['health'] == 'up' and t['lastError'] == '', t
@@ -209,11 +180,3 @@ def test_real_prometheus_scrapes_both_front_ends(start_uwsgi, tmpdir_path, nativ
             assert prom_query(port, 'histogram_count(uwsgi_request_duration_seconds)'), plog[-2000:]
         else:
             assert not prom_query(port, 'histogram_count(uwsgi_request_duration_seconds)')
-    finally:
-        prom.terminate()
-        try:
-            prom.wait(10)
-        except subprocess.TimeoutExpired:
-            prom.kill()
-            prom.wait(5)
-        log.close()
