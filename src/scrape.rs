@@ -3,7 +3,8 @@
 
 use std::sync::OnceLock;
 
-use metrics_prometheus_engine::config::Config;
+use metrics_prometheus_engine::compat::{self, CompatOptions};
+use metrics_prometheus_engine::config::{Compat, Config};
 use metrics_prometheus_engine::format::{Exemplar, Format, Layout, MetricType, SkipReason};
 use metrics_prometheus_engine::plan::{plan, Source};
 
@@ -53,7 +54,21 @@ pub(crate) fn install(cfg: &Config) {
         topology.buckets_us = Some(cfg.buckets_us.clone());
         topology.native_schema = Some(cfg.native_schema);
     }
-    let plan = plan(&topology);
+    let plan = match cfg.compat {
+        None => plan(&topology),
+        Some(Compat::UwsgiExporter) => compat::plan(
+            &topology,
+            &CompatOptions {
+                stats_uri: cfg
+                    .compat_stats_uri
+                    .clone()
+                    .or_else(|| topology.stats.clone())
+                    .unwrap_or_default(),
+                workers: cfg.format.workers,
+                cores: cfg.format.cores,
+            },
+        ),
+    };
     let names: Vec<(&str, MetricType)> = plan.names.iter().map(|(n, t)| (n.as_str(), *t)).collect();
     let layout = Layout::with_histograms(&names, &plan.extras, &plan.histograms, &cfg.format);
     // Skips by design (aliases, worker 0, ...) are documented; collisions between the user's
@@ -65,6 +80,7 @@ pub(crate) fn install(cfg: &Config) {
                 | SkipReason::TypeConflict { .. }
                 | SkipReason::NameClash { .. }
                 | SkipReason::DuplicateSeries { .. }
+                | SkipReason::LabelClash { .. }
         ) {
             host::log(&format!("not exported: {s}"));
         }

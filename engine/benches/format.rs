@@ -201,7 +201,17 @@ fn bench(c: &mut Criterion) {
         ("builtin_64x64", builtin_list(64, 64)),
         ("escapable_4096", escapable_list(4096)),
     ];
-    let opts = Options::default();
+    // MP_BENCH_LABELS=N adds N constant labels (`--prometheus-label`) to every series.
+    let constant = std::env::var("MP_BENCH_LABELS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let opts = Options {
+        labels: (0..constant)
+            .map(|i| (format!("label{i}"), format!("instance-{i}")))
+            .collect(),
+        ..Options::default()
+    };
 
     let mut render = c.benchmark_group("render");
     for (name, list) in &cases {

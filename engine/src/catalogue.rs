@@ -29,7 +29,12 @@ impl FamilyDef {
     }
 }
 
-const fn def(name: &'static str, kind: Kind, scale: u8, help: &'static str) -> FamilyDef {
+pub(crate) const fn def(
+    name: &'static str,
+    kind: Kind,
+    scale: u8,
+    help: &'static str,
+) -> FamilyDef {
     FamilyDef {
         name,
         kind,

@@ -129,6 +129,17 @@ pub struct Config {
     pub native_schema: i8,
     /// Compress answers with gzip when the client accepts it (`--prometheus-no-gzip` turns it off).
     pub gzip: bool,
+    /// Families under another exporter's names (`--prometheus-compat`).
+    pub compat: Option<Compat>,
+    /// `stats_uri` label value in compat mode (`None`: uWSGI's `--stats` address, or empty).
+    pub compat_stats_uri: Option<String>,
+}
+
+/// Another exporter whose family names, types and labels the plugin can reproduce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compat {
+    /// timonwong/uwsgi_exporter 1.3 (see `crate::compat`).
+    UwsgiExporter,
 }
 
 /// `--prometheus-buckets` default: Prometheus' client libraries' default buckets, in µs.
@@ -196,6 +207,8 @@ impl Default for Config {
             exemplars: false,
             gzip: true,
             native_schema: 3,
+            compat: None,
+            compat_stats_uri: None,
         }
     }
 }
@@ -272,6 +285,12 @@ declare_options! {
         c"attach the W3C traceparent trace id of the latest request of each histogram bucket as an OpenMetrics exemplar";
     NoGzip = c"prometheus-no-gzip", flag, Nothing,
         c"never compress answers (by default they are gzipped when the client's Accept-Encoding allows it and the body is over 1 KiB)";
+    Label = c"prometheus-label", value, Nothing,
+        c"add the label NAME=VALUE to every exported series (repeatable), e.g. to tell several instances on one host apart";
+    Compat = c"prometheus-compat", value, Nothing,
+        c"uwsgi_exporter: export the families timonwong/uwsgi_exporter exports, under its names, types and labels (the plugin's other families keep their names)";
+    CompatStatsUri = c"prometheus-compat-stats-uri", value, Nothing,
+        c"value of the stats_uri label in --prometheus-compat uwsgi_exporter mode (default: uWSGI's --stats address, or empty)";
 }
 
 impl Opt {
@@ -380,6 +399,27 @@ impl Config {
             Opt::NoHistograms => self.histograms = !flag(value).map_err(err)?,
             Opt::Exemplars => self.exemplars = flag(value).map_err(err)?,
             Opt::NoGzip => self.gzip = !flag(value).map_err(err)?,
+            Opt::Label => {
+                let (name, value) = crate::format::parse_label(value.unwrap_or("")).map_err(err)?;
+                if self.format.labels.iter().any(|(k, _)| *k == name) {
+                    return Err(err(format!("label {name:?} given twice")));
+                }
+                self.format.labels.push((name, value));
+            }
+            Opt::Compat => {
+                self.compat = match value.unwrap_or("").trim() {
+                    "uwsgi_exporter" => Some(Compat::UwsgiExporter),
+                    "" | "none" => None,
+                    v => {
+                        return Err(err(format!(
+                            "'{v}' is not a known exporter (known: uwsgi_exporter, none)"
+                        )))
+                    }
+                };
+            }
+            Opt::CompatStatsUri => {
+                self.compat_stats_uri = Some(value.unwrap_or("").to_owned());
+            }
             Opt::NativeSchema => {
                 let v = value.unwrap_or("").trim();
                 self.native_schema = v
@@ -517,7 +557,7 @@ mod tests {
     #[test]
     fn options_are_declared_once() {
         let mut names: Vec<&str> = OPTIONS.iter().map(|d| d.opt.name()).collect();
-        assert_eq!(names.len(), 16);
+        assert_eq!(names.len(), 19);
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), OPTIONS.len(), "duplicate option name");
@@ -528,6 +568,46 @@ mod tests {
         }
         assert!(Opt::Server.takes_value() && !Opt::NoHelp.takes_value());
         assert_eq!(Opt::Server.decl().implies, Implies::MasterAndMetrics);
+    }
+
+    #[test]
+    fn labels_and_compat() {
+        let mut c = Config::default();
+        c.apply(Opt::Label, Some("host=web-1"))
+            .expect("valid label");
+        c.apply(Opt::Label, Some("dc=eu=1")).expect("valid label");
+        assert_eq!(
+            c.format.labels,
+            [
+                ("host".to_string(), "web-1".to_string()),
+                ("dc".to_string(), "eu=1".to_string())
+            ]
+        );
+        for bad in ["host=again", "worker=1", "__x=1", "x", "a-b=1", "e="] {
+            let e = c.apply(Opt::Label, Some(bad)).unwrap_err().to_string();
+            assert!(
+                e.starts_with("invalid value for --prometheus-label: "),
+                "{e}"
+            );
+        }
+        assert_eq!(c.format.labels.len(), 2);
+        assert_eq!(c.compat, None);
+        c.apply(Opt::Compat, Some("uwsgi_exporter")).expect("known");
+        assert_eq!(c.compat, Some(Compat::UwsgiExporter));
+        let e = c
+            .apply(Opt::Compat, Some("statsd"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("invalid value for --prometheus-compat: 'statsd'"),
+            "{e}"
+        );
+        c.apply(Opt::CompatStatsUri, Some("unix:///run/stats.sock"))
+            .expect("any value");
+        assert_eq!(
+            c.compat_stats_uri.as_deref(),
+            Some("unix:///run/stats.sock")
+        );
     }
 
     #[test]

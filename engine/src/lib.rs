@@ -3,18 +3,21 @@
 //! - [`format`]: Prometheus text 0.0.4, OpenMetrics 1.0 and protobuf exposition from a precomputed
 //!   [`format::Layout`];
 //! - [`catalogue`]: every family the host computes itself (name, type, unit scale, HELP);
+//! - [`compat`]: the same series under timonwong/uwsgi_exporter's names
+//!   (`--prometheus-compat uwsgi_exporter`);
 //! - [`plan`]: from a plain description of a uWSGI instance ([`plan::Topology`]) to the series
 //!   to export and where each value comes from;
 //! - [`http`]: request heads for the dedicated server (limits, RFC 9112 framing, basic auth);
 //! - [`config`]: every option, declared once, and its parsed value.
 //!
-//! Dependencies point one way: `config` → `http` → `format`; `plan` → `catalogue` → `format`.
+//! Dependencies point one way: `config` → `http` → `format`; `compat` → `plan` → `catalogue` → `format`.
 //! No build script and no FFI: `cargo test -p metrics_prometheus_engine`, the fuzz targets and
 //! the criterion benches run on a machine without uWSGI or libclang.
 
 #![forbid(unsafe_code)]
 
 pub mod catalogue;
+pub mod compat;
 pub mod compress;
 pub mod config;
 pub mod format;

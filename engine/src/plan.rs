@@ -15,6 +15,10 @@ pub struct SocketDesc {
     pub name: String,
     /// `proto_name`, `uwsgi` when unset.
     pub proto: String,
+    /// The socket is shared (`--shared-socket`), as the stats server's `shared`.
+    pub shared: bool,
+    /// The socket's protocol can offload responses, as the stats server's `can_offload`.
+    pub can_offload: bool,
 }
 
 impl SocketDesc {
@@ -46,6 +50,10 @@ pub struct Topology {
     pub sockets: Vec<SocketDesc>,
     /// Mountpoints of the apps loaded before fork, by app id.
     pub apps: Vec<String>,
+    /// Their `chdir` (empty when unset), parallel to `apps`.
+    pub app_chdirs: Vec<String>,
+    /// uWSGI's `--stats` address, as given, when set.
+    pub stats: Option<String>,
     /// Request-duration bucket bounds in µs; `None` without histograms.
     pub buckets_us: Option<Vec<u64>>,
     /// Schema of the native request histogram (served in protobuf).
@@ -67,6 +75,11 @@ pub enum WorkerField {
     Exceptions,
     Signals,
     LastSpawnUs,
+    /// Bytes waiting in the worker's own signal pipe (FIONREAD), as the stats server's
+    /// per-worker `signal_queue`.
+    SignalQueue,
+    /// Applications loaded in the worker (`apps_cnt`).
+    Apps,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +144,8 @@ impl Status {
 pub enum AppField {
     Requests,
     Exceptions,
+    /// Seconds the application took to load.
+    StartupTime,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +175,9 @@ pub enum MuleField {
 pub enum SharedField {
     Backlog,
     Load,
+    /// `backlog_errors`: never incremented by uWSGI 2.0 on Linux (the stats server's
+    /// `listen_queue_errors`).
+    BacklogErrors,
 }
 
 /// A process whose /proc entry is read: the master, or worker N (by its current pid).
@@ -221,7 +239,7 @@ impl Plan {
     }
 }
 
-fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Vec<(String, String)> {
+pub(crate) fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -364,7 +382,7 @@ pub fn request_histogram(bounds_us: &[u64], native: Option<NativeSpec>) -> Histo
 }
 
 /// `socket.K.listen_queue` → K.
-fn socket_metric(name: &str) -> Option<usize> {
+pub(crate) fn socket_metric(name: &str) -> Option<usize> {
     name.strip_prefix("socket.")?
         .strip_suffix(".listen_queue")?
         .parse()
@@ -546,10 +564,10 @@ pub fn plan(t: &Topology) -> Plan {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn topo() -> Topology {
+    pub(crate) fn topo() -> Topology {
         Topology {
             metrics: vec![
                 ("worker.0.requests".into(), MetricType::Counter),
@@ -571,17 +589,25 @@ mod tests {
                 SocketDesc {
                     name: "127.0.0.1:8080".into(),
                     proto: "http".into(),
+                    shared: false,
+                    can_offload: true,
                 },
                 SocketDesc {
                     name: "127.0.0.1:8080".into(),
                     proto: "http".into(),
+                    shared: false,
+                    can_offload: true,
                 },
                 SocketDesc {
                     name: "/run/app.sock".into(),
                     proto: "uwsgi".into(),
+                    shared: false,
+                    can_offload: false,
                 },
             ],
             apps: vec!["".into()],
+            app_chdirs: vec!["/srv/app".into()],
+            stats: Some("127.0.0.1:1717".into()),
             buckets_us: Some(vec![5_000, 100_000, 1_000_000]),
             native_schema: Some(3),
         }

@@ -730,6 +730,7 @@ fn options_all_off() {
         types: false,
         workers: false,
         cores: true,
+        labels: Vec::new(),
     };
     assert_text(&render(MIXED, &o, Format::Text), ALL_OFF_TEXT);
     assert_text(&render(MIXED, &o, Format::OpenMetrics), ALL_OFF_OPENMETRICS);
@@ -779,6 +780,7 @@ fn option_defaults() {
             types: true,
             workers: true,
             cores: true,
+            labels: Vec::new(),
         }
     );
 }

@@ -10,7 +10,7 @@ use check::protobuf::{
     check_protobuf, decode, native_counts, pb_samples, same_samples, text_helps, text_samples,
 };
 use metrics_prometheus_engine::format::{
-    Exemplar, Format, Histogram, Layout, MetricType, NativeSpec, Options,
+    validate_label, Exemplar, Format, Histogram, Layout, MetricType, NativeSpec, Options,
 };
 use proptest::prelude::*;
 
@@ -93,13 +93,15 @@ fn clean_options() -> impl Strategy<Value = Options> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
+        constant_labels(),
     )
-        .prop_map(|(prefix, help, types, workers, cores)| Options {
+        .prop_map(|(prefix, help, types, workers, cores, labels)| Options {
             prefix: prefix.to_owned(),
             help,
             types,
             workers,
             cores,
+            labels,
         })
 }
 
@@ -110,14 +112,30 @@ fn any_options() -> impl Strategy<Value = Options> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
+        proptest::collection::vec((any::<String>(), any::<String>()), 0..3),
     )
-        .prop_map(|(prefix, help, types, workers, cores)| Options {
+        .prop_map(|(prefix, help, types, workers, cores, labels)| Options {
             prefix,
             help,
             types,
             workers,
             cores,
+            labels,
         })
+}
+
+/// Valid constant label sets, one of whose names (`requests`) custom metrics also produce.
+fn constant_labels() -> impl Strategy<Value = Vec<(String, String)>> {
+    let sets: &[&[(&str, &str)]] = &[
+        &[],
+        &[("host", "web-1")],
+        &[("host", "a\"b\\c\nd\r"), ("requests", "é")],
+    ];
+    proptest::sample::select(sets).prop_map(|set| {
+        set.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    })
 }
 
 type Metrics = Vec<(String, MetricType, i64)>;
@@ -365,10 +383,34 @@ fn natives_match(
         let fam = fams.iter().find(|f| f.name == name && f.ty == Some(4));
         for m in fam.iter().flat_map(|f| &f.metrics) {
             let h = m.histogram.as_ref().expect("histogram");
+            // The series' own labels, then the constant ones (control characters but TAB
+            // and LF become spaces, as in the text formats).
+            let constant: Vec<(String, String)> = opts
+                .labels
+                .iter()
+                .filter(|(k, v)| validate_label(k, v).is_ok())
+                .map(|(k, v)| {
+                    let v = v
+                        .chars()
+                        .map(|c| match c {
+                            '\t' | '\n' => c,
+                            c if c.is_ascii_control() => ' ',
+                            c => c,
+                        })
+                        .collect();
+                    (k.clone(), v)
+                })
+                .collect();
+            let own = m
+                .labels
+                .len()
+                .checked_sub(constant.len())
+                .expect("constant labels");
+            prop_assert_eq!(&m.labels[own..], &constant[..]);
             let j =
                 x.h.series
                     .iter()
-                    .position(|l| *l == m.labels)
+                    .position(|l| *l == m.labels[..own])
                     .expect("series");
             let at = base + j * per;
             let valid =

@@ -5,7 +5,7 @@
 //! ```text
 //! uwsgi_                         line 1: the prefix, verbatim (may be empty or invalid)
 //! h t w c -3                     line 2: flags: `h` no HELP, `t` no TYPE, `w` no workers,
-//!                                        `c` no cores; `-N` drops the last N values,
+//!                                        `c` no cores, `l` constant labels; `-N` drops the last N values,
 //!                                        `+N` appends N extra values (N < 100)
 //! c 10 worker.1.requests         then one metric per line: `<type> <value> <name>`
 //! g 1500 worker.1.avg_response_time      type: c counter, g gauge, a absolute, A alias
@@ -171,6 +171,15 @@ impl RenderInput {
             types: !flags.contains('t'),
             workers: !flags.contains('w'),
             cores: !flags.contains('c'),
+            // Constant labels, one of which (`requests`) generic names can also produce.
+            labels: if flags.contains('l') {
+                vec![
+                    ("host".to_owned(), "web-1".to_owned()),
+                    ("requests".to_owned(), "a\"b".to_owned()),
+                ]
+            } else {
+                Vec::new()
+            },
         };
         let count = |sign: char| {
             flags.find(sign).map(|i| {

@@ -64,8 +64,8 @@ fn cstr(p: *const c_char) -> String {
     if p.is_null() {
         return String::new();
     }
-    // SAFETY: uWSGI keeps socket, protocol and cache names as NUL-terminated strings for the
-    // life of the process.
+    // SAFETY: uWSGI keeps socket, protocol and cache names and the --stats address as
+    // NUL-terminated strings for the life of the process.
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
@@ -133,6 +133,7 @@ pub(crate) fn read(list: MetricsList) -> (Topology, Live) {
         native_schema: None,
         plugin_version: host::PLUGIN_VERSION.to_string(),
         mules: live.mules.len(),
+        stats: (!srv.stats.is_null()).then(|| cstr(srv.stats)),
         ..Topology::default()
     };
 
@@ -173,6 +174,8 @@ pub(crate) fn read(list: MetricsList) -> (Topology, Live) {
             } else {
                 cstr(us.proto_name)
             },
+            shared: us.shared != 0,
+            can_offload: us.can_offload != 0,
         };
         live.sockets.push(SocketFd {
             fd: us.fd,
@@ -195,6 +198,10 @@ pub(crate) fn read(list: MetricsList) -> (Topology, Live) {
                 .read(a, field!(ffi::uwsgi_app, mountpoint))
                 .unwrap_or([0; 255]);
             t.apps.push(fixed_cstr(&mount[..len.min(mount.len())]));
+            let chdir = apps0
+                .read(a, field!(ffi::uwsgi_app, chdir))
+                .unwrap_or([0; 255]);
+            t.app_chdirs.push(fixed_cstr(&chdir));
         }
     }
     (t, live)
@@ -216,6 +223,25 @@ impl Live {
             WorkerField::RunningTime => ws.read(w, field!(ffi::uwsgi_worker, running_time)),
             WorkerField::Harakiri => ws.read(w, field!(ffi::uwsgi_worker, harakiri_count)),
             WorkerField::Signals => ws.read(w, field!(ffi::uwsgi_worker, signals)),
+            WorkerField::Apps => {
+                return ws
+                    .read(w, field!(ffi::uwsgi_worker, apps_cnt))
+                    .map_or(0, |n| i64::from(n.max(0)))
+            }
+            WorkerField::SignalQueue => {
+                // A worker closes the other workers' pipe ends after fork (master_utils.c), so
+                // their fd numbers may name something else there: only the master, which
+                // holds them all, and a worker for its own pipe can measure.
+                // SAFETY: plain syscall.
+                let master = unsafe { libc::getpid() } == self.master_pid;
+                if !master && host::uwsgi::my_worker_id() != w {
+                    return 0;
+                }
+                return ws
+                    .read(w, field!(ffi::uwsgi_worker, signal_pipe))
+                    .and_then(|pipe| net::bytes_readable(pipe[1]))
+                    .unwrap_or(0);
+            }
             WorkerField::Accepting => {
                 return ws
                     .read(w, field!(ffi::uwsgi_worker, accepting))
@@ -287,6 +313,11 @@ impl Live {
         let v = match f {
             AppField::Requests => apps.read(a, field!(ffi::uwsgi_app, requests)),
             AppField::Exceptions => apps.read(a, field!(ffi::uwsgi_app, exceptions)),
+            AppField::StartupTime => {
+                return apps
+                    .read(a, field!(ffi::uwsgi_app, startup_time))
+                    .map_or(0, |t| t.saturating_i64().max(0))
+            }
         };
         v.map_or(0, Int::saturating_i64)
     }
@@ -313,6 +344,9 @@ impl Live {
         let v = match f {
             SharedField::Backlog => self.shared.read(0, field!(ffi::uwsgi_shared, backlog)),
             SharedField::Load => self.shared.read(0, field!(ffi::uwsgi_shared, load)),
+            SharedField::BacklogErrors => self
+                .shared
+                .read(0, field!(ffi::uwsgi_shared, backlog_errors)),
         };
         v.map_or(0, Int::saturating_i64)
     }

@@ -92,6 +92,7 @@ impl Layout {
         prefix: &str,
         owned: &mut HashSet<String>,
         index: usize,
+        constant: &[(String, String)],
         opts: &Options,
     ) {
         let h = &mut self.hists;
@@ -173,7 +174,11 @@ impl Layout {
             let mut seen: HashSet<Vec<&(String, String)>> = HashSet::new();
             for (j, labels) in hist.series.iter().enumerate() {
                 let has = |l: &str| labels.iter().any(|(k, _)| k == l);
-                if (!opts.workers && has("worker")) || (!opts.cores && has("core")) || has("le") {
+                if (!opts.workers && has("worker"))
+                    || (!opts.cores && has("core"))
+                    || has("le")
+                    || super::labels::clash(labels, constant).is_some()
+                {
                     continue;
                 }
                 let mut canon: Vec<&(String, String)> = labels.iter().collect();
@@ -181,6 +186,7 @@ impl Layout {
                 if !seen.insert(canon) {
                     continue;
                 }
+                let labels = &super::labels::with_constant(labels, constant);
                 let spans = h.spans.len();
                 let mut size = 0;
                 for le in &les {

@@ -143,12 +143,14 @@
 
 mod escape;
 mod histogram;
+mod labels;
 mod name;
 mod native;
 mod negotiate;
 mod protobuf;
 mod table;
 
+pub use labels::{parse_label, validate_label, RESERVED as RESERVED_LABELS};
 pub use native::{native_bucket_bounds, native_bucket_index, NativeSpec};
 pub use negotiate::Offer;
 pub(crate) use negotiate::{parse_q, trim};
@@ -267,6 +269,11 @@ pub struct Options {
     /// Emit per-core series (those with a `core` label, default true). Async and
     /// gevent instances can have thousands of cores per worker.
     pub cores: bool,
+    /// Constant labels added to every series of every family (histograms included), after
+    /// the series' own labels, in every format (default none). Check each with
+    /// [`validate_label`]; one that fails is left out. A series that already has one of these
+    /// label names is left out ([`SkipReason::LabelClash`]).
+    pub labels: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -277,6 +284,7 @@ impl Default for Options {
             types: true,
             workers: true,
             cores: true,
+            labels: Vec::new(),
         }
     }
 }
@@ -332,6 +340,11 @@ pub enum SkipReason {
         /// The sample name.
         name: String,
     },
+    /// The series has a label that [`Options::labels`] also sets.
+    LabelClash {
+        /// The label name.
+        label: String,
+    },
 }
 
 impl fmt::Display for SkipReason {
@@ -355,6 +368,12 @@ impl fmt::Display for SkipReason {
                 write!(
                     f,
                     "duplicate series of {name} (same labels as an earlier metric)"
+                )
+            }
+            SkipReason::LabelClash { label } => {
+                write!(
+                    f,
+                    "its label {label} is also a constant label (--prometheus-label)"
                 )
             }
         }
@@ -727,8 +746,9 @@ impl Layout {
     /// `x_bucket`, `x_sum`, `x_count`, `x_created`) is already owned by an earlier family is
     /// skipped whole ([`SkipReason::NameClash`], reported under its family name with index
     /// `metrics.len() + extras.len() + i`). Series dropped by [`Options::workers`] /
-    /// [`Options::cores`], series with an `le` label and repeated label sets are left out
-    /// without a [`Skipped`] entry; their slots stay in the `hist` values.
+    /// [`Options::cores`], series with an `le` label or a label of [`Options::labels`] and
+    /// repeated label sets are left out without a [`Skipped`] entry; their slots stay in the
+    /// `hist` values.
     pub fn with_histograms(
         metrics: &[(&str, MetricType)],
         extras: &[Extra],
@@ -745,6 +765,12 @@ impl Layout {
                     '_'
                 }
             })
+            .collect();
+        let constant: Vec<(String, String)> = opts
+            .labels
+            .iter()
+            .filter(|(k, v)| validate_label(k, v).is_ok())
+            .cloned()
             .collect();
         let mut skipped = Vec::new();
         let mut fams: Vec<FamilyBuild> = Vec::new();
@@ -784,6 +810,12 @@ impl Layout {
             }
             if !opts.cores && cand.labels.iter().any(|(k, _)| k == "core") {
                 skip(SkipReason::CoresDisabled);
+                continue;
+            }
+            if let Some(label) = labels::clash(&cand.labels, &constant) {
+                skip(SkipReason::LabelClash {
+                    label: label.to_owned(),
+                });
                 continue;
             }
             let fi = match by_name.get(&cand.family) {
@@ -837,7 +869,7 @@ impl Layout {
             }
             fams[fi].series.push(SeriesBuild {
                 index,
-                labels: cand.labels,
+                labels: labels::with_constant(&cand.labels, &constant),
                 scale: cand.scale,
             });
         }
@@ -847,6 +879,7 @@ impl Layout {
             &prefix,
             &mut owned,
             metrics.len() + extras.len(),
+            &constant,
             opts,
         );
         layout
