@@ -123,6 +123,22 @@ def test_reusing_client_never_fails(start_uwsgi, variant, front, keeps):
     c.close()
 
 
+def test_keepalive_router_in_another_instance(start_uwsgi):
+    """uWSGI's --http router with --http-keepalive in a separate instance, in front of the
+    route's uwsgi socket: this instance cannot see the router's setting, so the answer says
+    close; the router honours it (closing after the response), and no scrape fails."""
+    backend = free_port()
+    start_uwsgi('pip-routing', ROUTE + ['--socket', '127.0.0.1:%d' % backend], http=False)
+    port = free_port()
+    start_uwsgi('pip-routing', ['--http', '127.0.0.1:%d' % port, '--http-keepalive',
+                                '--http-to', '127.0.0.1:%d' % backend],
+                http=False, wait_for=r'spawned uWSGI http 1')
+    failures, opened, responses = scrape_many(port)
+    assert failures == [], failures[:3]
+    check_responses(responses)
+    assert opened == SCRAPES and all(says_close(h) for _, h, _ in responses)
+
+
 @pytest.mark.parametrize('front', ['http11-socket', 'http-keepalive'])
 def test_client_asking_to_close_is_told_close(start_uwsgi, front):
     """A request with `Connection: close`, an HTTP/1.0 request, or one with a body the route
