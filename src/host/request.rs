@@ -252,7 +252,7 @@ impl Request {
 /// Who holds the client's connection, and so decides whether it stays open after a response of
 /// the route action. uWSGI 2.0 (2.0.21 and 2.0.31 alike):
 /// - `--http-socket`/`--https-socket` (protocols `http`, `https`): the worker closes it after
-///   every response (`uwsgi_proto_base_close`, core/protocol.c), saying nothing;
+///   every response (`uwsgi_proto_base_close`, proto/base.c), saying nothing;
 /// - `--http11-socket` (`http11`): the worker keeps it (`uwsgi_proto_http11_close`,
 ///   proto/http.c) unless the request was HTTP/1.0, pipelined, or left body bytes unread; it
 ///   does not honour the client's `Connection: close`;
