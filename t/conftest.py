@@ -146,6 +146,22 @@ def _group_pids(pgid):
     return pids
 
 
+def stop_session(proc, sig=signal.SIGTERM, timeout=10):
+    """Stops `proc`, started with start_new_session=True: `sig` and up to `timeout` seconds to
+    exit, then SIGKILL to its process group (only what it forked), and reaps it."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait(5)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))

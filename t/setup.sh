@@ -5,7 +5,8 @@
 # What it provides (paths are printed into $MP_ENV/env, which t/test.sh and t/demo.sh source):
 #   - Debian packages: a C toolchain, libclang (bindgen), the development headers that uwsgi.h
 #     includes under the binaries' -D flags, Debian's uwsgi-core 2.0.21 + python3 plugin, promtool
-#     and the prometheus server (package `prometheus`), curl, valgrind (t/valgrind.sh).
+#     and the prometheus server (package `prometheus`), curl, valgrind (t/valgrind.sh), nginx
+#     (nginx-light: t/test_keepalive.py puts it in front of a uwsgi socket).
 #   - three uWSGI binaries to build against and test with:
 #       debian:       /usr/bin/uwsgi-core (2.0.21, routing via PCRE1, python as a plugin)
 #       pip-routing:  pip 2.0.31 built with libpcre2-dev present   -> -DUWSGI_ROUTING
@@ -33,6 +34,7 @@ APT_PACKAGES=(
   uwsgi-core uwsgi-plugin-python3
   prometheus
   valgrind
+  nginx-light
 )
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -48,7 +50,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  # policy-rc.d 101: Debian's prometheus package would otherwise try to start its service.
+  # policy-rc.d 101: Debian's prometheus and nginx packages would otherwise start their services
+  # (t/test_keepalive.py runs its own nginx in the foreground, on a free port).
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT

@@ -7,7 +7,7 @@ import tempfile
 import time
 import urllib.request
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, stop_session
 from promcheck import promtool_clean, samples
 
 
@@ -49,14 +49,4 @@ def test_demo_serves_both_front_ends():
             assert fetch('http://127.0.0.1:%d/' % ports['DEMO_STATS'])[0] == 200
         finally:
             # t/demo.sh execs uWSGI, so p.pid is the master; its session holds only what it forked.
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-                try:
-                    p.wait(15)
-                except subprocess.TimeoutExpired:
-                    pass
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait(5)
+            stop_session(p, signal.SIGINT, 15)

@@ -9,6 +9,8 @@ use std::ffi::{c_int, c_void};
 #[cfg(uwsgi_routing)]
 use super::abi::dlsym_default;
 use super::abi::{api, server};
+#[cfg(uwsgi_routing)]
+use super::uwsgi;
 use crate::ffi;
 
 /// Adds `name`, an exported function `void name(struct wsgi_request *)` of this plugin, to
@@ -161,6 +163,9 @@ impl Request {
         for (k, v) in headers {
             self.header(k, v);
         }
+        if self.connection_closes() {
+            self.header(b"Connection", b"close");
+        }
         // SAFETY: plain call on the live request.
         unsafe { (api().add_content_length)(self.0, body.len() as u64) };
         if head {
@@ -170,6 +175,60 @@ impl Request {
             // SAFETY: `body` is live for the call; uWSGI copies or writes it before returning.
             unsafe { (api().write_body)(self.0, body.as_ptr() as *mut c_char, body.len()) };
         }
+    }
+
+    /// Who holds the client's connection, from the socket the request came in on.
+    #[cfg(uwsgi_routing)]
+    fn front(&self) -> Front {
+        // SAFETY: see `method`; `socket` is the uWSGI socket that accepted the request (NULL
+        // for none), alive for the process.
+        let sock = unsafe { (*self.0).socket };
+        let proto = if sock.is_null() {
+            None
+        } else {
+            // SAFETY: a live `struct uwsgi_socket`; `proto_name` is NULL or a static string.
+            let p = unsafe { (*sock).proto_name };
+            if p.is_null() {
+                // As uwsgi_set_sockets_protocols: `--protocol`, else uwsgi.
+                uwsgi::default_protocol()
+            } else {
+                // SAFETY: NUL-terminated, never freed.
+                Some(unsafe { CStr::from_ptr(p) }.to_bytes())
+            }
+        };
+        Front::of(
+            proto,
+            self.var(b"UWSGI_ROUTER"),
+            uwsgi::http_router_keepalive,
+        )
+    }
+
+    /// What of the request decides whether its connection can stay open.
+    #[cfg(uwsgi_routing)]
+    fn conn_facts(&self) -> ConnFacts {
+        // SAFETY: see `method`.
+        let r = unsafe { &*self.0 };
+        let protocol = if r.protocol.is_null() {
+            &b""[..]
+        } else {
+            // SAFETY: uWSGI's SERVER_PROTOCOL in the request buffer, live until the request ends.
+            unsafe {
+                std::slice::from_raw_parts(r.protocol.cast::<u8>(), usize::from(r.protocol_len))
+            }
+        };
+        ConnFacts {
+            http11: protocol == b"HTTP/1.1",
+            client_close: self.var(b"HTTP_CONNECTION").is_some_and(asks_close),
+            unread_body: r.post_pos < r.post_cl || self.var(b"HTTP_TRANSFER_ENCODING").is_some(),
+            pipelined: r.proto_parser_remains > 0,
+        }
+    }
+
+    /// True when the answer must say `Connection: close` (RFC 9112 §9.6): the connection to
+    /// the client ends after this response.
+    #[cfg(uwsgi_routing)]
+    fn connection_closes(&self) -> bool {
+        self.front().closes(&self.conn_facts())
     }
 
     #[cfg(uwsgi_routing)]
@@ -187,5 +246,172 @@ impl Request {
                 vl,
             )
         };
+    }
+}
+
+/// Who holds the client's connection, and so decides whether it stays open after a response of
+/// the route action. uWSGI 2.0 (2.0.21 and 2.0.31 alike):
+/// - `--http-socket`/`--https-socket` (protocols `http`, `https`): the worker closes it after
+///   every response (`uwsgi_proto_base_close`, proto/base.c), saying nothing;
+/// - `--http11-socket` (`http11`): the worker keeps it (`uwsgi_proto_http11_close`,
+///   proto/http.c) unless the request was HTTP/1.0, pipelined, or left body bytes unread; it
+///   does not honour the client's `Connection: close`;
+/// - uWSGI's `--http`/`--https` router (it adds `UWSGI_ROUTER=http` to the request, and passes
+///   the response head through): it closes after every response unless `--http-keepalive`,
+///   and then keeps only HTTP/1.1 requests without a body, without `Connection: close` or
+///   `upgrade`, whose response carries a length and no `Connection: close`
+///   (plugins/http/http.c, keepalive.c `http_response_parse`); it adds `Connection: close` only
+///   to a keep-alive response without a length;
+/// - anything else (uwsgi protocol behind nginx's `uwsgi_pass`, FastCGI, SCGI...): the
+///   gateway owns the client connection, and a `Connection` header from the backend is
+///   hop-by-hop to it (nginx drops it: `ngx_http_upstream_ignore_header_line`).
+#[cfg(uwsgi_routing)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Front {
+    HttpSocket,
+    Http11Socket,
+    HttpRouter { keepalive: bool },
+    Gateway,
+}
+
+/// The request's side of keeping the connection.
+#[cfg(uwsgi_routing)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ConnFacts {
+    /// `SERVER_PROTOCOL` is `HTTP/1.1` (persistent by default).
+    pub(crate) http11: bool,
+    /// The client's `Connection` header has `close` (or `upgrade`).
+    pub(crate) client_close: bool,
+    /// The request has a body the route does not read.
+    pub(crate) unread_body: bool,
+    /// More request bytes came with this one (pipelining).
+    pub(crate) pipelined: bool,
+}
+
+#[cfg(uwsgi_routing)]
+impl Front {
+    /// The front for a socket protocol (`None`: no socket), the request's `UWSGI_ROUTER` and
+    /// this instance's `--http-keepalive` (asked only when the router is uWSGI's).
+    pub(crate) fn of(
+        proto: Option<&[u8]>,
+        router: Option<&[u8]>,
+        router_keepalive: impl FnOnce() -> bool,
+    ) -> Front {
+        match proto {
+            Some(b"http" | b"https") => Front::HttpSocket,
+            Some(b"http11") => Front::Http11Socket,
+            _ if router == Some(b"http") => Front::HttpRouter {
+                keepalive: router_keepalive(),
+            },
+            _ => Front::Gateway,
+        }
+    }
+
+    /// Whether the connection ends after the response, so that the answer must say
+    /// `Connection: close`. Also true where the client asked for it (it closes; RFC 9112 §9.6
+    /// has the server answer in kind), and for a gateway never (not the backend's header).
+    /// Behind uWSGI's router in another instance, `keepalive` is this instance's setting: the
+    /// answer then says close, which that router honours.
+    pub(crate) fn closes(self, f: &ConnFacts) -> bool {
+        let keeps = match self {
+            Front::HttpSocket => false,
+            Front::Http11Socket => !f.pipelined,
+            Front::HttpRouter { keepalive } => keepalive,
+            Front::Gateway => return false,
+        };
+        !keeps || !f.http11 || f.client_close || f.unread_body
+    }
+}
+
+/// True when a `Connection` header value lists `close` or `upgrade`.
+#[cfg(uwsgi_routing)]
+fn asks_close(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|t| {
+        let t = t.trim_ascii();
+        t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"upgrade")
+    })
+}
+
+#[cfg(uwsgi_routing)]
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> ConnFacts {
+        ConnFacts {
+            http11: true,
+            ..ConnFacts::default()
+        }
+    }
+
+    #[test]
+    fn front_of_socket_and_router() {
+        let never = || -> bool { panic!("not asked") };
+        assert_eq!(Front::of(Some(b"http"), None, never), Front::HttpSocket);
+        assert_eq!(
+            Front::of(Some(b"https"), Some(b"http"), never),
+            Front::HttpSocket
+        );
+        assert_eq!(Front::of(Some(b"http11"), None, never), Front::Http11Socket);
+        assert_eq!(Front::of(Some(b"uwsgi"), None, never), Front::Gateway);
+        assert_eq!(Front::of(None, None, never), Front::Gateway);
+        assert_eq!(
+            Front::of(Some(b"fastcgi"), Some(b"nginx"), never),
+            Front::Gateway
+        );
+        assert_eq!(
+            Front::of(Some(b"uwsgi"), Some(b"http"), || true),
+            Front::HttpRouter { keepalive: true }
+        );
+        assert_eq!(
+            Front::of(None, Some(b"http"), || false),
+            Front::HttpRouter { keepalive: false }
+        );
+    }
+
+    #[test]
+    fn when_the_connection_closes() {
+        let plain = facts();
+        assert!(Front::HttpSocket.closes(&plain));
+        assert!(!Front::Http11Socket.closes(&plain));
+        assert!(!Front::HttpRouter { keepalive: true }.closes(&plain));
+        assert!(Front::HttpRouter { keepalive: false }.closes(&plain));
+        assert!(!Front::Gateway.closes(&plain));
+        let keeping = [Front::Http11Socket, Front::HttpRouter { keepalive: true }];
+        for f in [
+            ConnFacts {
+                http11: false,
+                ..plain
+            },
+            ConnFacts {
+                client_close: true,
+                ..plain
+            },
+            ConnFacts {
+                unread_body: true,
+                ..plain
+            },
+        ] {
+            for front in keeping {
+                assert!(front.closes(&f), "{front:?} {f:?}");
+            }
+            assert!(!Front::Gateway.closes(&f));
+        }
+        let pipelined = ConnFacts {
+            pipelined: true,
+            ..plain
+        };
+        assert!(Front::Http11Socket.closes(&pipelined));
+        assert!(!Front::HttpRouter { keepalive: true }.closes(&pipelined));
+    }
+
+    #[test]
+    fn connection_header_tokens() {
+        assert!(asks_close(b"close"));
+        assert!(asks_close(b"Keep-Alive, CLOSE"));
+        assert!(asks_close(b" Upgrade "));
+        assert!(!asks_close(b"keep-alive"));
+        assert!(!asks_close(b"closed"));
+        assert!(!asks_close(b""));
     }
 }

@@ -1,6 +1,10 @@
 //! Fields of uWSGI's server struct that the plugin reads or sets, each behind a safe function.
 
 use std::ffi::c_int;
+#[cfg(uwsgi_routing)]
+use std::ffi::CStr;
+#[cfg(uwsgi_routing)]
+use std::sync::OnceLock;
 
 use super::abi::{api, server};
 
@@ -66,4 +70,111 @@ pub(crate) fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// The value of the last `--name` option uWSGI applied (`uwsgi_configure` applies
+/// `uwsgi.exported_opts` in order, so the last one wins for a plain setting): `Some(None)` for one
+/// given without a value (a command-line flag), `None` when the option was not given. uWSGI
+/// keeps the list and its strings for the life of the process.
+#[cfg(uwsgi_routing)]
+fn last_option(name: &[u8]) -> Option<Option<&'static [u8]>> {
+    let s = server();
+    // SAFETY: ABI checked; option parsing is over and the list is never written again in this
+    // process (a reload execs a new one).
+    let list = unsafe { (*s).exported_opts };
+    // SAFETY: as above.
+    let count = usize::try_from(unsafe { (*s).exported_opts_cnt }).unwrap_or(0);
+    if list.is_null() {
+        return None;
+    }
+    // SAFETY: the list holds `exported_opts_cnt` pointers (add_exported_option grows both
+    // together), unchanged from here on (above).
+    let opts = unsafe { std::slice::from_raw_parts(list, count) };
+    let mut found = None;
+    for &opt in opts {
+        if opt.is_null() {
+            continue;
+        }
+        // SAFETY: a live `struct uwsgi_opt` of that list.
+        let opt = unsafe { &*opt };
+        if opt.key.is_null() {
+            continue;
+        }
+        // SAFETY: `key` is a NUL-terminated option name kept for the process' life.
+        if unsafe { CStr::from_ptr(opt.key) }.to_bytes() != name {
+            continue;
+        }
+        found = Some((!opt.value.is_null()).then(|| {
+            // SAFETY: `value`, when set, is a NUL-terminated string kept for the process' life.
+            unsafe { CStr::from_ptr(opt.value) }.to_bytes()
+        }));
+    }
+    found
+}
+
+/// C's `atoi` on the option value, as `uwsgi_opt_set_int` reads it: optional blanks and sign,
+/// then the leading digits (`"true"` is 0).
+#[cfg(uwsgi_routing)]
+fn atoi(v: &[u8]) -> i64 {
+    let v = v.trim_ascii_start();
+    let (neg, digits) = match v.first() {
+        Some(b'-') => (true, &v[1..]),
+        Some(b'+') => (false, &v[1..]),
+        _ => (false, v),
+    };
+    let n = digits
+        .iter()
+        .take_while(|d| d.is_ascii_digit())
+        .fold(0i64, |n, &d| {
+            n.saturating_mul(10).saturating_add(i64::from(d - b'0'))
+        });
+    if neg {
+        -n
+    } else {
+        n
+    }
+}
+
+/// Whether this instance's own `--http` router keeps client connections alive:
+/// `--http-keepalive` (plugins/http/http.c, `uhttp.keepalive`, set by `uwsgi_opt_set_int`: 1
+/// without a value, else the number). Read once per process.
+#[cfg(uwsgi_routing)]
+pub(crate) fn http_router_keepalive() -> bool {
+    static KEEPALIVE: OnceLock<bool> = OnceLock::new();
+    *KEEPALIVE.get_or_init(|| match last_option(b"http-keepalive") {
+        None => false,
+        Some(None) => true,
+        Some(Some(v)) => atoi(v) != 0,
+    })
+}
+
+/// `uwsgi.protocol` (`--protocol`): the protocol of sockets declared without one, if set.
+#[cfg(uwsgi_routing)]
+pub(crate) fn default_protocol() -> Option<&'static [u8]> {
+    // SAFETY: ABI checked; a string set during option parsing and never freed.
+    let p = unsafe { (*server()).protocol };
+    // SAFETY: NULL or NUL-terminated, alive for the process.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
+}
+
+#[cfg(uwsgi_routing)]
+#[cfg(test)]
+mod tests {
+    use super::atoi;
+
+    #[test]
+    fn atoi_like_c() {
+        for (v, n) in [
+            (&b"1"[..], 1),
+            (b"0", 0),
+            (b"  15s", 15),
+            (b"+3", 3),
+            (b"-2", -2),
+            (b"true", 0),
+            (b"", 0),
+            (b"99999999999999999999999", i64::MAX),
+        ] {
+            assert_eq!(atoi(v), n, "{v:?}");
+        }
+    }
 }

@@ -230,6 +230,12 @@ mod tests {
     use super::*;
     use Format::{OpenMetrics as OM, Protobuf as Pb, Text};
 
+    fn assert_cases(cases: &[(&str, Format)], offer: Offer) {
+        for &(h, want) in cases {
+            assert_eq!(negotiate(Some(h.as_bytes()), offer), want, "Accept: {h}");
+        }
+    }
+
     #[test]
     fn q_values() {
         assert_eq!(parse_q(b"0"), Some(0));
@@ -284,20 +290,46 @@ mod tests {
             ("application/openmetrics-text;version", OM),
             ("application/openmetrics-text;;q=0.3;", OM),
         ];
-        for &(h, want) in cases {
-            assert_eq!(
-                negotiate(Some(h.as_bytes()), Offer::ALL),
-                want,
-                "Accept: {h}"
-            );
-            let no_pb = Offer {
-                protobuf: false,
-                ..Offer::ALL
-            };
-            assert_eq!(negotiate(Some(h.as_bytes()), no_pb), want, "Accept: {h}");
-        }
+        assert_cases(cases, Offer::ALL);
+        let no_pb = Offer {
+            protobuf: false,
+            ..Offer::ALL
+        };
+        assert_cases(cases, no_pb);
         assert_eq!(negotiate(None, Offer::ALL), Text);
         assert_eq!(negotiate(Some(b"\xff\xfe/\x00;q=\xff"), Offer::ALL), Text);
+    }
+
+    /// The default `Accept` headers of scrapers other than Prometheus itself, each as its source
+    /// builds it. Never 406: whatever cannot be matched gets the text format.
+    #[test]
+    fn agents() {
+        let cases: &[(&str, Format)] = &[
+            // Prometheus 2.49-2.55 default scrape_protocols through scrape/scrape.go
+            // acceptHeader() (weights from 5: four known protocols + 1); the OpenTelemetry
+            // Collector's prometheus receiver and Grafana Agent / Alloy prometheus.scrape use
+            // that function of the Prometheus module they embed.
+            ("application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2", OM),
+            // Prometheus 3.x defaults: five known protocols, escaping on the 1.0.0 formats
+            // (model.EscapingKey, "allow-utf-8").
+            ("application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2", OM),
+            // VictoriaMetrics vmagent, lib/promscrape/client.go ("copied from Prometheus
+            // sources"; no OpenMetrics on purpose).
+            ("text/plain;version=0.0.4;q=1,*/*;q=0.1", Text),
+            // Telegraf inputs.prometheus, plugins/inputs/prometheus/prometheus.go acceptHeader.
+            ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.1", Pb),
+            // Datadog Agent OpenMetrics V2 (datadog_checks_base openmetrics/v2/scraper.py):
+            // `text/plain` by default, this with `use_latest_spec`.
+            ("text/plain", Text),
+            ("application/openmetrics-text; version=0.0.1; charset=utf-8", OM),
+            // curl and friends.
+            ("*/*", Text),
+            // q=0 everywhere: nothing acceptable, still the text format (never 406).
+            ("text/plain;q=0,application/openmetrics-text;q=0,*/*;q=0", Text),
+            ("application/openmetrics-text;q=0,application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0", Text),
+            ("image/png", Text),
+        ];
+        assert_cases(cases, Offer::ALL);
     }
 
     const PB: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited";
@@ -333,13 +365,7 @@ mod tests {
             ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.1,application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.9,text/plain;q=0.5", Pb),
             ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=bogus", Text),
         ];
-        for &(h, want) in cases {
-            assert_eq!(
-                negotiate(Some(h.as_bytes()), Offer::ALL),
-                want,
-                "Accept: {h}"
-            );
-        }
+        assert_cases(cases, Offer::ALL);
     }
 
     #[test]
