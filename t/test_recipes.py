@@ -84,17 +84,6 @@ def plugin():
     return VARIANTS[VARIANT].require().plugin
 
 
-def has_label_option():
-    out = subprocess.run([VARIANTS[VARIANT].require().bin, '--plugin', plugin(), '--help'],
-                         capture_output=True, text=True, timeout=30).stdout
-    return '--prometheus-label' in out
-
-
-def labels_pending():
-    """Ends a test whose other checks passed when the plugin has no --prometheus-label."""
-    pytest.xfail('this plugin has no --prometheus-label: the constant labels are not checked')
-
-
 def by_instance(result):
     return {r['metric']['instance']: r['metric'] for r in result}
 
@@ -278,21 +267,19 @@ def test_file_sd_labels_and_rewrite(start_uwsgi, prometheus, tmp):
 
 def test_constant_labels_two_instances_on_one_host(ini_uwsgi, prometheus):
     """Two instances from the `labels-instance` ini on one host, the `prometheus-labels` job:
-    `up` for both, and (with --prometheus-label) their series by the `app` label."""
+    `up` for both, and (with --prometheus-label) their series by the `service` label."""
     ports = {}
     for app, metrics in (('shop', '127.0.0.1:9201'), ('blog', '127.0.0.1:9202')):
         ports[metrics] = '127.0.0.1:%d' % free_port()
         ini_uwsgi(local_ini(recipe('labels-instance'), '/srv/shop/app.py',
                             ('127.0.0.1:8001', '127.0.0.1:%d' % free_port()),
                             ('127.0.0.1:9201', ports[metrics]),
-                            ('app=shop', 'app=' + app)))
+                            ('service=shop', 'service=' + app)))
     prom = prometheus(fast(subst(recipe('prometheus-labels'), *ports.items())))
     up = up_instances(prom, 2, 'up{job="uwsgi"}')
     assert sorted(up) == sorted(ports.values())
-    if not has_label_option():
-        labels_pending()
-    res = series(prom, 'sum by (app, team) (uwsgi_requests_total)', 2)
-    assert sorted((r['metric']['app'], r['metric']['team']) for r in res) == [
+    res = series(prom, 'sum by (service, team) (uwsgi_requests_total)', 2)
+    assert sorted((r['metric']['service'], r['metric']['team']) for r in res) == [
         ('blog', 'web'), ('shop', 'web')]
 
 
@@ -330,7 +317,9 @@ def alive(pid):
 def requests_total(addr):
     status, _, body = get(addr)
     assert status == 200, body
-    return samples(body)[('uwsgi_requests_total', frozenset())]
+    found = [v for (name, _), v in samples(body).items() if name == 'uwsgi_requests_total']
+    assert len(found) == 1, found
+    return found[0]
 
 
 def test_emperor_one_socket_and_port_per_vassal(prometheus, tmp):
@@ -388,13 +377,12 @@ def test_emperor_one_socket_and_port_per_vassal(prometheus, tmp):
         count = series(prom, 'uwsgi_requests_total', 2)
         assert {r['metric']['instance']: r['value'][1] for r in count} == {
             tcp['shop']: '3', tcp['blog']: '0'}
-        if has_label_option():
-            for name in sock:
-                body = get(sock[name])[2].decode()
-                lines = [l for l in body.splitlines() if l and not l.startswith('#')]
-                assert lines and all('vassal="%s"' % name in l for l in lines), lines[:5]
-            assert {r['metric']['vassal']: r['value'][1] for r in prom.query(
-                'uwsgi_requests_total')} == {'shop': '3', 'blog': '0'}
+        for name in sock:
+            body = get(sock[name])[2].decode()
+            lines = [l for l in body.splitlines() if l and not l.startswith('#')]
+            assert lines and all('vassal="%s"' % name in l for l in lines), lines[:5]
+        assert {r['metric']['vassal']: r['value'][1] for r in prom.query(
+            'uwsgi_requests_total')} == {'shop': '3', 'blog': '0'}
 
         below = descendants(emperor.pid)  # the vassals' masters and their workers
         cmdlines = []
@@ -426,8 +414,6 @@ def test_emperor_one_socket_and_port_per_vassal(prometheus, tmp):
         if emperor.poll() is None:
             emperor.wait(5)
         log.close()
-    if not has_label_option():
-        labels_pending()
 
 
 def test_federation(start_uwsgi, prometheus, tmp):
