@@ -22,6 +22,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
+use metrics_prometheus_engine::compress::Gzip;
 use metrics_prometheus_engine::format::{
     native_bucket_index, Exemplar, Format, Histogram, Layout, MetricType, NativeSpec, Options,
 };
@@ -273,6 +274,33 @@ fn bench(c: &mut Criterion) {
         })
     });
     native.finish();
+
+    // gzip as the front ends do it (level 1, one reused compressor), on the rendered text:
+    // what compression costs per scrape and how much it saves.
+    let mut gz = c.benchmark_group("gzip");
+    for (name, list) in &cases[..2] {
+        let (metrics, values) = split(list);
+        let mut body = Vec::new();
+        Layout::new(&metrics, &opts).render(&values, Format::Text, &mut body);
+        gz.throughput(Throughput::Bytes(body.len() as u64));
+        let mut gzip = Gzip::new();
+        let mut out = Vec::new();
+        gzip.compress(&body, &mut out);
+        eprintln!(
+            "gzip {name}: {} -> {} bytes ({:.1}x)",
+            body.len(),
+            out.len(),
+            body.len() as f64 / out.len() as f64
+        );
+        gz.bench_function(*name, |b| {
+            b.iter(|| {
+                out.clear();
+                gzip.compress(black_box(&body), &mut out);
+                black_box(out.len())
+            })
+        });
+    }
+    gz.finish();
 
     let mut new = c.benchmark_group("layout_new");
     new.sample_size(20);
