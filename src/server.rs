@@ -445,10 +445,15 @@ impl Server {
                     Ok(()) if gzip && self.gzip && self.scratch.out.len() >= compress::MIN_SIZE => {
                         http::write_gzip_head(&mut c.buf, fmt.content_type(), fault);
                         if !head {
-                            // The exposition moves to the connection and is compressed as
-                            // the socket drains; the scratch keeps the connection's old
-                            // buffer for the next render.
-                            std::mem::swap(&mut c.body, &mut self.scratch.out);
+                            // The connection keeps a copy of the exposition (a memcpy, a
+                            // fraction of the compression's cost) to compress as the socket
+                            // drains; the render buffer stays with the scratch, so steady
+                            // scrapes keep allocating nothing.
+                            if c.body.capacity() == 0 {
+                                c.body = self.spare.pop().unwrap_or_default();
+                            }
+                            c.body.clear();
+                            c.body.extend_from_slice(&self.scratch.out);
                             c.body_pos = 0;
                             let mut gz = self.spare_gzips.pop().unwrap_or_default();
                             gz.begin(&mut c.buf);

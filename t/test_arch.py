@@ -7,6 +7,7 @@
 - RFC 9112 §6.3 framing errors get 400 on both TCP and UNIX listeners (the hostile suite
   covers more shapes).
 """
+import gzip
 import re
 import socket
 import threading
@@ -106,14 +107,21 @@ def test_steady_scrapes_allocate_nothing(start_uwsgi):
                     wait_for=r'spawned uWSGI mule')
     addr = server_addrs(u)[0]
     counts = []
-    for accept in ['text/plain', 'application/openmetrics-text; version=1.0.0'] * 4:
+    kinds = [{'Accept': 'text/plain'},
+             {'Accept': 'application/openmetrics-text; version=1.0.0'},
+             {'Accept-Encoding': 'gzip'},
+             {'Accept': 'application/vnd.google.protobuf;'
+                        'proto=io.prometheus.client.MetricFamily;encoding=delimited'}]
+    for headers in kinds * 4:
         assert u.get('/')[0] == 200
-        status, h, body = get(addr, headers={'Accept': accept})
-        assert status == 200 and b'uwsgi_worker_open_fds{worker="3"}' in body
+        status, h, body = get(addr, headers=headers)
+        if h.get('content-encoding') == 'gzip':
+            body = gzip.decompress(body)
+        assert status == 200 and b'uwsgi_worker_open_fds' in body
         counts.append(int(h['x-scrape-allocations']))
-    # The first scrapes grow the buffers; after that, nothing.
+    # The first scrapes grow the buffers; after that, nothing, whatever the format or encoding.
     assert counts[0] > 0, counts
-    assert counts[-4:] == [0, 0, 0, 0], counts
+    assert counts[-8:] == [0] * 8, counts
 
 
 def test_framing_errors_get_400(start_uwsgi, tmpdir_path):
