@@ -40,6 +40,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import free_ports, kill_group, machine, session_cpu_s  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 APP = os.path.join(HERE, 'request_overhead_app.py')
 CALIB_SRC = os.path.join(HERE, 'request_overhead_calib.c')
@@ -55,17 +58,6 @@ def log(msg):
     print('[request_overhead +%3.0fs] %s' % (time.monotonic() - T0, msg), file=sys.stderr, flush=True)
 
 
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(('127.0.0.1', 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def start(cmd, logpath, env=None):
     """Starts cmd as the leader of a new session (and process group): kill_group() reaches it
     and everything it forks (uWSGI workers, valgrind'd children)."""
@@ -75,13 +67,6 @@ def start(cmd, logpath, env=None):
     f.close()
     STARTED.append(p)
     return p
-
-
-def kill_group(p, sig=signal.SIGKILL):
-    try:
-        os.killpg(p.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def cleanup():
@@ -268,23 +253,6 @@ def wrk(port, threads, conns, duration):
     return float(m.group(1)), total
 
 
-def session_cpu_s(sid):
-    """utime + stime (s) of every live process of session `sid` (a uWSGI master and its
-    workers). Workers are not respawned during the run, so deltas are exact to the tick."""
-    ticks = 0
-    for d in os.listdir('/proc'):
-        if not d.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % d) as f:
-                fields = f.read().rsplit(')', 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf('SC_CLK_TCK')
-
-
 def histogram_count(port):
     status, body = http_get(port, '/metrics', timeout=10)
     n = 0
@@ -348,16 +316,6 @@ def throughput(tmp, uwsgi, plugin, rounds, duration, threads, conns, workers, so
 
 
 # ---------------------------------------------------------------------------------------------
-
-def machine():
-    model = '?'
-    with open('/proc/cpuinfo') as f:
-        for line in f:
-            if line.startswith('model name'):
-                model = line.split(':', 1)[1].strip()
-                break
-    return os.cpu_count(), model
-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
