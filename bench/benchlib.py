@@ -10,6 +10,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -229,6 +230,27 @@ def session_cpu_s(sid):
         if int(fields[3]) == sid:
             ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf('SC_CLK_TCK')
+
+
+class Scraper(threading.Thread):
+    """Scrapes each (port, path) once a second, like a Prometheus at scrape_interval 1s."""
+
+    def __init__(self, targets, must_contain=b''):
+        super().__init__(daemon=True)
+        self.targets, self.must_contain, self.ok, self.failed = targets, must_contain, 0, 0
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.wait(1.0):
+            for port, path in self.targets:
+                try:
+                    _, status, _, body = fetch(port, path, timeout=5)
+                    if status == 200 and self.must_contain in body:
+                        self.ok += 1
+                    else:
+                        self.failed += 1
+                except OSError:
+                    self.failed += 1
 
 
 def pct(xs, p):

@@ -37,11 +37,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import free_ports, kill_group, machine, session_cpu_s  # noqa: E402
+from benchlib import Scraper, free_ports, kill_group, machine, session_cpu_s  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 APP = os.path.join(HERE, 'request_overhead_app.py')
@@ -221,25 +220,6 @@ def callgrind_variant(tmp, name, uwsgi, extra, n):
 # ---------------------------------------------------------------------------------------------
 # 2. wrk
 
-class Scraper(threading.Thread):
-    def __init__(self, ports):
-        super().__init__(daemon=True)
-        self.ports, self.ok, self.failed = ports, 0, 0
-        self.stop = threading.Event()
-
-    def run(self):
-        while not self.stop.wait(1.0):
-            for port in self.ports:
-                try:
-                    status, body = http_get(port, '/metrics', timeout=5)
-                    if status == 200 and b'uwsgi_up 1' in body:
-                        self.ok += 1
-                    else:
-                        self.failed += 1
-                except OSError:
-                    self.failed += 1
-
-
 def wrk(port, threads, conns, duration):
     r = subprocess.run(['wrk', '-t%d' % threads, '-c%d' % conns, '-d%ds' % duration,
                         'http://127.0.0.1:%d/' % port], capture_output=True, text=True,
@@ -283,7 +263,7 @@ def throughput(tmp, uwsgi, plugin, rounds, duration, threads, conns, workers, so
         hooked = HOOK in text
         if hooked != (name.startswith('B')):
             raise RuntimeError('%s: after-request hook %s' % (name, 'present' if hooked else 'missing'))
-    scraper = Scraper([ports[3], ports[4]])
+    scraper = Scraper([(ports[3], '/metrics'), (ports[4], '/metrics')], b'uwsgi_up 1')
     scraper.start()
     for name, port, _, _ in variants:  # warm-up: imports done, caches warm
         wrk(port, threads, conns, 2)

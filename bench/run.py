@@ -40,13 +40,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (HERE, OM_ACCEPT, PB_ACCEPT, ROOT, cleanup, count_series, fetch,  # noqa: E402
                       free_ports, load_env, loadavg, log, machine, median, pct,
-                      session_cpu_s, start, stop, uwsgi_instance, wait_log, wait_port,
+                      Scraper, session_cpu_s, start, stop, uwsgi_instance, wait_log, wait_port,
                       build_plugin)
 
 PARTS = ('scrape', 'wrk', 'master', 'alloc', 'memory', 'criterion', 'scaling')
@@ -171,27 +170,6 @@ def wrk(port, threads, conns, duration):
     if r.returncode != 0 or not m or 'Non-2xx' in r.stdout:
         raise RuntimeError('wrk failed (rc %d):\n%s%s' % (r.returncode, r.stdout, r.stderr))
     return float(m.group(1)), int(re.search(r'(\d+) requests in', r.stdout).group(1))
-
-
-class Scraper(threading.Thread):
-    """Scrapes each (port, path) once a second, like a Prometheus at scrape_interval 1s."""
-
-    def __init__(self, targets):
-        super().__init__(daemon=True)
-        self.targets, self.ok, self.failed = targets, 0, 0
-        self.stop = threading.Event()
-
-    def run(self):
-        while not self.stop.wait(1.0):
-            for port, path in self.targets:
-                try:
-                    _, status, _, _ = fetch(port, path, timeout=5)
-                    if status == 200:
-                        self.ok += 1
-                    else:
-                        self.failed += 1
-                except OSError:
-                    self.failed += 1
 
 
 def part_wrk(a, tmp, uwsgi, so, site):
