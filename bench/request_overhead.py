@@ -37,8 +37,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import Scraper, free_ports, kill_group, machine, session_cpu_s  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 APP = os.path.join(HERE, 'request_overhead_app.py')
@@ -55,17 +57,6 @@ def log(msg):
     print('[request_overhead +%3.0fs] %s' % (time.monotonic() - T0, msg), file=sys.stderr, flush=True)
 
 
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(('127.0.0.1', 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def start(cmd, logpath, env=None):
     """Starts cmd as the leader of a new session (and process group): kill_group() reaches it
     and everything it forks (uWSGI workers, valgrind'd children)."""
@@ -75,13 +66,6 @@ def start(cmd, logpath, env=None):
     f.close()
     STARTED.append(p)
     return p
-
-
-def kill_group(p, sig=signal.SIGKILL):
-    try:
-        os.killpg(p.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def cleanup():
@@ -236,25 +220,6 @@ def callgrind_variant(tmp, name, uwsgi, extra, n):
 # ---------------------------------------------------------------------------------------------
 # 2. wrk
 
-class Scraper(threading.Thread):
-    def __init__(self, ports):
-        super().__init__(daemon=True)
-        self.ports, self.ok, self.failed = ports, 0, 0
-        self.stop = threading.Event()
-
-    def run(self):
-        while not self.stop.wait(1.0):
-            for port in self.ports:
-                try:
-                    status, body = http_get(port, '/metrics', timeout=5)
-                    if status == 200 and b'uwsgi_up 1' in body:
-                        self.ok += 1
-                    else:
-                        self.failed += 1
-                except OSError:
-                    self.failed += 1
-
-
 def wrk(port, threads, conns, duration):
     r = subprocess.run(['wrk', '-t%d' % threads, '-c%d' % conns, '-d%ds' % duration,
                         'http://127.0.0.1:%d/' % port], capture_output=True, text=True,
@@ -266,23 +231,6 @@ def wrk(port, threads, conns, duration):
         raise RuntimeError('wrk saw non-2xx answers:\n' + r.stdout)
     total = int(re.search(r'(\d+) requests in', r.stdout).group(1))
     return float(m.group(1)), total
-
-
-def session_cpu_s(sid):
-    """utime + stime (s) of every live process of session `sid` (a uWSGI master and its
-    workers). Workers are not respawned during the run, so deltas are exact to the tick."""
-    ticks = 0
-    for d in os.listdir('/proc'):
-        if not d.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % d) as f:
-                fields = f.read().rsplit(')', 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf('SC_CLK_TCK')
 
 
 def histogram_count(port):
@@ -315,7 +263,7 @@ def throughput(tmp, uwsgi, plugin, rounds, duration, threads, conns, workers, so
         hooked = HOOK in text
         if hooked != (name.startswith('B')):
             raise RuntimeError('%s: after-request hook %s' % (name, 'present' if hooked else 'missing'))
-    scraper = Scraper([ports[3], ports[4]])
+    scraper = Scraper([(ports[3], '/metrics'), (ports[4], '/metrics')], b'uwsgi_up 1')
     scraper.start()
     for name, port, _, _ in variants:  # warm-up: imports done, caches warm
         wrk(port, threads, conns, 2)
@@ -348,16 +296,6 @@ def throughput(tmp, uwsgi, plugin, rounds, duration, threads, conns, workers, so
 
 
 # ---------------------------------------------------------------------------------------------
-
-def machine():
-    model = '?'
-    with open('/proc/cpuinfo') as f:
-        for line in f:
-            if line.startswith('model name'):
-                model = line.split(':', 1)[1].strip()
-                break
-    return os.cpu_count(), model
-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
