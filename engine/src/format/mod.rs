@@ -1051,8 +1051,14 @@ impl Layout {
                     continue;
                 };
                 out.extend_from_slice(&bytes[s.prefix.start..s.prefix.end]);
-                push_value(out, if s.clamp && v < 0 { 0 } else { v }, s.scale);
-                out.push(b'\n');
+                let v = if s.clamp && v < 0 { 0 } else { v };
+                // Most series are idle cores' zeros: no formatting for them.
+                if v == 0 {
+                    out.extend_from_slice(b"0\n");
+                } else {
+                    push_value(out, v, s.scale);
+                    out.push(b'\n');
+                }
             }
         }
         self.render_histograms(hist, exemplars, fmt, out);
