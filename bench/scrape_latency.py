@@ -106,12 +106,17 @@ def main():
                 print('median ratio %s / stats JSON: %.2f'
                       % (name, statistics.median(results[name]) / base))
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc, signal.SIGINT, 15)
+
+
+def stop(proc, sig, timeout):
+    """Sends `sig` to the uWSGI master, then SIGKILL to its process group after `timeout` s."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 if __name__ == '__main__':

@@ -882,7 +882,19 @@ impl Layout {
             &constant,
             opts,
         );
+        layout.shrink();
         layout
+    }
+
+    /// Gives back the spare capacity of the construction (the layout lives as long as the
+    /// process, in every process: at 16 × 32 the doubling of these buffers alone was 0.5 MB).
+    fn shrink(&mut self) {
+        self.bytes.shrink_to_fit();
+        self.pb.shrink_to_fit();
+        self.families.shrink_to_fit();
+        self.series.shrink_to_fit();
+        self.skipped.shrink_to_fit();
+        self.hists.shrink();
     }
 
     /// Lays the families out as bytes.
