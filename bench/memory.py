@@ -69,7 +69,8 @@ def measure(a, variant):
     http = free_port()
     args = [a.uwsgi, '--http-socket', '127.0.0.1:%d' % http,
             '--wsgi-file', os.path.join(ROOT, 't', 'apps', 'app.py'),
-            '--workers', str(a.workers), '--threads', str(a.threads), '--die-on-term']
+            '--workers', str(a.workers), '--threads', str(a.threads), '--die-on-term',
+            '--master']  # the plugin turns the master on: compare like with like
     prom = None
     if variant == 'metrics':
         args.append('--enable-metrics')
