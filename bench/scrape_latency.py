@@ -2,6 +2,7 @@
 """Scrape latency of --prometheus-server next to uWSGI's own stats server, same instance, same run.
 
 Usage: bench/scrape_latency.py [--uwsgi BIN] [--plugin SO] [--workers 16] [--threads 32] [-n 500]
+       [--async N]  (N async cores per worker with ugreen instead of threads)
 Defaults come from $MP_ENV/env (t/setup.sh) and build/pip-routing (t/test.sh or t/demo.sh).
 Prints p50/p90/p99 per endpoint and the ratios. Machines are noisy: compare within one run.
 """
@@ -52,6 +53,7 @@ def main():
                                                      'metrics_prometheus_plugin.so'))
     ap.add_argument('--workers', type=int, default=16)
     ap.add_argument('--threads', type=int, default=32)
+    ap.add_argument('--async', dest='async_cores', type=int, default=0)
     ap.add_argument('-n', type=int, default=500)
     a = ap.parse_args()
     if not a.uwsgi:
@@ -62,12 +64,14 @@ def main():
     proc = subprocess.Popen(
         [a.uwsgi, '--need-plugin', a.plugin, '--http-socket', '127.0.0.1:%d' % http,
          '--wsgi-file', os.path.join(ROOT, 't', 'apps', 'app.py'),
-         '--workers', str(a.workers), '--threads', str(a.threads),
+         '--workers', str(a.workers),
+         *(['--async', str(a.async_cores), '--ugreen'] if a.async_cores
+           else ['--threads', str(a.threads)]),
          '--prometheus-server', '127.0.0.1:%d' % prom,
          '--stats', '127.0.0.1:%d' % stats, '--stats-http'],
         stdout=log, stderr=subprocess.STDOUT, cwd=tmp, start_new_session=True)
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 180  # 64 x 64 starts slowly (per-core metric registration)
         while time.time() < deadline:
             text = open(os.path.join(tmp, 'uwsgi.log'), errors='replace').read()
             if len(re.findall(r'spawned uWSGI worker', text)) >= a.workers:
@@ -92,9 +96,10 @@ def main():
                 dt, n = fetch(port, path, accept)
                 results[name].append(dt)
                 sizes[name] = n
-        print('uWSGI %s, %d workers x %d threads, %d scrapes each (interleaved)'
+        print('uWSGI %s, %d workers x %s, %d scrapes each (interleaved)'
               % (subprocess.check_output([a.uwsgi, '--version'], text=True).strip(),
-                 a.workers, a.threads, a.n))
+                 a.workers, '%d async cores (ugreen)' % a.async_cores if a.async_cores
+                 else '%d threads' % a.threads, a.n))
         print('%-32s %10s %9s %9s %9s' % ('endpoint', 'bytes', 'p50 ms', 'p90 ms', 'p99 ms'))
         for name in results:
             xs = results[name]
@@ -106,12 +111,17 @@ def main():
                 print('median ratio %s / stats JSON: %.2f'
                       % (name, statistics.median(results[name]) / base))
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc, signal.SIGINT, 15)
+
+
+def stop(proc, sig, timeout):
+    """Sends `sig` to the uWSGI master, then SIGKILL to its process group after `timeout` s."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 if __name__ == '__main__':

@@ -5,11 +5,14 @@
 //! the master before fork (`host::shm`), so no two workers ever write the same cache line and a
 //! respawned worker continues its predecessor's counters (they never go down while the master
 //! lives). The threads and async cores of one worker share its stripe through relaxed atomic
-//! adds. A stripe holds, for each of the 48 (method, status class) series, one counter per
-//! classic bucket (non-cumulative, +Inf last), the sum of durations in µs, then the native
-//! (exponential) buckets: the zero bucket and one counter per native bucket from 1 µs to 1 h
-//! (`plan::native_spec`): the exact order the engine's `Layout::render_all` reads. The native
-//! counters are summed only for protobuf scrapes (the only format that carries them).
+//! adds. A stripe holds two regions: first, for each of the 48 (method, status class) series,
+//! one counter per classic bucket (non-cumulative, +Inf last) and the sum of durations in µs;
+//! then, for each series, the native (exponential) buckets: the zero bucket and one counter per
+//! native bucket from 1 µs to 1 h (`plan::native_spec`). [`collect`] puts them back in the order
+//! the engine's `Layout::render_all` reads (per series: classic, sum, native). The native
+//! counters are summed only for protobuf scrapes (the only format that carries them), so that
+//! text scrapes read only the classic region: a few pages per worker instead of the whole
+//! stripe (the mapping is shared memory: every page the master reads is a page it holds).
 //!
 //! Exemplars (`--prometheus-exemplars`): per worker, series and bucket, one 64-byte cell with
 //! the latest trace id, duration and time, written under a per-cell sequence counter (odd while
@@ -39,6 +42,8 @@ struct Recorder {
     native: NativeSpec,
     /// Classic buckets, the sum, the zero bucket and the native buckets: words per series.
     per_series: usize,
+    /// Words of a stripe's classic region (then comes the native region).
+    classic_region: usize,
     /// Words per worker stripe (a multiple of 8: 64 bytes).
     stride: usize,
     workers: usize,
@@ -77,6 +82,7 @@ pub(crate) fn setup(
         classic,
         native,
         per_series,
+        classic_region: REQUEST_SERIES * (classic + 1),
         stride,
         workers,
         counts,
@@ -103,7 +109,7 @@ pub(crate) fn observe(req: &Request) {
     let duration = end.saturating_sub(start);
     let series = series_index(method_index(req.method()), code_index(req.status()));
     let bucket = bucket_index(&r.bounds_us, duration);
-    let base = wid * r.stride + series * r.per_series;
+    let base = wid * r.stride + series * (r.classic + 1);
     r.counts[base + bucket].fetch_add(1, Ordering::Relaxed);
     r.counts[base + r.classic].fetch_add(duration, Ordering::Relaxed);
     let native = if duration == 0 {
@@ -111,7 +117,8 @@ pub(crate) fn observe(req: &Request) {
     } else {
         1 + native_slot(&r.native, duration)
     };
-    r.counts[base + r.classic + 1 + native].fetch_add(1, Ordering::Relaxed);
+    let native_base = wid * r.stride + r.classic_region + series * (r.per_series - r.classic - 1);
+    r.counts[native_base + native].fetch_add(1, Ordering::Relaxed);
     if r.cells.is_empty() {
         return;
     }
@@ -181,15 +188,27 @@ pub(crate) fn collect(hist: &mut Vec<u64>, exemplars: &mut Vec<Option<Exemplar>>
     };
     let words = REQUEST_SERIES * r.per_series;
     hist.resize(words, 0);
-    let summed = if native { r.per_series } else { r.classic + 1 };
+    let classic = r.classic + 1;
+    let add = |h: &mut [u64], c: &[AtomicU64]| {
+        for (h, c) in h.iter_mut().zip(c) {
+            *h = h.wrapping_add(c.load(Ordering::Relaxed));
+        }
+    };
     for w in 1..=r.workers {
         let stripe = &r.counts[w * r.stride..w * r.stride + words];
+        let (classic_region, native_region) = stripe.split_at(r.classic_region);
         for (hs, cs) in hist
             .chunks_exact_mut(r.per_series)
-            .zip(stripe.chunks_exact(r.per_series))
+            .zip(classic_region.chunks_exact(classic))
         {
-            for (h, c) in hs[..summed].iter_mut().zip(&cs[..summed]) {
-                *h = h.wrapping_add(c.load(Ordering::Relaxed));
+            add(&mut hs[..classic], cs);
+        }
+        if native {
+            for (hs, ns) in hist
+                .chunks_exact_mut(r.per_series)
+                .zip(native_region.chunks_exact(r.per_series - classic))
+            {
+                add(&mut hs[classic..], ns);
             }
         }
     }

@@ -85,13 +85,17 @@ pub(crate) fn install(cfg: &Config) {
             host::log(&format!("not exported: {s}"));
         }
     }
+    let mut sources = plan.sources;
+    // Kept for the life of the process: no spare capacity from the planner's pushes.
+    sources.shrink_to_fit();
     let _ = EXPORTER.set(Exporter {
         layout,
-        sources: plan.sources,
+        sources,
         live,
         #[cfg(uwsgi_routing)]
         gzip: cfg.gzip,
     });
+    host::release_free_memory();
 }
 
 /// Whether the route action may gzip its answers (set at [`install`]).

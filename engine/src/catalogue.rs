@@ -217,7 +217,7 @@ pub const WORKER_APP_EXCEPTIONS: FamilyDef = def(
     "Exceptions raised by the application in the worker.",
 );
 
-const PROC_CPU_HELP: &str = "CPU time (user + system) of the process, from /proc.";
+const PROC_CPU_HELP: &str = "CPU time (user + system) of the process, from its CPU-time clock.";
 const PROC_RSS_HELP: &str = "Resident memory of the process, from /proc.";
 const PROC_FDS_HELP: &str = "Open file descriptors of the process, from /proc.";
 pub const MASTER_CPU: FamilyDef = def("master_cpu_seconds", Counter, 6, PROC_CPU_HELP);

@@ -28,5 +28,17 @@ pub(crate) mod uwsgi;
 
 pub(crate) use log::log;
 
+/// Returns the free pages of the heap to the kernel (glibc's `malloc_trim`): the master calls
+/// it once after building the exporter, whose temporaries (the topology, the planner's and the
+/// layout's intermediate strings) would otherwise stay resident in the master and, shared
+/// until written, in every worker forked from it.
+pub(crate) fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks glibc's own arenas under their locks; no pointer is given.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The plugin's version (build_info, the startup line).
 pub(crate) const PLUGIN_VERSION: &str = env!("CARGO_PKG_VERSION");

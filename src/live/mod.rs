@@ -105,6 +105,8 @@ pub(crate) fn read(list: MetricsList) -> (Topology, Live) {
         });
     }
     let mules_cnt = usize::try_from(srv.mules_cnt).unwrap_or(0);
+    // The master and each worker keep their /proc files open between scrapes.
+    host::procfs::setup(numproc + 1);
     let mut live = Live {
         slots: list.slots,
         workers,
@@ -441,7 +443,11 @@ impl Live {
         let Some(cached) = scratch.procs.get_mut(i) else {
             return 0;
         };
-        let st = *cached.get_or_insert_with(|| self.pid_of(p).map(proc_stat).unwrap_or_default());
+        let st = *cached.get_or_insert_with(|| {
+            self.pid_of(p)
+                .map(|pid| proc_stat(i, pid))
+                .unwrap_or_default()
+        });
         match f {
             ProcField::CpuUs => st.cpu_us,
             ProcField::RssBytes => st.rss_bytes,

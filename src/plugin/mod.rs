@@ -246,6 +246,9 @@ fn front_ends_summary(bound: &[String]) -> String {
 entry! {
     fn postinit_apps() {
         if host::abi::abi_ok() {
+            // Scrapes keep /proc files open (host::procfs): from here on every fork closes
+            // them in the child.
+            host::fork::install_atfork(atfork_child);
             crate::scrape::install(&config());
         }
     }
@@ -298,9 +301,11 @@ entry! {
 }
 
 entry! {
-    /// The child side of `pthread_atfork`: forked children must not keep the server's fds.
+    /// The child side of `pthread_atfork`: forked children must not keep the server's fds,
+    /// nor the /proc files the scrapes keep open.
     fn atfork_child() {
         host::fork::close_all_in_child();
+        host::procfs::forget_in_child();
     }
 }
 

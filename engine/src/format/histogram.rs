@@ -65,6 +65,15 @@ pub(super) struct Hists {
     pub(super) lines: usize,
 }
 
+impl Hists {
+    /// Gives back the spare capacity of the construction.
+    pub(super) fn shrink(&mut self) {
+        self.families.shrink_to_fit();
+        self.series.shrink_to_fit();
+        self.spans.shrink_to_fit();
+    }
+}
+
 /// Appends `name{labels,extra} ` (`extra` a preformatted `k="v"` or empty).
 fn push_prefix(name: &str, labels: &[(String, String)], extra: &str, out: &mut String) {
     out.push_str(name);

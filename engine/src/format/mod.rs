@@ -882,7 +882,19 @@ impl Layout {
             &constant,
             opts,
         );
+        layout.shrink();
         layout
+    }
+
+    /// Gives back the spare capacity of the construction (the layout lives as long as the
+    /// process, in every process: at 16 × 32 the doubling of these buffers alone was 0.5 MB).
+    fn shrink(&mut self) {
+        self.bytes.shrink_to_fit();
+        self.pb.shrink_to_fit();
+        self.families.shrink_to_fit();
+        self.series.shrink_to_fit();
+        self.skipped.shrink_to_fit();
+        self.hists.shrink();
     }
 
     /// Lays the families out as bytes.
@@ -1051,8 +1063,14 @@ impl Layout {
                     continue;
                 };
                 out.extend_from_slice(&bytes[s.prefix.start..s.prefix.end]);
-                push_value(out, if s.clamp && v < 0 { 0 } else { v }, s.scale);
-                out.push(b'\n');
+                let v = if s.clamp && v < 0 { 0 } else { v };
+                // Most series are idle cores' zeros: no formatting for them.
+                if v == 0 {
+                    out.extend_from_slice(b"0\n");
+                } else {
+                    push_value(out, v, s.scale);
+                    out.push(b'\n');
+                }
             }
         }
         self.render_histograms(hist, exemplars, fmt, out);
