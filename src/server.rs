@@ -25,7 +25,7 @@ use metrics_prometheus_engine::http::{self, Action, BasicAuth, Parsed, Status};
 use crate::host::epoll::{self, Epoll, Event};
 use crate::host::fork::{self, Tracked};
 use crate::host::{self, net};
-use crate::scrape::{self, Scratch};
+use crate::scrape::{self, Exposition, Scratch};
 
 /// Connections served at once. Beyond it, the oldest connection still waiting for its request
 /// head (or draining) is closed to make room; if all are mid-response, the newcomer gets 503.
@@ -111,6 +111,8 @@ pub(crate) struct Server {
     cycle_start: Instant,
     rendered: bool,
     gzip_budget: usize,
+    /// What the metrics path serves.
+    source: Exposition,
 }
 
 const TOKEN_LISTENER: u64 = 1 << 32;
@@ -146,13 +148,26 @@ fn interrupted(e: &io::Error) -> bool {
 }
 
 impl Server {
-    /// Binds every address. Called in the master after uWSGI's own sockets are set up and before
-    /// the workers are forked. `atfork_child` is the plugin's fork handler, installed once.
+    /// Binds every address of `--prometheus-server`. Called in the master after uWSGI's own
+    /// sockets are set up and before the workers are forked. `atfork_child` is the plugin's
+    /// fork handler, installed once.
     pub(crate) fn bind(
         cfg: &Config,
         atfork_child: unsafe extern "C" fn(),
     ) -> Result<Server, BindError> {
-        let (addrs, mode, path) = (&cfg.servers, cfg.server_mode, cfg.path.as_str());
+        Self::bind_source(cfg, &cfg.servers, Exposition::Instance, atfork_child)
+    }
+
+    /// Binds `addrs` serving `source`, with every other setting (path, access control, gzip,
+    /// socket mode) from `cfg`. One server per process: the fd slots of the fork table are
+    /// fixed.
+    pub(crate) fn bind_source(
+        cfg: &Config,
+        addrs: &[ServerAddr],
+        source: Exposition,
+        atfork_child: unsafe extern "C" fn(),
+    ) -> Result<Server, BindError> {
+        let (mode, path) = (cfg.server_mode, cfg.path.as_str());
         if addrs.len() > MAX_LISTENERS {
             return Err(BindError::TooMany);
         }
@@ -175,6 +190,7 @@ impl Server {
             cycle_start: Instant::now(),
             rendered: false,
             gzip_budget: GZIP_PER_CYCLE,
+            source,
         };
         let index = http::index_page(path);
         http::write_response(
@@ -430,7 +446,7 @@ impl Server {
                 self.rendered = true;
                 #[cfg(feature = "fault-injection")]
                 let before = host::alloc_count::allocations();
-                let rendered = scrape::render(fmt, &mut self.scratch);
+                let rendered = scrape::render_source(self.source, fmt, &mut self.scratch);
                 let vary = if self.gzip { http::VARY } else { "" };
                 #[cfg(feature = "fault-injection")]
                 let fault = &format!(
