@@ -63,6 +63,13 @@ pub const HEARTBEAT_AGE: FamilyDef = def(
     "Seconds since the vassal's last heartbeat (--heartbeat); only for vassals that sent one.",
 );
 
+pub const SCRAPE_UP: FamilyDef = def(
+    "vassal_scrape_up",
+    Gauge,
+    0,
+    "1 when the vassal's own exposition was fetched and merged into this one (--prometheus-vassal-socket), 0 when it was not running, did not answer in time or answered something else.",
+);
+
 /// The per-vassal families, in output order; [`HEARTBEAT_AGE`] comes last and has series only
 /// for vassals with a heartbeat.
 const PER_VASSAL: [FamilyDef; 7] = [
@@ -82,6 +89,9 @@ pub struct Vassal {
     /// Unix time of the last heartbeat, 0 when none was received.
     pub last_heartbeat: i64,
     pub on_demand: bool,
+    /// Whether its own exposition was merged ([`SCRAPE_UP`]); None when the Emperor does not
+    /// merge vassal expositions.
+    pub scrape_up: Option<bool>,
 }
 
 /// The `vassal` label of a config file name: without its extension (`app.ini` → `app`,
@@ -111,6 +121,7 @@ fn value_of(f: &FamilyDef, v: &Vassal, now: i64) -> i64 {
         "vassal_accepting" => v.accepting as i64,
         "vassal_on_demand" => v.on_demand as i64,
         "vassal_heartbeat_age_seconds" => (now - v.last_heartbeat).max(0),
+        "vassal_scrape_up" => v.scrape_up.unwrap_or(false) as i64,
         _ => 0,
     }
 }
@@ -118,8 +129,8 @@ fn value_of(f: &FamilyDef, v: &Vassal, now: i64) -> i64 {
 /// The rendered view of the Emperor; keeps its layout between scrapes.
 pub struct EmperorView {
     opts: Options,
-    /// (label, has heartbeat) of every vassal the layout was built for.
-    key: Vec<(String, bool)>,
+    /// (label, has heartbeat, has scrape_up) of every vassal the layout was built for.
+    key: Vec<(String, bool, bool)>,
     layout: Layout,
     values: Vec<i64>,
 }
@@ -135,20 +146,31 @@ impl EmperorView {
         }
     }
 
-    fn build(key: &[(String, bool)], opts: &Options) -> Layout {
+    fn build(key: &[(String, bool, bool)], opts: &Options) -> Layout {
+        let vassal = |l: &String| vec![("vassal".to_string(), l.clone())];
         let mut extras: Vec<Extra> = vec![VASSALS.series(Vec::new())];
         for f in PER_VASSAL {
-            extras.extend(
-                key.iter()
-                    .map(|(l, _)| f.series(vec![("vassal".into(), l.clone())])),
-            );
+            extras.extend(key.iter().map(|(l, _, _)| f.series(vassal(l))));
         }
         extras.extend(
             key.iter()
-                .filter(|(_, hb)| *hb)
-                .map(|(l, _)| HEARTBEAT_AGE.series(vec![("vassal".into(), l.clone())])),
+                .filter(|(_, hb, _)| *hb)
+                .map(|(l, _, _)| HEARTBEAT_AGE.series(vassal(l))),
+        );
+        extras.extend(
+            key.iter()
+                .filter(|(_, _, up)| *up)
+                .map(|(l, _, _)| SCRAPE_UP.series(vassal(l))),
         );
         Layout::with_extras(&[], &extras, opts)
+    }
+
+    fn key_of(v: &Vassal) -> (String, bool, bool) {
+        (
+            vassal_label(&v.name).to_string(),
+            v.last_heartbeat > 0,
+            v.scrape_up.is_some(),
+        )
     }
 
     /// The layout in use (for its skip report: two vassal files with the same label).
@@ -160,16 +182,14 @@ impl EmperorView {
     /// first). Two vassals with the same label: the first one's series win. Returns whether the
     /// layout was rebuilt (the set of series changed).
     pub fn render(&mut self, vassals: &[Vassal], now: i64, fmt: Format, out: &mut Vec<u8>) -> bool {
-        let same =
-            self.key.len() == vassals.len()
-                && self.key.iter().zip(vassals).all(|((l, hb), v)| {
-                    l == vassal_label(&v.name) && *hb == (v.last_heartbeat > 0)
-                });
-        if !same {
-            self.key = vassals
+        let same = self.key.len() == vassals.len()
+            && self
+                .key
                 .iter()
-                .map(|v| (vassal_label(&v.name).to_string(), v.last_heartbeat > 0))
-                .collect();
+                .zip(vassals)
+                .all(|(k, v)| *k == Self::key_of(v));
+        if !same {
+            self.key = vassals.iter().map(Self::key_of).collect();
             self.layout = Self::build(&self.key, &self.opts);
         }
         self.values.clear();
@@ -183,6 +203,12 @@ impl EmperorView {
                 .iter()
                 .filter(|v| v.last_heartbeat > 0)
                 .map(|v| value_of(&HEARTBEAT_AGE, v, now)),
+        );
+        self.values.extend(
+            vassals
+                .iter()
+                .filter(|v| v.scrape_up.is_some())
+                .map(|v| value_of(&SCRAPE_UP, v, now)),
         );
         out.clear();
         self.layout.render(&self.values, fmt, out);
@@ -214,6 +240,18 @@ mod tests {
         assert_eq!(vassal_label("app.ini:zerg"), "app.ini:zerg");
         assert_eq!(vassal_label(".hidden"), ".hidden");
         assert_eq!(vassal_label("app."), "app.");
+    }
+
+    #[test]
+    fn scrape_up_only_when_merging() {
+        let mut view = EmperorView::new(Options::default());
+        let mut out = Vec::new();
+        let mut a = v("a.ini");
+        view.render(std::slice::from_ref(&a), 0, Format::Text, &mut out);
+        assert!(!String::from_utf8_lossy(&out).contains("scrape_up"));
+        a.scrape_up = Some(false);
+        assert!(view.render(std::slice::from_ref(&a), 0, Format::Text, &mut out));
+        assert!(String::from_utf8_lossy(&out).contains("uwsgi_vassal_scrape_up{vassal=\"a\"} 0\n"));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!   to export and where each value comes from;
 //! - [`http`]: request heads for the dedicated server (limits, RFC 9112 framing, basic auth);
 //! - [`config`]: every option, declared once, and its parsed value;
-//! - [`emperor`]: the Emperor's own families, one series per vassal (`emperor = prometheus://`).
+//! - [`emperor`]: the Emperor's own families, one series per vassal (`emperor = prometheus://`);
+//! - [`merge`]: the vassals' expositions merged into the Emperor's (`--prometheus-vassal-socket`).
 //!
 //! Dependencies point one way: `config` → `http` → `format`; `compat` → `plan` → `catalogue` → `format`.
 //! No build script and no FFI: `cargo test -p metrics_prometheus_engine`, the fuzz targets and
@@ -24,4 +25,5 @@ pub mod config;
 pub mod emperor;
 pub mod format;
 pub mod http;
+pub mod merge;
 pub mod plan;
