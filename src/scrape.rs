@@ -151,14 +151,26 @@ pub(crate) fn render_source(
 
 /// The Emperor's own families, read from its vassal list now. Emperor loop only.
 fn render_emperor(fmt: Format, scratch: &mut Scratch) {
-    host::emperor::read_vassals(&mut scratch.vassals);
+    let mut vassals = std::mem::take(&mut scratch.vassals);
+    read_vassals(&mut vassals);
+    render_vassals(&vassals, fmt, scratch);
+    scratch.vassals = vassals;
+}
+
+/// The Emperor's vassal list, copied (see `host::emperor::read_vassals`). Emperor loop only.
+pub(crate) fn read_vassals(out: &mut Vec<Vassal>) {
+    host::emperor::read_vassals(out);
+}
+
+/// Renders the Emperor's own families of `vassals` into `scratch.out`.
+pub(crate) fn render_vassals(vassals: &[Vassal], fmt: Format, scratch: &mut Scratch) {
     let view = scratch
         .emperor
         .get_or_insert_with(|| EmperorView::new(EMPEROR_OPTS.get().cloned().unwrap_or_default()));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    if view.render(&scratch.vassals, now, fmt, &mut scratch.out) {
+    if view.render(vassals, now, fmt, &mut scratch.out) {
         // Two vassal files with the same label (`app.ini`, `app.yaml`): said once per change.
         for s in view.layout().skipped() {
             host::log(&format!("emperor: not exported: {s}"));

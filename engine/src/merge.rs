@@ -40,9 +40,12 @@ fn name_len(s: &[u8]) -> usize {
     s.iter().take_while(|&&b| is_name_char(b)).count()
 }
 
+/// One label of a label set: where it starts, where its name ends, where its value ends.
+type LabelSpan = (usize, usize, usize);
+
 /// The label set `{...}` at the start of `s`: its length and each label's byte range
 /// (`name="value"`), or None when malformed.
-fn labels(s: &[u8]) -> Option<(usize, Vec<(usize, usize, usize)>)> {
+fn labels(s: &[u8]) -> Option<(usize, Vec<LabelSpan>)> {
     let mut out = Vec::new();
     let mut i = 1; // after '{'
     loop {
@@ -166,6 +169,66 @@ fn parse(body: &[u8], fmt: Format) -> Result<Vec<Family<'_>>, String> {
         return Err("no # EOF (cut short?)".into());
     }
     Ok(fams)
+}
+
+/// The request the Emperor sends a vassal's metrics socket for `fmt` (identity encoding, the
+/// connection closed after the answer).
+pub fn vassal_request(path: &str, fmt: Format) -> Vec<u8> {
+    let accept = match fmt {
+        Format::OpenMetrics => "application/openmetrics-text; version=1.0.0",
+        _ => "text/plain; version=0.0.4",
+    };
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: {accept}\r\nAccept-Encoding: identity\r\nConnection: close\r\nUser-Agent: metrics_prometheus-emperor\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Checks a vassal's whole answer (read until the server closed): `200`, the content type of
+/// `fmt`, no content or transfer coding, the exact `Content-Length` when given, and a body
+/// that [`check`] accepts. Ok: where the body starts.
+pub fn vassal_response(resp: &[u8], fmt: Format) -> Result<usize, String> {
+    let end = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no complete response head")?
+        + 4;
+    let head = std::str::from_utf8(&resp[..end]).map_err(|_| "response head not UTF-8")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or("");
+    if !status.starts_with("HTTP/1.") || status.split(' ').nth(1) != Some("200") {
+        return Err(format!("status line {status:?}"));
+    }
+    let want = match fmt {
+        Format::OpenMetrics => "application/openmetrics-text",
+        _ => "text/plain",
+    };
+    let (mut ct, mut len) = (false, None);
+    for l in lines {
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        match k.trim().to_ascii_lowercase().as_str() {
+            "content-type" => ct = v.to_ascii_lowercase().starts_with(want),
+            "content-length" => len = Some(v.parse::<usize>().map_err(|_| "bad Content-Length")?),
+            "content-encoding" if !v.eq_ignore_ascii_case("identity") => {
+                return Err(format!("Content-Encoding {v}"))
+            }
+            "transfer-encoding" => return Err(format!("Transfer-Encoding {v}")),
+            _ => {}
+        }
+    }
+    if !ct {
+        return Err(format!("not {want}"));
+    }
+    if len.is_some_and(|l| l != resp.len() - end) {
+        return Err("body length differs from Content-Length (cut short?)".into());
+    }
+    if let Some(why) = check(&resp[end..], fmt) {
+        return Err(why);
+    }
+    Ok(end)
 }
 
 /// Checks one vassal's body without keeping anything: None when it can be merged.
@@ -301,6 +364,26 @@ mod tests {
              # HELP uwsgi_worker_busy Busy.\n# TYPE uwsgi_worker_busy gauge\n\
              uwsgi_worker_busy{vassal=\"a\",worker=\"1\"} 1\n# EOF\n"
         );
+    }
+
+    #[test]
+    fn vassal_answers() {
+        let ok = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\n\r\n{A}",
+            A.len()
+        );
+        let f = Format::OpenMetrics;
+        let start = vassal_response(ok.as_bytes(), f).unwrap();
+        assert_eq!(&ok.as_bytes()[start..], A.as_bytes());
+        assert!(vassal_response(&ok.as_bytes()[..ok.len() - 1], f).is_err());
+        assert!(vassal_response(ok.as_bytes(), Format::Text).is_err());
+        let e = ok.replace("200 OK", "503 Service Unavailable");
+        assert!(vassal_response(e.as_bytes(), f).is_err());
+        let gz = ok.replace("Content-Length", "Content-Encoding: gzip\r\nX");
+        assert!(vassal_response(gz.as_bytes(), f).is_err());
+        assert!(vassal_response(b"garbage", f).is_err());
+        let req = String::from_utf8(vassal_request("/metrics", f)).unwrap();
+        assert!(req.starts_with("GET /metrics HTTP/1.1\r\n") && req.ends_with("\r\n\r\n"));
     }
 
     #[test]

@@ -107,6 +107,7 @@ pub(crate) fn read_vassals(out: &mut Vec<Vassal>) {
             accepting: ui.accepting != 0,
             last_heartbeat: ui.last_heartbeat,
             on_demand: ui.pid <= 0 && ui.on_demand_fd > -1,
+            scrape_up: None,
         });
         cur = ui.ui_next;
     }
