@@ -78,6 +78,28 @@ fn labels(s: &[u8]) -> Option<(usize, Vec<LabelSpan>)> {
     }
 }
 
+/// `VALUE [TIMESTAMP]`, in OpenMetrics possibly followed by ` # {labels} VALUE [TIMESTAMP]`
+/// (an exemplar).
+fn value_ok(rest: &[u8], om: bool) -> bool {
+    let Ok(rest) = std::str::from_utf8(rest) else {
+        return false;
+    };
+    let (sample, exemplar) = match rest.split_once(" # ") {
+        Some((s, e)) if om => (s, Some(e)),
+        _ => (rest, None),
+    };
+    let numbers = |t: &str| {
+        let parts: Vec<&str> = t.split(' ').collect();
+        (1..=2).contains(&parts.len()) && parts.iter().all(|p| p.parse::<f64>().is_ok())
+    };
+    numbers(sample)
+        && exemplar.is_none_or(|e| {
+            e.starts_with('{')
+                && labels(e.as_bytes())
+                    .is_some_and(|(len, _)| e[len..].strip_prefix(' ').is_some_and(numbers))
+        })
+}
+
 /// Splits and validates one vassal's body; Err says why it is left out.
 fn parse(body: &[u8], fmt: Format) -> Result<Vec<Family<'_>>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "not UTF-8".to_string())?;
@@ -144,8 +166,8 @@ fn parse(body: &[u8], fmt: Format) -> Result<Vec<Family<'_>>, String> {
             let (len, _) = labels(rest).ok_or_else(|| format!("line {}: bad labels", n + 1))?;
             rest = &rest[len..];
         }
-        if rest.first() != Some(&b' ') || rest.len() < 2 {
-            return bad("no value");
+        if rest.first() != Some(&b' ') || !value_ok(&rest[1..], om) {
+            return bad("no valid value");
         }
         let name = &line[..nl];
         let belongs = fams.last().is_some_and(|f| {
@@ -396,6 +418,11 @@ mod tests {
         assert!(check(b"\xff\xfe\n", Format::Text).is_some());
         assert!(check(b"# a comment\nx 1\n", Format::Text).is_none());
         assert!(check(b"x{} \n", Format::Text).is_some());
+        assert!(check(b"this is { not an exposition\n", Format::Text).is_some());
+        assert!(check(b"x 1 2 3\n", Format::Text).is_some());
+        assert!(check(b"x{a=\"1\"} +Inf 1700000000\n", Format::Text).is_none());
+        let ex = b"# TYPE h histogram\nh_bucket{le=\"1\"} 2 # {trace_id=\"ab\"} 0.5 1.7\n# EOF\n";
+        assert!(check(ex, f).is_none(), "{:?}", check(ex, f));
     }
 
     #[test]
