@@ -106,14 +106,14 @@ fn generate_bindings(flags: &[String], out_dir: &Path) {
         .default_enum_style(bindgen::EnumVariation::Consts)
         // The structs the plugin reads or fills; their dependencies come along.
         .allowlist_type(
-            "uwsgi_(plugin|option|metric|server|worker|core|shared|socket|route|router|lock_item)",
+            "uwsgi_(plugin|option|metric|server|worker|core|shared|socket|route|router|lock_item|instance|emperor_scanner|imperial_monitor)",
         )
         .allowlist_type("wsgi_request")
         // Host functions the plugin calls (resolved from the executable at dlopen).
         // uwsgi_register_router is deliberately absent: it exists only in routing builds and is
         // resolved with dlsym (router.rs).
         .allowlist_function(
-            "uwsgi_(log|get_cflags|response_.*|get_var|worker_is_busy|string_new_list)",
+            "uwsgi_(log|get_cflags|response_.*|get_var|worker_is_busy|string_new_list|register_imperial_monitor)",
         )
         .allowlist_function("event_queue_(add_fd_read|del_fd|read)")
         // The global server struct and the option/route/metric constants.

@@ -5,7 +5,10 @@ use std::sync::OnceLock;
 
 use metrics_prometheus_engine::compat::{self, CompatOptions};
 use metrics_prometheus_engine::config::{Compat, Config};
-use metrics_prometheus_engine::format::{Exemplar, Format, Layout, MetricType, SkipReason};
+use metrics_prometheus_engine::emperor::{EmperorView, Vassal};
+use metrics_prometheus_engine::format::{
+    Exemplar, Format, Layout, MetricType, Options, SkipReason,
+};
 use metrics_prometheus_engine::plan::{plan, Source};
 
 use crate::histogram;
@@ -112,8 +115,71 @@ pub(crate) struct Scratch {
     live: live::Scratch,
     hist: Vec<u64>,
     exemplars: Vec<Option<Exemplar>>,
+    /// The Emperor's view and its copy of the vassal list ([`Exposition::Emperor`] only).
+    emperor: Option<EmperorView>,
+    vassals: Vec<Vassal>,
     /// The rendered exposition.
     pub(crate) out: Vec<u8>,
+}
+
+/// What a server exposes: this uWSGI instance (`--prometheus-server`), or the Emperor it runs
+/// in (`emperor = prometheus://ADDR`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exposition {
+    Instance,
+    Emperor,
+}
+
+/// Rendering options of the Emperor's exposition (set by [`install_emperor`]).
+static EMPEROR_OPTS: OnceLock<Options> = OnceLock::new();
+
+/// Fixes the Emperor's rendering options. Emperor, the monitor's `init`, once.
+pub(crate) fn install_emperor(cfg: &Config) {
+    let _ = EMPEROR_OPTS.set(cfg.format.clone());
+}
+
+/// Renders `source` into `scratch.out`.
+pub(crate) fn render_source(
+    source: Exposition,
+    fmt: Format,
+    scratch: &mut Scratch,
+) -> Result<(), ScrapeError> {
+    match source {
+        Exposition::Instance => render(fmt, scratch),
+        Exposition::Emperor => {
+            render_emperor(fmt, scratch);
+            Ok(())
+        }
+    }
+}
+
+/// The Emperor's own families, read from its vassal list now. Emperor loop only.
+fn render_emperor(fmt: Format, scratch: &mut Scratch) {
+    let mut vassals = std::mem::take(&mut scratch.vassals);
+    read_vassals(&mut vassals);
+    render_vassals(&vassals, fmt, scratch);
+    scratch.vassals = vassals;
+}
+
+/// The Emperor's vassal list, copied (see `host::emperor::read_vassals`). Emperor loop only.
+pub(crate) fn read_vassals(out: &mut Vec<Vassal>) {
+    host::emperor::read_vassals(out);
+}
+
+/// Renders the Emperor's own families of `vassals` into `scratch.out`.
+pub(crate) fn render_vassals(vassals: &[Vassal], fmt: Format, scratch: &mut Scratch) {
+    let view = scratch
+        .emperor
+        .get_or_insert_with(|| EmperorView::new(EMPEROR_OPTS.get().cloned().unwrap_or_default()));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if view.render(vassals, now, fmt, &mut scratch.out) {
+        // Two vassal files with the same label (`app.ini`, `app.yaml`): said once per change.
+        for s in view.layout().skipped() {
+            host::log(&format!("emperor: not exported: {s}"));
+        }
+    }
 }
 
 /// Renders the exposition into `scratch.out`.

@@ -20,12 +20,14 @@ use std::time::{Duration, Instant};
 
 use metrics_prometheus_engine::compress::{self, Gzip};
 use metrics_prometheus_engine::config::{Cidr, Config, ServerAddr};
+use metrics_prometheus_engine::format::Format;
 use metrics_prometheus_engine::http::{self, Action, BasicAuth, Parsed, Status};
 
+use crate::gather::{self, Gather};
 use crate::host::epoll::{self, Epoll, Event};
 use crate::host::fork::{self, Tracked};
 use crate::host::{self, net};
-use crate::scrape::{self, Scratch};
+use crate::scrape::{self, Exposition, ScrapeError, Scratch};
 
 /// Connections served at once. Beyond it, the oldest connection still waiting for its request
 /// head (or draining) is closed to make room; if all are mid-response, the newcomer gets 503.
@@ -72,6 +74,9 @@ enum State {
     Pending(Action),
     Writing,
     Draining,
+    /// The request is read; its scrape waits for the vassals' expositions (the Emperor's
+    /// server with `--prometheus-vassal-socket`). Registered for no event but hang-ups.
+    Waiting(Action),
 }
 
 struct Conn {
@@ -111,6 +116,10 @@ pub(crate) struct Server {
     cycle_start: Instant,
     rendered: bool,
     gzip_budget: usize,
+    /// What the metrics path serves.
+    source: Exposition,
+    /// The vassals' expositions, when the Emperor's server merges them.
+    gather: Option<Gather>,
 }
 
 const TOKEN_LISTENER: u64 = 1 << 32;
@@ -146,13 +155,26 @@ fn interrupted(e: &io::Error) -> bool {
 }
 
 impl Server {
-    /// Binds every address. Called in the master after uWSGI's own sockets are set up and before
-    /// the workers are forked. `atfork_child` is the plugin's fork handler, installed once.
+    /// Binds every address of `--prometheus-server`. Called in the master after uWSGI's own
+    /// sockets are set up and before the workers are forked. `atfork_child` is the plugin's
+    /// fork handler, installed once.
     pub(crate) fn bind(
         cfg: &Config,
         atfork_child: unsafe extern "C" fn(),
     ) -> Result<Server, BindError> {
-        let (addrs, mode, path) = (&cfg.servers, cfg.server_mode, cfg.path.as_str());
+        Self::bind_source(cfg, &cfg.servers, Exposition::Instance, atfork_child)
+    }
+
+    /// Binds `addrs` serving `source`, with every other setting (path, access control, gzip,
+    /// socket mode) from `cfg`. One server per process: the fd slots of the fork table are
+    /// fixed.
+    pub(crate) fn bind_source(
+        cfg: &Config,
+        addrs: &[ServerAddr],
+        source: Exposition,
+        atfork_child: unsafe extern "C" fn(),
+    ) -> Result<Server, BindError> {
+        let (mode, path) = (cfg.server_mode, cfg.path.as_str());
         if addrs.len() > MAX_LISTENERS {
             return Err(BindError::TooMany);
         }
@@ -175,7 +197,14 @@ impl Server {
             cycle_start: Instant::now(),
             rendered: false,
             gzip_budget: GZIP_PER_CYCLE,
+            source,
+            gather: None,
         };
+        if let (Exposition::Emperor, Some(pattern)) = (source, cfg.vassal_socket.as_deref()) {
+            let g = Gather::new(pattern, path, cfg.vassal_timeout_ms, &server.poller)
+                .map_err(BindError::Epoll)?;
+            server.gather = Some(g);
+        }
         let index = http::index_page(path);
         http::write_response(
             &mut server.index,
@@ -250,14 +279,27 @@ impl Server {
         self.cycle_start = now;
         self.rendered = false;
         self.gzip_budget = GZIP_PER_CYCLE;
-        // Connections first: a client that went away frees its slot before newcomers are
-        // counted against the cap.
-        for ev in events[..n].iter().filter(|e| e.u64 & TOKEN_LISTENER == 0) {
+        // Vassal answers first (they may complete a round), then connections: a client that
+        // went away frees its slot before newcomers are counted against the cap.
+        if let Some(g) = self.gather.as_mut() {
+            for ev in &events[..n] {
+                match ev.u64 & !0xffff_ffff {
+                    gather::TOKEN_VASSAL => g.event(ev.u64, &self.poller),
+                    gather::TOKEN_TIMER => g.timer_event(),
+                    _ => {}
+                }
+            }
+        }
+        for ev in events[..n].iter().filter(|e| e.u64 < TOKEN_LISTENER) {
             self.drive_guarded(ev.u64 as usize, now);
         }
-        for ev in events[..n].iter().filter(|e| e.u64 & TOKEN_LISTENER != 0) {
+        for ev in events[..n]
+            .iter()
+            .filter(|e| e.u64 & !0xffff_ffff == TOKEN_LISTENER)
+        {
             self.accept((ev.u64 & 0xffff_ffff) as usize, now);
         }
+        self.advance_gather(Instant::now());
         for slot in 0..self.conns.len() {
             if self.conns[slot].as_ref().is_some_and(|c| now >= c.deadline) {
                 self.close_conn(slot);
@@ -369,6 +411,8 @@ impl Server {
             State::Pending(action) => !self.respond(slot, action) || self.write(slot, now),
             State::Writing => self.write(slot, now),
             State::Draining => self.drain(slot),
+            // Registered for no event: only a hang-up or an error brings it here.
+            State::Waiting(_) => false,
         };
         if !keep {
             self.close_conn(slot);
@@ -416,6 +460,12 @@ impl Server {
         let Some(c) = self.conns[slot].as_mut() else {
             return false;
         };
+        if matches!(action, Action::Metrics { .. }) && self.gather.is_some() {
+            c.state = State::Waiting(action);
+            let _ = self.poller.modify(&c.fd, 0, slot as u64);
+            self.advance_gather(Instant::now());
+            return false;
+        }
         if matches!(action, Action::Metrics { .. }) && !render_now {
             if c.state != State::Pending(action) {
                 c.state = State::Pending(action);
@@ -430,53 +480,12 @@ impl Server {
                 self.rendered = true;
                 #[cfg(feature = "fault-injection")]
                 let before = host::alloc_count::allocations();
-                let rendered = scrape::render(fmt, &mut self.scratch);
-                let vary = if self.gzip { http::VARY } else { "" };
+                let rendered = scrape::render_source(self.source, fmt, &mut self.scratch);
                 #[cfg(feature = "fault-injection")]
-                let fault = &format!(
-                    "X-Scrape-Allocations: {}\r\n",
-                    host::alloc_count::allocations() - before
-                );
-                #[cfg(feature = "fault-injection")]
-                let extra = &format!("{vary}{fault}");
+                let allocations = host::alloc_count::allocations() - before;
                 #[cfg(not(feature = "fault-injection"))]
-                let (fault, extra) = ("", vary);
-                match rendered {
-                    Ok(()) if gzip && self.gzip && self.scratch.out.len() >= compress::MIN_SIZE => {
-                        http::write_gzip_head(&mut c.buf, fmt.content_type(), fault);
-                        if !head {
-                            // The connection keeps a copy of the exposition (a memcpy, a
-                            // fraction of the compression's cost) to compress as the socket
-                            // drains; the render buffer stays with the scratch, so steady
-                            // scrapes keep allocating nothing.
-                            if c.body.capacity() == 0 {
-                                c.body = self.spare.pop().unwrap_or_default();
-                            }
-                            c.body.clear();
-                            c.body.extend_from_slice(&self.scratch.out);
-                            c.body_pos = 0;
-                            let mut gz = self.spare_gzips.pop().unwrap_or_default();
-                            gz.begin(&mut c.buf);
-                            c.gzip = Some(gz);
-                        }
-                    }
-                    Ok(()) => http::write_response(
-                        &mut c.buf,
-                        Status::Ok,
-                        fmt.content_type(),
-                        extra,
-                        &self.scratch.out,
-                        head,
-                    ),
-                    Err(e) => http::write_response(
-                        &mut c.buf,
-                        Status::Unavailable,
-                        "text/plain; charset=utf-8",
-                        extra,
-                        e.body().as_bytes(),
-                        head,
-                    ),
-                }
+                let allocations = 0;
+                return self.answer(slot, fmt, head, gzip, rendered, allocations);
             }
             Action::Index { head } => {
                 if head {
@@ -491,6 +500,116 @@ impl Server {
                 }
             }
             Action::Error(status) => http::write_error(&mut c.buf, status, false),
+        }
+        c.state = State::Writing;
+        let _ = self.poller.modify(&c.fd, epoll::OUT, slot as u64);
+        true
+    }
+
+    /// Ends a finished round of the vassals' expositions (answering every connection waiting
+    /// for its format), then starts the next one for the connections still waiting.
+    fn advance_gather(&mut self, now: Instant) {
+        let Some(g) = self.gather.as_mut() else {
+            return;
+        };
+        if g.finished(now) {
+            if let Some(fmt) = g.finish(&mut self.scratch) {
+                for slot in 0..self.conns.len() {
+                    let waiting = match self.conns[slot].as_ref().map(|c| c.state) {
+                        Some(State::Waiting(Action::Metrics { fmt: f, head, gzip }))
+                            if gather::merged_format(f) == fmt =>
+                        {
+                            Some((head, gzip))
+                        }
+                        _ => None,
+                    };
+                    if let Some((head, gzip)) = waiting {
+                        let ready = self.answer(slot, fmt, head, gzip, Ok(()), 0);
+                        if !ready || !self.write(slot, now) {
+                            self.close_conn(slot);
+                        }
+                    }
+                }
+            }
+        }
+        let Some(g) = self.gather.as_mut() else {
+            return;
+        };
+        if g.busy().is_none() {
+            let next = self.conns.iter().flatten().find_map(|c| match c.state {
+                State::Waiting(Action::Metrics { fmt, .. }) => Some(gather::merged_format(fmt)),
+                _ => None,
+            });
+            if let Some(fmt) = next {
+                g.start(fmt, &self.poller, now);
+                if g.finished(now) {
+                    // Nothing to wait for (no running vassal): answer at once.
+                    self.advance_gather(now);
+                }
+            }
+        }
+    }
+
+    /// Writes the answer to a scrape whose exposition is in `self.scratch.out` (or failed)
+    /// into the connection's buffer; returns whether it is ready to write.
+    fn answer(
+        &mut self,
+        slot: usize,
+        fmt: Format,
+        head: bool,
+        gzip: bool,
+        rendered: Result<(), ScrapeError>,
+        allocations: u64,
+    ) -> bool {
+        let Some(c) = self.conns[slot].as_mut() else {
+            return false;
+        };
+        c.buf.clear();
+        c.sent = 0;
+        let vary = if self.gzip { http::VARY } else { "" };
+        #[cfg(feature = "fault-injection")]
+        let fault = &format!("X-Scrape-Allocations: {allocations}\r\n");
+        #[cfg(feature = "fault-injection")]
+        let extra = &format!("{vary}{fault}");
+        #[cfg(not(feature = "fault-injection"))]
+        let (fault, extra) = {
+            let _ = allocations;
+            ("", vary)
+        };
+        match rendered {
+            Ok(()) if gzip && self.gzip && self.scratch.out.len() >= compress::MIN_SIZE => {
+                http::write_gzip_head(&mut c.buf, fmt.content_type(), fault);
+                if !head {
+                    // The connection keeps a copy of the exposition (a memcpy, a fraction of
+                    // the compression's cost) to compress as the socket drains; the render
+                    // buffer stays with the scratch, so steady scrapes keep allocating nothing.
+                    if c.body.capacity() == 0 {
+                        c.body = self.spare.pop().unwrap_or_default();
+                    }
+                    c.body.clear();
+                    c.body.extend_from_slice(&self.scratch.out);
+                    c.body_pos = 0;
+                    let mut gz = self.spare_gzips.pop().unwrap_or_default();
+                    gz.begin(&mut c.buf);
+                    c.gzip = Some(gz);
+                }
+            }
+            Ok(()) => http::write_response(
+                &mut c.buf,
+                Status::Ok,
+                fmt.content_type(),
+                extra,
+                &self.scratch.out,
+                head,
+            ),
+            Err(e) => http::write_response(
+                &mut c.buf,
+                Status::Unavailable,
+                "text/plain; charset=utf-8",
+                extra,
+                e.body().as_bytes(),
+                head,
+            ),
         }
         c.state = State::Writing;
         let _ = self.poller.modify(&c.fd, epoll::OUT, slot as u64);

@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["host"],
     &["live", "histogram"],
     &["scrape"],
-    &["router", "server"],
+    &["router", "server", "gather"],
     &["plugin"],
 ];
 

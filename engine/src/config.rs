@@ -133,7 +133,16 @@ pub struct Config {
     pub compat: Option<Compat>,
     /// `stats_uri` label value in compat mode (`None`: uWSGI's `--stats` address, or empty).
     pub compat_stats_uri: Option<String>,
+    /// In an Emperor: the UNIX socket of each vassal's own exposition, `{vassal}` standing for
+    /// the vassal's label (`--prometheus-vassal-socket`); None: vassal expositions not merged.
+    pub vassal_socket: Option<String>,
+    /// How long a scrape of the Emperor waits for the vassals' expositions, in milliseconds.
+    pub vassal_timeout_ms: u32,
 }
+
+/// `--prometheus-vassal-timeout` default and bounds, milliseconds.
+pub const DEFAULT_VASSAL_TIMEOUT_MS: u32 = 1000;
+pub const MAX_VASSAL_TIMEOUT_MS: u32 = 10_000;
 
 /// Another exporter whose family names, types and labels the plugin can reproduce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +218,8 @@ impl Default for Config {
             native_schema: 3,
             compat: None,
             compat_stats_uri: None,
+            vassal_socket: None,
+            vassal_timeout_ms: DEFAULT_VASSAL_TIMEOUT_MS,
         }
     }
 }
@@ -291,6 +302,10 @@ declare_options! {
         c"uwsgi_exporter: export the families timonwong/uwsgi_exporter exports, under its names, types and labels (the plugin's other families keep their names)";
     CompatStatsUri = c"prometheus-compat-stats-uri", value, Nothing,
         c"value of the stats_uri label in --prometheus-compat uwsgi_exporter mode (default: uWSGI's --stats address, or empty)";
+    VassalSocket = c"prometheus-vassal-socket", value, Nothing,
+        c"in an Emperor serving emperor = prometheus://ADDR: merge every vassal's own exposition, fetched at scrape time from the UNIX socket PATTERN, where {vassal} is the vassal's file name without its extension (e.g. /run/uwsgi/{vassal}.prom.sock)";
+    VassalTimeout = c"prometheus-vassal-timeout", value, Nothing,
+        c"milliseconds a scrape of the Emperor waits for the vassals' expositions (default 1000, at most 10000); a vassal that has not answered by then is reported with uwsgi_vassal_scrape_up 0";
 }
 
 impl Opt {
@@ -419,6 +434,27 @@ impl Config {
             }
             Opt::CompatStatsUri => {
                 self.compat_stats_uri = Some(value.unwrap_or("").to_owned());
+            }
+            Opt::VassalSocket => {
+                let v = value.unwrap_or("").trim();
+                if !v.contains("{vassal}") || v.contains('\0') {
+                    return Err(err(format!(
+                        "'{v}' must be a UNIX socket path containing {{vassal}}, e.g. /run/uwsgi/{{vassal}}.prom.sock"
+                    )));
+                }
+                self.vassal_socket = Some(v.to_string());
+            }
+            Opt::VassalTimeout => {
+                let v = value.unwrap_or("").trim();
+                self.vassal_timeout_ms = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|ms| (10..=MAX_VASSAL_TIMEOUT_MS).contains(ms))
+                    .ok_or_else(|| {
+                        err(format!(
+                            "'{v}' is not a number of milliseconds from 10 to {MAX_VASSAL_TIMEOUT_MS}"
+                        ))
+                    })?;
             }
             Opt::NativeSchema => {
                 let v = value.unwrap_or("").trim();
@@ -555,9 +591,26 @@ mod tests {
     }
 
     #[test]
+    fn vassal_options() {
+        let mut c = Config::default();
+        c.apply(Opt::VassalSocket, Some("/run/uwsgi/{vassal}.prom.sock"))
+            .unwrap();
+        assert_eq!(
+            c.vassal_socket.as_deref(),
+            Some("/run/uwsgi/{vassal}.prom.sock")
+        );
+        assert!(c.apply(Opt::VassalSocket, Some("/run/x.sock")).is_err());
+        c.apply(Opt::VassalTimeout, Some("250")).unwrap();
+        assert_eq!(c.vassal_timeout_ms, 250);
+        for bad in ["", "5", "10001", "1s"] {
+            assert!(c.apply(Opt::VassalTimeout, Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn options_are_declared_once() {
         let mut names: Vec<&str> = OPTIONS.iter().map(|d| d.opt.name()).collect();
-        assert_eq!(names.len(), 19);
+        assert_eq!(names.len(), 21);
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), OPTIONS.len(), "duplicate option name");

@@ -8,7 +8,9 @@
 //! - [`plan`]: from a plain description of a uWSGI instance ([`plan::Topology`]) to the series
 //!   to export and where each value comes from;
 //! - [`http`]: request heads for the dedicated server (limits, RFC 9112 framing, basic auth);
-//! - [`config`]: every option, declared once, and its parsed value.
+//! - [`config`]: every option, declared once, and its parsed value;
+//! - [`emperor`]: the Emperor's own families, one series per vassal (`emperor = prometheus://`);
+//! - [`merge`]: the vassals' expositions merged into the Emperor's (`--prometheus-vassal-socket`).
 //!
 //! Dependencies point one way: `config` → `http` → `format`; `compat` → `plan` → `catalogue` → `format`.
 //! No build script and no FFI: `cargo test -p metrics_prometheus_engine`, the fuzz targets and
@@ -20,6 +22,8 @@ pub mod catalogue;
 pub mod compat;
 pub mod compress;
 pub mod config;
+pub mod emperor;
 pub mod format;
 pub mod http;
+pub mod merge;
 pub mod plan;

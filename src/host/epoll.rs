@@ -60,3 +60,56 @@ impl AsRawFd for Epoll {
         self.fd.as_raw_fd()
     }
 }
+
+/// A monotonic timerfd (non-blocking, close-on-exec): readable once armed time has passed,
+/// which wakes a loop that sleeps in epoll (the Emperor's waits up to `--emperor-freq`).
+pub(crate) struct Timer {
+    fd: OwnedFd,
+}
+
+impl Timer {
+    pub(crate) fn new() -> io::Result<Timer> {
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Timer { fd })
+    }
+
+    /// Fires once, `after` from now (a zero duration disarms; the minimum is 1 ns).
+    pub(crate) fn arm(&self, after: std::time::Duration) {
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: after.as_secs() as libc::time_t,
+                tv_nsec: libc::c_long::from(after.subsec_nanos().max(1)),
+            },
+        };
+        // SAFETY: an open timerfd and a valid itimerspec, alive for the call.
+        unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+    }
+
+    /// Consumes an expiry, so that level-triggered epoll stops reporting it.
+    pub(crate) fn clear(&self) {
+        let mut n = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into `n`; EAGAIN when not expired is fine.
+        unsafe { libc::read(self.fd.as_raw_fd(), n.as_mut_ptr().cast(), n.len()) };
+    }
+}
+
+impl AsRawFd for Timer {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}

@@ -10,11 +10,13 @@
 //! - [`procfs`]: allocation-free /proc figures;
 //! - [`net`], [`epoll`], [`fork`]: the dedicated server's sockets, poller and fork hygiene;
 //! - [`request`]: requests, the after-request chain, and routes for the route action;
-//! - [`shm`]: zeroed shared memory mapped before fork (the request histograms).
+//! - [`shm`]: zeroed shared memory mapped before fork (the request histograms);
+//! - [`emperor`]: imperial monitors, their scanners and the Emperor's vassal list.
 
 pub(crate) mod abi;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod alloc_count;
+pub(crate) mod emperor;
 pub(crate) mod epoll;
 pub(crate) mod fork;
 pub(crate) mod log;

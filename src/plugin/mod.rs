@@ -7,12 +7,13 @@ pub(crate) mod guard;
 
 use std::ffi::{c_char, c_void, CStr};
 
-use metrics_prometheus_engine::config::{Config, Implies, OPTIONS};
+use metrics_prometheus_engine::config::{parse_server_addr, Config, Implies, OPTIONS};
 use parking_lot::Mutex;
 
 use crate::ffi;
 use crate::host;
 use crate::host::abi::LoadCheck;
+use crate::scrape::{self, Exposition};
 use crate::server::Server;
 use guard::entry;
 
@@ -159,6 +160,14 @@ entry! {
         if !host::request::register_router(c"prometheus-metrics", route_setup) {
             host::log("this uWSGI has no uwsgi_register_router; route action unavailable");
         }
+        // `emperor = prometheus://ADDR`: the Emperor builds its scanners from the monitors
+        // registered by then (all of uWSGI's emperor_* plugins register in on_load).
+        if !host::emperor::register_monitor(c"prometheus", emperor_init, emperor_func) {
+            host::log(
+                "this uWSGI has no uwsgi_register_imperial_monitor; emperor = prometheus:// \
+                 unavailable",
+            );
+        }
     }
 }
 
@@ -277,6 +286,75 @@ entry! {
             server.mark_registered();
         }
         server.cycle();
+    }
+}
+
+/// The Emperor's server (`emperor = prometheus://ADDR`); only an Emperor has one.
+static EMPEROR_SERVER: Mutex<Option<Server>> = Mutex::new(None);
+
+entry! {
+    /// The `prometheus` imperial monitor's `init`: in the Emperor, once per
+    /// `emperor = prometheus://ADDR` value, before its loop starts. Binds the server and makes its
+    /// epoll fd the scanner's, so a client wakes the Emperor loop, which calls [`emperor_event`].
+    fn emperor_init(ues: *mut ffi::uwsgi_emperor_scanner) {
+        if !host::abi::abi_ok() {
+            return;
+        }
+        // SAFETY: uWSGI passes the scanner it has just created; it lives as long as the Emperor.
+        let Some(mut scanner) = (unsafe { host::emperor::Scanner::from_raw(ues) }) else {
+            return;
+        };
+        let arg = scanner.arg();
+        let value = arg.strip_prefix("prometheus://").unwrap_or(&arg);
+        let addr = parse_server_addr(value).unwrap_or_else(|e| fatal(&format!("emperor = {arg}: {e}")));
+        let mut slot = EMPEROR_SERVER.lock();
+        if slot.is_some() {
+            fatal(&format!("emperor = {arg}: only one prometheus:// value per Emperor"));
+        }
+        let cfg = config();
+        scrape::install_emperor(&cfg);
+        let server = Server::bind_source(&cfg, &[addr], Exposition::Emperor, atfork_child)
+            .unwrap_or_else(|e| fatal(&format!("emperor = {arg}: {e}")));
+        if !scanner.attach(server.epoll_fd(), emperor_event) {
+            fatal(&format!("emperor = {arg}: cannot add the server to the Emperor's event queue"));
+        }
+        host::log(&format!(
+            "metrics_prometheus {}: serving the Emperor's metrics on {}",
+            host::PLUGIN_VERSION,
+            server.describe().join(", ")
+        ));
+        *slot = Some(server);
+        host::emperor::at_exit(emperor_exit);
+    }
+}
+
+/// One bounded round of the Emperor's server.
+fn emperor_cycle() {
+    if let Some(server) = EMPEROR_SERVER.lock().as_mut() {
+        server.cycle();
+    }
+}
+
+entry! {
+    /// The monitor's `func`: every Emperor loop iteration (deadlines are checked here).
+    fn emperor_func(_ues: *mut ffi::uwsgi_emperor_scanner) {
+        emperor_cycle();
+    }
+}
+
+entry! {
+    /// The scanner's `event_func`: the server's epoll fd is readable.
+    fn emperor_event(_ues: *mut ffi::uwsgi_emperor_scanner) {
+        emperor_cycle();
+    }
+}
+
+entry! {
+    /// At the Emperor's exit: closes the server and removes its UNIX socket file.
+    fn emperor_exit() {
+        if let Some(mut server) = EMPEROR_SERVER.lock().take() {
+            server.shutdown();
+        }
     }
 }
 

@@ -1,0 +1,258 @@
+//! The Emperor's server fetching its vassals' own expositions (`--prometheus-vassal-socket`):
+//! one round per scrape (scrapes arriving meanwhile in the same format share it), every vassal
+//! at once over non-blocking UNIX sockets registered in the server's own epoll, so the
+//! Emperor's loop never waits on a vassal. A round ends when every vassal has answered or at
+//! its deadline (`--prometheus-vassal-timeout`, a timerfd in the same epoll wakes the loop);
+//! whatever has not answered, or answered anything but a well-formed exposition, is left out
+//! with `uwsgi_vassal_scrape_up 0`.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use metrics_prometheus_engine::emperor::{vassal_label, Vassal};
+use metrics_prometheus_engine::format::Format;
+use metrics_prometheus_engine::merge::{self, VASSAL_BODY_LIMIT};
+
+use crate::host::epoll::{self, Epoll, Timer};
+use crate::host::net;
+use crate::scrape::{self, Scratch};
+
+/// Event tokens of the server's epoll: `kind << 32 | index`.
+pub(crate) const TOKEN_VASSAL: u64 = 2 << 32;
+pub(crate) const TOKEN_TIMER: u64 = 3 << 32;
+/// Vassals fetched per round at most; the others are reported with scrape_up 0.
+pub(crate) const MAX_FETCHES: usize = 1024;
+/// Bytes read from one vassal per event (bounded work per Emperor loop iteration).
+const READ_PER_EVENT: usize = 256 << 10;
+/// A response head is at most this long.
+const HEAD_ROOM: usize = 16 << 10;
+/// Read buffers kept for the next round.
+const SPARE_BUFS: usize = 64;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Sending,
+    Reading,
+    Done,
+}
+
+struct Fetch {
+    fd: Option<OwnedFd>,
+    step: Step,
+    sent: usize,
+    buf: Vec<u8>,
+    /// Where the body starts in `buf`, once the whole answer was accepted.
+    body: Option<usize>,
+}
+
+impl Fetch {
+    fn failed() -> Fetch {
+        Fetch {
+            fd: None,
+            step: Step::Done,
+            sent: 0,
+            buf: Vec::new(),
+            body: None,
+        }
+    }
+}
+
+struct Round {
+    fmt: Format,
+    deadline: Instant,
+    request: Vec<u8>,
+    vassals: Vec<Vassal>,
+    fetches: Vec<Fetch>,
+}
+
+pub(crate) struct Gather {
+    pattern: String,
+    path: String,
+    timeout: Duration,
+    timer: Timer,
+    round: Option<Round>,
+    spare: Vec<Vec<u8>>,
+}
+
+/// The format vassals are asked for: a protobuf scrape gets OpenMetrics (merged expositions
+/// are text).
+pub(crate) fn merged_format(fmt: Format) -> Format {
+    match fmt {
+        Format::Protobuf => Format::OpenMetrics,
+        f => f,
+    }
+}
+
+impl Gather {
+    /// `pattern` holds `{vassal}`; `path` is the metrics path asked of each vassal.
+    pub(crate) fn new(
+        pattern: &str,
+        path: &str,
+        timeout_ms: u32,
+        poller: &Epoll,
+    ) -> io::Result<Gather> {
+        let timer = Timer::new()?;
+        poller.add(&timer, epoll::IN, TOKEN_TIMER)?;
+        Ok(Gather {
+            pattern: pattern.to_string(),
+            path: path.to_string(),
+            timeout: Duration::from_millis(u64::from(timeout_ms)),
+            timer,
+            round: None,
+            spare: Vec::new(),
+        })
+    }
+
+    /// The format of the round in progress, if any.
+    pub(crate) fn busy(&self) -> Option<Format> {
+        self.round.as_ref().map(|r| r.fmt)
+    }
+
+    /// Starts a round in `fmt`: reads the vassal list and connects to every running vassal.
+    pub(crate) fn start(&mut self, fmt: Format, poller: &Epoll, now: Instant) {
+        let mut vassals = Vec::new();
+        scrape::read_vassals(&mut vassals);
+        let request = merge::vassal_request(&self.path, fmt);
+        let mut seen: Vec<&str> = Vec::new();
+        let mut fetches = Vec::with_capacity(vassals.len());
+        for (i, v) in vassals.iter().enumerate() {
+            let label = vassal_label(&v.name);
+            // Not running (on demand, stopped): nothing to ask. A second vassal with the same
+            // label (`app.ini`, `app.yaml`) would repeat the first one's series.
+            if !v.running || v.on_demand || i >= MAX_FETCHES || seen.contains(&label) {
+                fetches.push(Fetch::failed());
+                continue;
+            }
+            seen.push(label);
+            let path = PathBuf::from(self.pattern.replace("{vassal}", label));
+            let token = TOKEN_VASSAL | i as u64;
+            let fetch = match net::connect_unix(&path) {
+                Ok(fd) if poller.add(&fd, epoll::IN | epoll::OUT, token).is_ok() => {
+                    let mut buf = self.spare.pop().unwrap_or_default();
+                    buf.clear();
+                    Fetch {
+                        fd: Some(fd),
+                        step: Step::Sending,
+                        sent: 0,
+                        buf,
+                        body: None,
+                    }
+                }
+                _ => Fetch::failed(),
+            };
+            fetches.push(fetch);
+        }
+        self.timer.arm(self.timeout);
+        self.round = Some(Round {
+            fmt,
+            deadline: now + self.timeout,
+            request,
+            vassals,
+            fetches,
+        });
+    }
+
+    /// The timer fired: consume it (the caller then checks [`Gather::finished`]).
+    pub(crate) fn timer_event(&self) {
+        self.timer.clear();
+    }
+
+    /// Drives the fetch behind `token` as far as its socket allows (bounded).
+    pub(crate) fn event(&mut self, token: u64, poller: &Epoll) {
+        let i = (token & 0xffff_ffff) as usize;
+        let Some(round) = self.round.as_mut() else {
+            return;
+        };
+        let fmt = round.fmt;
+        let Some(f) = round.fetches.get_mut(i) else {
+            return;
+        };
+        if !drive(f, &round.request, fmt, poller, token) {
+            f.fd = None;
+            f.step = Step::Done;
+        }
+    }
+
+    /// Every vassal has answered (or failed), or the deadline has passed.
+    pub(crate) fn finished(&self, now: Instant) -> bool {
+        self.round
+            .as_ref()
+            .is_some_and(|r| now >= r.deadline || r.fetches.iter().all(|f| f.step == Step::Done))
+    }
+
+    /// Ends the round: the Emperor's own families with each vassal's scrape_up, then the
+    /// merged vassal families, into `scratch.out`. Returns the round's format.
+    pub(crate) fn finish(&mut self, scratch: &mut Scratch) -> Option<Format> {
+        let mut round = self.round.take()?;
+        for (v, f) in round.vassals.iter_mut().zip(&round.fetches) {
+            v.scrape_up = Some(f.body.is_some());
+        }
+        scrape::render_vassals(&round.vassals, round.fmt, scratch);
+        let bodies: Vec<(&str, &[u8])> = round
+            .vassals
+            .iter()
+            .zip(&round.fetches)
+            .filter_map(|(v, f)| Some((vassal_label(&v.name), &f.buf[f.body?..])))
+            .collect();
+        merge::merge(&bodies, round.fmt, &mut scratch.out);
+        drop(bodies);
+        for f in round.fetches {
+            // Dropping the fd closes it, which also takes it out of the epoll set.
+            if f.buf.capacity() > 0
+                && f.buf.capacity() <= (1 << 20)
+                && self.spare.len() < SPARE_BUFS
+            {
+                self.spare.push(f.buf);
+            }
+        }
+        Some(round.fmt)
+    }
+}
+
+/// One fetch's step; false when it failed (the caller closes it).
+fn drive(f: &mut Fetch, request: &[u8], fmt: Format, poller: &Epoll, token: u64) -> bool {
+    let Some(fd) = f.fd.as_ref() else {
+        return f.step == Step::Done;
+    };
+    if f.step == Step::Sending {
+        while f.sent < request.len() {
+            match net::send(fd, &request[f.sent..]) {
+                Ok(n) => f.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        f.step = Step::Reading;
+        if poller.modify(fd, epoll::IN, token).is_err() {
+            return false;
+        }
+    }
+    if f.step != Step::Reading {
+        return true;
+    }
+    let mut budget = READ_PER_EVENT;
+    while budget > 0 {
+        let room = (VASSAL_BODY_LIMIT + HEAD_ROOM + 1)
+            .saturating_sub(f.buf.len())
+            .min(budget);
+        if room == 0 {
+            return false; // over the limit
+        }
+        match net::recv_append(fd, &mut f.buf, room) {
+            Ok(0) => {
+                f.fd = None;
+                f.step = Step::Done;
+                f.body = merge::vassal_response(&f.buf, fmt).ok();
+                return true;
+            }
+            Ok(n) => budget -= n.min(budget),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
