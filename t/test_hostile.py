@@ -56,7 +56,7 @@ def wait_fds(want, timeout=1.0):
     return master_fds()
 
 
-def released(timeout=1.5):
+def released(timeout=3.0):
     """'released' when the master is back to its baseline fds within `timeout`: it closed the
     case's connections by itself, long before their 10 s deadline."""
     n = wait_fds(MASTER['base_fds'], timeout)
