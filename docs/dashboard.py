@@ -195,7 +195,7 @@ def own_setup(minutes, workdir):
     try:
         u.start()
         instance = server_addrs(u)[0]
-        prom = Prometheus(os.path.join(workdir, 'prometheus'), [instance], free_port()).start()
+        prom = Prometheus(os.path.join(workdir, 'prometheus'), [instance]).start()
         prom.wait_scraping()
         start = time.time()
         load = Load(port, fast=3, burst_every=20.0, burst=12, harakiri_at=45.0,

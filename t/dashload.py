@@ -5,12 +5,10 @@ import json
 import os
 import random
 import re
-import subprocess
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
+
+import promserver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DASHBOARD = os.path.join(ROOT, 'dashboards', 'uwsgi.json')
@@ -81,66 +79,19 @@ def alert_names(path=RULES):
         return re.findall(r'^\s*- alert: (\S+)\s*$', f.read(), re.M)
 
 
-class Prometheus:
+class Prometheus(promserver.Prometheus):
     """A Prometheus (2.42, $PROMETHEUS) scraping `targets` as job `uwsgi` every second, with
     rules/uwsgi.rules.yml evaluated every second; stopped by pid."""
 
-    def __init__(self, workdir, targets, port, rule_files=(RULES,), retention='1h'):
-        self.dir = workdir
-        self.port = port
+    def __init__(self, workdir, targets, rule_files=(RULES,), retention='1h'):
         os.makedirs(workdir, exist_ok=True)
-        conf = os.path.join(workdir, 'prometheus.yml')
-        with open(conf, 'w') as f:
-            f.write('global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n'
-                    'rule_files: %s\n'
-                    'scrape_configs:\n'
-                    '  - job_name: %s\n'
-                    '    static_configs: [{targets: %s}]\n'
-                    % (json.dumps(list(rule_files)), JOB, json.dumps(list(targets))))
-        self.args = [os.environ.get('PROMETHEUS', 'prometheus'), '--config.file=' + conf,
-                     '--storage.tsdb.path=' + os.path.join(workdir, 'data'),
-                     '--storage.tsdb.retention.time=' + retention,
-                     '--web.listen-address=127.0.0.1:%d' % port]
-        self.logfile = os.path.join(workdir, 'prometheus.log')
-        self.proc = None
-
-    def _clear(self):
-        while not self.stopping.wait(self.clear_every):
-            self._get('/cacheclear')
-
-    def start(self):
-        self.log_fh = open(self.logfile, 'wb')
-        self.proc = subprocess.Popen(self.args, stdout=self.log_fh, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        return self
-
-    def stop(self):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log_fh.close()
-
-    def log(self):
-        with open(self.logfile, 'rb') as f:
-            return f.read().decode('utf-8', 'replace')
-
-    def api(self, path, **params):
-        url = 'http://127.0.0.1:%d/api/v1/%s' % (self.port, path)
-        if params:
-            url += '?' + urllib.parse.urlencode(params)
-        try:
-            with urllib.request.urlopen(url, timeout=20) as r:
-                body = json.load(r)
-        except urllib.error.HTTPError as e:
-            raise AssertionError('%s: %s %s' % (url, e.code, e.read().decode('utf-8', 'replace')))
-        assert body['status'] == 'success', body
-        return body['data']
+        config = ('global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n'
+                  'rule_files: %s\n'
+                  'scrape_configs:\n'
+                  '  - job_name: %s\n'
+                  '    static_configs: [{targets: %s}]\n'
+                  % (json.dumps(list(rule_files)), JOB, json.dumps(list(targets))))
+        super().__init__(workdir, config, ['--storage.tsdb.retention.time=' + retention])
 
     def query(self, expr, at=None):
         params = {'query': expr}
@@ -155,21 +106,10 @@ class Prometheus:
     def wait_scraping(self, timeout=60):
         """Waits until every target has been scraped successfully (2.42 starts scraping a few
         seconds after it is up); returns the active targets."""
-        deadline = time.time() + timeout
-        targets = []
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError('prometheus exited (rc=%s):\n%s'
-                                     % (self.proc.returncode, self.log()[-3000:]))
-            try:
-                targets = self.api('targets')['activeTargets']
-                if targets and all(t['health'] == 'up' for t in targets):
-                    return targets
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError('targets not scraped after %ss: %r\n%s'
-                             % (timeout, targets, self.log()[-3000:]))
+        def scraped():
+            targets = self.targets()
+            return targets if targets and all(t['health'] == 'up' for t in targets) else None
+        return self.wait('every target scraped', scraped, timeout)
 
 
 def request(port, path, timeout=30):

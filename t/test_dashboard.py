@@ -9,7 +9,6 @@ evaluate; the harakiri the load provokes must fire UwsgiHarakiri.
 import os
 import time
 
-from conftest import free_port
 from dashload import (JOB, Load, Prometheus, alert_names, dashboard_targets,
                       dashboard_variables, recording_rule_names, substitute, uwsgi_args)
 from test_server import server_addrs
@@ -60,7 +59,7 @@ def missing_data(prom, instance, t0):
 def test_every_panel_and_recording_rule_has_data(start_uwsgi, tmpdir_path):
     u = start_uwsgi('pip-routing', uwsgi_args())
     instance = server_addrs(u)[0]
-    prom = Prometheus(os.path.join(tmpdir_path, 'prometheus'), [instance], free_port()).start()
+    prom = Prometheus(os.path.join(tmpdir_path, 'prometheus'), [instance]).start()
     load = None
     try:
         prom.wait_scraping()
