@@ -16,7 +16,7 @@ use metrics_prometheus_engine::format::Format;
 use metrics_prometheus_engine::merge::{self, VASSAL_BODY_LIMIT};
 
 use crate::host::epoll::{self, Epoll, Timer};
-use crate::host::net;
+use crate::host::{self, net};
 use crate::scrape::{self, Scratch};
 
 /// Event tokens of the server's epoll: `kind << 32 | index`.
@@ -45,6 +45,8 @@ struct Fetch {
     buf: Vec<u8>,
     /// Where the body starts in `buf`, once the whole answer was accepted.
     body: Option<usize>,
+    /// The answer grew past [`VASSAL_BODY_LIMIT`].
+    too_big: bool,
 }
 
 impl Fetch {
@@ -55,6 +57,7 @@ impl Fetch {
             sent: 0,
             buf: Vec::new(),
             body: None,
+            too_big: false,
         }
     }
 }
@@ -74,6 +77,8 @@ pub(crate) struct Gather {
     timer: Timer,
     round: Option<Round>,
     spare: Vec<Vec<u8>>,
+    /// Vassals already logged as over the size cap (said once each).
+    logged_too_big: Vec<String>,
 }
 
 /// The format vassals are asked for: a protobuf scrape gets OpenMetrics (merged expositions
@@ -102,6 +107,7 @@ impl Gather {
             timer,
             round: None,
             spare: Vec::new(),
+            logged_too_big: Vec::new(),
         })
     }
 
@@ -138,6 +144,7 @@ impl Gather {
                         sent: 0,
                         buf,
                         body: None,
+                        too_big: false,
                     }
                 }
                 _ => Fetch::failed(),
@@ -172,6 +179,16 @@ impl Gather {
         if !drive(f, &round.request, fmt, poller, token) {
             f.fd = None;
             f.step = Step::Done;
+            if f.too_big {
+                let name = vassal_label(&round.vassals[i].name);
+                if !self.logged_too_big.iter().any(|n| n == name) {
+                    host::log(&format!(
+                        "emperor: vassal {name} sent more than {VASSAL_BODY_LIMIT} bytes; its \
+                         exposition is left out (uwsgi_vassal_scrape_up 0)"
+                    ));
+                    self.logged_too_big.push(name.to_string());
+                }
+            }
         }
     }
 
@@ -239,7 +256,8 @@ fn drive(f: &mut Fetch, request: &[u8], fmt: Format, poller: &Epoll, token: u64)
             .saturating_sub(f.buf.len())
             .min(budget);
         if room == 0 {
-            return false; // over the limit
+            f.too_big = true;
+            return false;
         }
         match net::recv_append(fd, &mut f.buf, room) {
             Ok(0) => {

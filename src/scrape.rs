@@ -171,9 +171,7 @@ pub(crate) fn render_vassals(vassals: &[Vassal], fmt: Format, scratch: &mut Scra
     let view = scratch
         .emperor
         .get_or_insert_with(|| EmperorView::new(EMPEROR_OPTS.get().cloned().unwrap_or_default()));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = host::uwsgi::now_us() / 1_000_000;
     if view.render(vassals, now, fmt, &mut scratch.out) {
         // Two vassal files with the same label (`app.ini`, `app.yaml`): said once per change.
         for s in view.layout().skipped() {

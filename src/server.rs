@@ -146,6 +146,13 @@ impl std::fmt::Display for BindError {
     }
 }
 
+/// Keeps a compressor for the next gzip answer (up to [`SPARE_GZIPS`]).
+fn keep_gzip(spare: &mut Vec<Gzip>, gz: Option<Gzip>) {
+    if let Some(gz) = gz.filter(|_| spare.len() < SPARE_GZIPS) {
+        spare.push(gz);
+    }
+}
+
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
@@ -660,11 +667,7 @@ impl Server {
             self.gzip_budget -= take;
             if c.body_pos == c.body.len() {
                 gz.finish(&mut c.buf);
-                if let Some(gz) = c.gzip.take() {
-                    if self.spare_gzips.len() < SPARE_GZIPS {
-                        self.spare_gzips.push(gz);
-                    }
-                }
+                keep_gzip(&mut self.spare_gzips, c.gzip.take());
             }
         }
         // Done: half-close and read what the client still sends, so that closing with unread
@@ -701,11 +704,7 @@ impl Server {
                     self.spare.push(buf);
                 }
             }
-            if let Some(gz) = c.gzip {
-                if self.spare_gzips.len() < SPARE_GZIPS {
-                    self.spare_gzips.push(gz);
-                }
-            }
+            keep_gzip(&mut self.spare_gzips, c.gzip);
         }
     }
 
