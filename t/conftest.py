@@ -168,6 +168,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(n):
+    """`n` distinct free ports: the sockets stay bound until all are chosen (separate
+    free_port() calls can return the same port twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(('127.0.0.1', 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def _logdir(tmpdir):
     """A fresh directory for one instance's wrapper logs."""
     keep = os.environ.get('MP_VALGRIND_LOGS')

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import APP, VARIANTS, Uwsgi, free_port
+from conftest import APP, VARIANTS, Uwsgi, free_port, free_ports
 from promcheck import OM_ACCEPT, promtool_clean, samples
 from promserver import Prometheus
 from test_recipes import alive, descendants
@@ -218,7 +218,7 @@ def test_emperor_families_follow_the_vassals(emperor, tmpdir_path, variant, kind
     addr = ('127.0.0.1:%d' % free_port() if kind == 'tcp'
             else os.path.join(tmpdir_path, 'emperor.prom.sock'))
     e = emperor(variant, addr, ['--emperor-on-demand-extension', '.socket'])
-    ports = {n: free_port() for n in ('alpha', 'beta', 'gamma', 'delta')}
+    ports = dict(zip(('alpha', 'beta', 'gamma', 'delta'), free_ports(4)))
     e.add('alpha.ini', vassal_ini(ports['alpha']))
     e.add('beta.ini', vassal_ini(ports['beta']))
     e.add('gamma.ini', vassal_ini(ports['gamma'], 'heartbeat = 1\n'))
@@ -382,8 +382,9 @@ def test_merged_vassal_expositions(emperor, tmpdir_path, variant, kind):
                                 '--prometheus-vassal-timeout', '500',
                                 '--emperor-on-demand-extension', '.socket'])
     names = ('alpha', 'beta', 'gamma')
-    http = {n: free_port() for n in names}
-    stats = {n: free_port() for n in names}
+    ports = free_ports(2 * len(names))
+    http = {n: ports.pop() for n in names}
+    stats = {n: ports.pop() for n in names}
     for n in names:
         e.add(n + '.ini', plugin_vassal(e, run, http[n], stats[n]))
     junk_app = os.path.join(e.dir, 'junk.py')
@@ -486,10 +487,11 @@ def test_twenty_vassals_scrape_fast_and_spawn_on_time(emperor, tmpdir_path):
     """20 real vassals merged: a scrape well under a second; during a scrape flood the Emperor
     still spawns and stops vassals on time."""
     run = tempfile.mkdtemp(dir=tmpdir_path)
-    addr = '127.0.0.1:%d' % free_port()
+    ports = free_ports(41)
+    addr = '127.0.0.1:%d' % ports.pop()
     e = emperor('pip-routing', addr, ['--prometheus-vassal-socket', run + '/{vassal}.prom.sock'])
     for i in range(20):
-        e.add('v%02d.ini' % i, plugin_vassal(e, run, free_port(), free_port()))
+        e.add('v%02d.ini' % i, plugin_vassal(e, run, ports.pop(), ports.pop()))
     e.start()
     e.wait('20 merged vassals', lambda: list(up_of(samples(e.scrape()[1])).values())
            == [1] * 20, timeout=120)
