@@ -40,7 +40,7 @@ def write(path, text):
 class Emperor:
     """A real Emperor with the plugin, its vassal directory and its two stats endpoints."""
 
-    def __init__(self, variant, tmpdir, addr, extra=()):
+    def __init__(self, variant, tmpdir, addr, extra=(), glob=False):
         self.dir = tmpdir
         self.vassals = os.path.join(tmpdir, 'vassals')
         os.makedirs(self.vassals)
@@ -49,7 +49,9 @@ class Emperor:
         v = VARIANTS[variant].require()
         self.plugin = v.plugin
         # The plugin first: its options exist only once it is loaded.
-        self.u = Uwsgi(v, ['--plugin', v.plugin, '--emperor', self.vassals,
+        # A directory monitor names vassals by file name, a glob monitor by the matched path.
+        monitor = os.path.join(self.vassals, '*.ini') if glob else self.vassals
+        self.u = Uwsgi(v, ['--plugin', v.plugin, '--emperor', monitor,
                            '--emperor', 'prometheus://' + addr,
                            '--emperor-stats', '127.0.0.1:%d' % self.stats_port,
                            '--emperor-freq', '1'] + list(extra),
@@ -110,8 +112,8 @@ class Emperor:
 def emperor(tmpdir_path):
     started = []
 
-    def _start(variant, addr, extra=()):
-        e = Emperor(variant, tempfile.mkdtemp(dir=tmpdir_path), addr, extra)
+    def _start(variant, addr, extra=(), glob=False):
+        e = Emperor(variant, tempfile.mkdtemp(dir=tmpdir_path), addr, extra, glob)
         started.append(e)
         return e
 
@@ -121,7 +123,8 @@ def emperor(tmpdir_path):
 
 
 def label(vassal_id):
-    return vassal_id.rsplit('.', 1)[0]
+    """What %n is in the vassal: the base name without extension."""
+    return os.path.basename(vassal_id).rsplit('.', 1)[0]
 
 
 def agrees(body, stats):
@@ -481,6 +484,32 @@ def test_merged_vassal_expositions(emperor, tmpdir_path, variant, kind):
     left = e.stop()
     assert not left, left
     assert 'panic' not in e.u.log()
+
+
+def test_glob_monitor_labels_vassals_like_their_percent_n(emperor, tmpdir_path):
+    """`emperor = DIR/*.ini` (the glob monitor) names vassals by the path it matched; the
+    `vassal` label and `{vassal}` in --prometheus-vassal-socket are still the base name without
+    extension, which is what `%n` is inside the vassal, so its socket is found."""
+    run = tempfile.mkdtemp(dir=tmpdir_path)
+    e = emperor('pip-routing', '127.0.0.1:%d' % free_port(),
+                ['--prometheus-vassal-socket', run + '/{vassal}.prom.sock'], glob=True)
+    ports = free_ports(4)
+    for n in ('alpha', 'beta'):
+        e.add(n + '.ini', plugin_vassal(e, run, ports.pop(), ports.pop()))
+    e.start()
+    e.wait('2 accepting vassals', lambda: len(
+        [v for v in e.stats()['vassals'] if v['accepting']]) == 2)
+    ids = sorted(v['id'] for v in e.stats()['vassals'])
+    assert ids == [os.path.join(e.vassals, 'alpha.ini'), os.path.join(e.vassals, 'beta.ini')], ids
+    s = e.wait('alpha and beta merged', lambda: (
+        lambda s: s if up_of(s) == {'alpha': 1, 'beta': 1} else None)(samples(e.scrape()[1])))
+    for n in ('alpha', 'beta'):
+        assert ('uwsgi_worker_requests_total', frozenset({('vassal', n), ('worker', '1')})) in s
+    assert not [k for k in s if '/' in dict(k[1]).get('vassal', '')]
+    agree_with_stats(e)
+    check_output(e)
+    left = e.stop()
+    assert not left, left
 
 
 def test_twenty_vassals_scrape_fast_and_spawn_on_time(emperor, tmpdir_path):

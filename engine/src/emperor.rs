@@ -94,20 +94,24 @@ pub struct Vassal {
     pub scrape_up: Option<bool>,
 }
 
-/// The `vassal` label of a config file name: without its extension (`app.ini` → `app`,
-/// `app.d/x.yaml` → `app.d/x`); a name whose last dot is followed by anything but
-/// ASCII letters and digits (`app.ini:zerg`, `.hidden`) is kept whole.
+/// The `vassal` label of a config file name: its base name without the extension, what
+/// uWSGI's `%n` is inside that vassal (`app.ini` → `app`; a glob monitor's
+/// `/etc/uwsgi/vassals/app.ini` → `app`). A base name whose last dot is followed by anything
+/// but ASCII letters and digits (`app.ini:zerg`, `.hidden`) is kept whole.
 pub fn vassal_label(name: &str) -> &str {
-    match name.rsplit_once('.') {
+    let base = match name.rsplit_once('/') {
+        Some((_, base)) if !base.is_empty() => base,
+        _ => name,
+    };
+    match base.rsplit_once('.') {
         Some((stem, ext))
             if !stem.is_empty()
-                && !stem.ends_with('/')
                 && !ext.is_empty()
                 && ext.bytes().all(|b| b.is_ascii_alphanumeric()) =>
         {
             stem
         }
-        _ => name,
+        _ => base,
     }
 }
 
@@ -240,6 +244,16 @@ mod tests {
         assert_eq!(vassal_label("app.ini:zerg"), "app.ini:zerg");
         assert_eq!(vassal_label(".hidden"), ".hidden");
         assert_eq!(vassal_label("app."), "app.");
+    }
+
+    #[test]
+    fn labels_of_glob_monitor_paths_are_base_names() {
+        // The glob monitor names vassals by the path it matched; %n in the vassal is the base
+        // name without extension, and the label must agree with it.
+        assert_eq!(vassal_label("/etc/uwsgi/vassals/app.ini"), "app");
+        assert_eq!(vassal_label("vassals/a.b.yaml"), "a.b");
+        assert_eq!(vassal_label("app.d/x"), "x");
+        assert_eq!(vassal_label("/v/.hidden"), ".hidden");
     }
 
     #[test]
