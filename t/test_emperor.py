@@ -48,6 +48,7 @@ class Emperor:
         self.addr = addr
         v = VARIANTS[variant].require()
         self.plugin = v.plugin
+        self.python_plugin = v.python_plugin
         # The plugin first: its options exist only once it is loaded.
         # A directory monitor names vassals by file name, a glob monitor by the matched path.
         monitor = os.path.join(self.vassals, '*.ini') if glob else self.vassals
@@ -61,6 +62,10 @@ class Emperor:
     def start(self):
         self.u.start(wait_for=r"serving the Emperor's metrics on (\S+)")
         return self
+
+    def ini(self, port, extra=''):
+        """A vassal's config for this Emperor's uWSGI (Debian's loads python as a plugin)."""
+        return vassal_ini(port, ('plugin = python3\n' if self.python_plugin else '') + extra)
 
     def add(self, name, text):
         write(os.path.join(self.vassals, name), text)
@@ -216,15 +221,16 @@ def check_output(e):
     return text
 
 
-@pytest.mark.parametrize('variant,kind', [('pip-routing', 'tcp'), ('pip-norouting', 'unix')])
+@pytest.mark.parametrize('variant,kind', [('pip-routing', 'tcp'), ('pip-norouting', 'unix'),
+                                          ('debian', 'unix')])
 def test_emperor_families_follow_the_vassals(emperor, tmpdir_path, variant, kind):
     addr = ('127.0.0.1:%d' % free_port() if kind == 'tcp'
             else os.path.join(tmpdir_path, 'emperor.prom.sock'))
     e = emperor(variant, addr, ['--emperor-on-demand-extension', '.socket'])
     ports = dict(zip(('alpha', 'beta', 'gamma', 'delta'), free_ports(4)))
-    e.add('alpha.ini', vassal_ini(ports['alpha']))
-    e.add('beta.ini', vassal_ini(ports['beta']))
-    e.add('gamma.ini', vassal_ini(ports['gamma'], 'heartbeat = 1\n'))
+    e.add('alpha.ini', e.ini(ports['alpha']))
+    e.add('beta.ini', e.ini(ports['beta']))
+    e.add('gamma.ini', e.ini(ports['gamma'], 'heartbeat = 1\n'))
     e.start()
 
     e.wait('3 accepting vassals', lambda: len(
@@ -239,7 +245,7 @@ def test_emperor_families_follow_the_vassals(emperor, tmpdir_path, variant, kind
     check_output(e)
 
     # Added: appears. Touched: the Emperor reloads it, respawns counts 1. Removed: disappears.
-    e.add('delta.ini', vassal_ini(ports['delta']))
+    e.add('delta.ini', e.ini(ports['delta']))
     e.wait('delta in the endpoint', lambda: b'vassal="delta"' in e.scrape()[1])
     later = time.time() + 5
     os.utime(os.path.join(e.vassals, 'alpha.ini'), (later, later))
@@ -258,7 +264,7 @@ def test_emperor_families_follow_the_vassals(emperor, tmpdir_path, variant, kind
     sock = os.path.join(tmpdir_path, 'epsilon.sock')
     with open(os.path.join(e.vassals, 'epsilon.ini.socket'), 'w') as f:
         f.write(sock)
-    e.add('epsilon.ini', vassal_ini(free_port()))
+    e.add('epsilon.ini', e.ini(free_port()))
     e.wait('epsilon on demand', lambda: samples(e.scrape()[1]).get(
         ('uwsgi_vassal_on_demand', frozenset({('vassal', 'epsilon')}))) == 1)
     stats, body = agree_with_stats(e)
@@ -348,7 +354,7 @@ def application(environ, start_response):
 
 
 def plugin_vassal(e, run, port, stats_port):
-    return vassal_ini(port, 'plugin = %s\nprometheus-server = %s/%%n.prom.sock\n'
+    return e.ini(port, 'plugin = %s\nprometheus-server = %s/%%n.prom.sock\n'
                             'stats = 127.0.0.1:%d\nstats-http = true\n'
                       % (e.plugin, run, stats_port))
 
@@ -486,12 +492,13 @@ def test_merged_vassal_expositions(emperor, tmpdir_path, variant, kind):
     assert 'panic' not in e.u.log()
 
 
-def test_glob_monitor_labels_vassals_like_their_percent_n(emperor, tmpdir_path):
+@pytest.mark.parametrize('variant', ['pip-routing', 'debian'])
+def test_glob_monitor_labels_vassals_like_their_percent_n(emperor, tmpdir_path, variant):
     """`emperor = DIR/*.ini` (the glob monitor) names vassals by the path it matched; the
     `vassal` label and `{vassal}` in --prometheus-vassal-socket are still the base name without
     extension, which is what `%n` is inside the vassal, so its socket is found."""
     run = tempfile.mkdtemp(dir=tmpdir_path)
-    e = emperor('pip-routing', '127.0.0.1:%d' % free_port(),
+    e = emperor(variant, '127.0.0.1:%d' % free_port(),
                 ['--prometheus-vassal-socket', run + '/{vassal}.prom.sock'], glob=True)
     ports = free_ports(4)
     for n in ('alpha', 'beta'):
