@@ -38,17 +38,25 @@ def promtool_clean(body):
                                                   r.stderr.decode()))
 
 
+SUFFIXES = ('', '_total', '_created', '_bucket', '_sum', '_count', '_info')
+
+
 def assert_grouped(body):
-    """Each family's lines form one block (promtool does not check this)."""
+    """Each family (by its metadata, or its sample name without metadata) is one contiguous
+    block, which promtool does not check; a histogram's `_bucket`/`_sum`/`_count` lines and a
+    counter's `_total`/`_created` belong to it (per label set, as the client libraries order
+    them)."""
     seen, current = set(), None
     for line in body.decode().splitlines():
-        if line.startswith('# HELP ') or line.startswith('# TYPE ') or line.startswith('# UNIT '):
+        if line.startswith(('# HELP ', '# TYPE ', '# UNIT ')):
             fam = line.split()[2]
         elif line.startswith('#') or not line:
             continue
         else:
-            fam = re.match(r'[a-zA-Z_:][a-zA-Z0-9_:]*', line).group(0)
-            fam = re.sub(r'_total$', '', fam)
+            name = re.match(r'[a-zA-Z_:][a-zA-Z0-9_:]*', line).group(0)
+            if current and any(name == current + x for x in SUFFIXES):
+                continue
+            fam = name
         if fam != current:
             assert fam not in seen, 'family %s is split into several groups' % fam
             seen.add(fam)

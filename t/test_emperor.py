@@ -19,7 +19,7 @@ import time
 import pytest
 
 from conftest import APP, VARIANTS, Uwsgi, free_port, free_ports
-from promcheck import OM_ACCEPT, promtool_clean, samples
+from promcheck import OM_ACCEPT, assert_grouped, promtool_clean, samples
 from promserver import Prometheus
 from test_recipes import alive, descendants
 from test_server import get
@@ -185,34 +185,10 @@ def agree_with_stats(e, tries=15):
                          % (problems, json.dumps(stats, indent=1), body.decode()))
 
 
-SUFFIXES = ('', '_total', '_created', '_bucket', '_sum', '_count', '_info')
-
-
-def assert_families_once(body):
-    """Each family (by its metadata, or its sample name without metadata) is one contiguous
-    block; a histogram's `_bucket`/`_sum`/`_count` lines belong to it (per label set, as the
-    client libraries order them), unlike promcheck.assert_grouped's simpler rule."""
-    seen, current = set(), None
-    for line in body.decode().splitlines():
-        if line.startswith(('# HELP ', '# TYPE ', '# UNIT ')):
-            fam = line.split()[2]
-        elif line.startswith('#') or not line:
-            continue
-        else:
-            name = re.match(r'[a-zA-Z_:][a-zA-Z0-9_:]*', line).group(0)
-            if current and any(name == current + x for x in SUFFIXES):
-                continue
-            fam = name
-        if fam != current:
-            assert fam not in seen, 'family %s is split into several groups' % fam
-            seen.add(fam)
-            current = fam
-
-
 def check_output(e):
     _, text = e.scrape()
     promtool_clean(text)
-    assert_families_once(text)
+    assert_grouped(text)
     samples(text)
     hdrs, om = e.scrape(headers={'Accept': OM_ACCEPT})
     assert hdrs['content-type'].startswith('application/openmetrics-text'), hdrs
@@ -454,7 +430,7 @@ def test_merged_vassal_expositions(emperor, tmpdir_path, variant, kind):
         assert not [k for k in s2 if ('vassal', 'gamma') in k[1]
                     and not k[0].startswith(('uwsgi_vassal_', 'uwsgi_emperor_'))]
         promtool_clean(body)
-        assert_families_once(body)
+        assert_grouped(body)
         # Scrapes at the same time share one round.
         took = []
 
