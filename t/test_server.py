@@ -178,9 +178,9 @@ def test_idle_and_half_sent_clients_do_not_delay_a_scrape(server):
     for s in idle + half:
         s.close()
     deadline = time.time() + 5
-    while fd_count(pid) != base and time.time() < deadline:
+    while (n := fd_count(pid)) != base and time.time() < deadline:
         time.sleep(0.05)
-    assert fd_count(pid) == base
+    assert n == base
 
 
 def test_deadline_closes_a_silent_client(server):
