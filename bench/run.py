@@ -13,7 +13,9 @@ Parts (a script, not a test; real uWSGI 2.0 from pip, $UWSGI_PIP_ROUTING of t/se
             alike): --prometheus-server, the prometheus-metrics route action, uWSGI's stats
             server JSON (--stats-http: what every sidecar fetches first) and PyPI's
             uwsgi-prometheus sidecar (prometheus_client start_http_server, own process, in
-            $MP_ENV/bench-venv); instances 2 x 2 threads, 16 x 32 threads, 64 x 64 async ugreen
+            $MP_ENV/bench-venv); instances 2 x 2 threads, 16 x 32 threads, 64 x 64 async ugreen.
+            Beside them the floor: nginx (t/setup.sh's nginx-light, one process, sendfile)
+            sending the same exposition bytes from a file, fetched by the same client
   wrk       requests/s of plain uWSGI, uWSGI + plugin (histograms on, --prometheus-server
             scraped at 1 Hz) and plain uWSGI + a prometheus_client Histogram in the app in
             multiprocess mode (PROMETHEUS_MULTIPROC_DIR, /metrics scraped through the app at
@@ -111,6 +113,45 @@ def sidecar(py, tmp, stats_port):
     return p, port
 
 
+NGINX_FLOOR = '''daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    sendfile on;
+    default_type text/plain;
+    server {{
+        listen 127.0.0.1:{port};
+        root {dir}/www;
+    }}
+}}
+'''
+
+
+def floor_server(tmp, body):
+    """nginx serving `body` at /metrics from a file: the cost of the HTTP exchange and of
+    moving these bytes through loopback to this client, with no rendering at all. None without
+    nginx."""
+    nginx = shutil.which('nginx') or '/usr/sbin/nginx'
+    if not os.access(nginx, os.X_OK):
+        log('scrape: no nginx (t/setup.sh installs nginx-light): no floor row')
+        return None, None
+    (port,) = free_ports(1)
+    d = tempfile.mkdtemp(prefix='floor-', dir=tmp)
+    os.makedirs(os.path.join(d, 'www'))
+    with open(os.path.join(d, 'www', 'metrics'), 'wb') as f:
+        f.write(body)
+    conf = os.path.join(d, 'nginx.conf')
+    with open(conf, 'w') as f:
+        f.write(NGINX_FLOOR.format(dir=d, port=port))
+    p = start([nginx, '-p', d, '-c', conf], os.path.join(d, 'nginx.log'))
+    wait_port(port)
+    return p, port
+
+
 def part_scrape(a, tmp, uwsgi, so, py, after16=None):
     configs = [('2 x 2 threads', 2, 2, 'threads'), ('16 x 32 threads', 16, 32, 'threads'),
                ('64 x 64 async ugreen', 64, 64, 'ugreen')]
@@ -130,6 +171,12 @@ def part_scrape(a, tmp, uwsgi, so, py, after16=None):
         for _, port, path in ends:
             for _ in range(10):
                 fetch(port, path)
+        # After the warm-up: route scrapes are requests, whose histogram series are in the body.
+        fl, flport = floor_server(tmp, fetch(prom)[3])
+        if fl:
+            ends.append(('floor: nginx, the same bytes from a file', flport, '/metrics'))
+            for _ in range(10):
+                fetch(flport)
         lat = {e[0]: [] for e in ends}
         size = {}
         for i in range(n):
@@ -142,6 +189,7 @@ def part_scrape(a, tmp, uwsgi, so, py, after16=None):
                 size[name] = len(body)
         series = count_series(fetch(prom)[3])
         base = median(lat['uWSGI stats server JSON'])
+        floor = median(lat[ends[-1][0]]) if fl else None
         for name, _, _ in ends:
             xs = lat[name]
             note = '%s' % kb(size[name])
@@ -149,11 +197,17 @@ def part_scrape(a, tmp, uwsgi, so, py, after16=None):
                 note += ', %d series' % series
             if 'sidecar' in name:
                 note += ' (its 3 uWSGI families + process metrics)'
-            if not name.startswith('uWSGI stats'):
+            if name.startswith('floor'):
+                note += ', no rendering'
+            elif not name.startswith('uWSGI stats'):
                 note += ', %.2fx stats JSON' % (median(xs) / base)
+            if floor and name.startswith('`'):
+                note += ', %.2fx floor (+%s)' % (median(xs) / floor, ms(median(xs) - floor))
             row('scrape', '%s, %s' % (label, name), 'p50 %s, p99 %s' % (ms(pct(xs, 50)),
                                                                       ms(pct(xs, 99))), note)
         stop(sc)
+        if fl:
+            stop(fl)
         if after16 and w == 16:
             after16((u, prom, stats))  # the master part, on this instance (stops it)
         stop(u)
