@@ -26,7 +26,8 @@ Parts (a script, not a test; real uWSGI 2.0 from pip, $UWSGI_PIP_ROUTING of t/se
   alloc     heap allocations per scrape, from the X-Scrape-Allocations header of the
             fault-injection build's dedicated server (first scrape, then steady state)
   memory    RSS and PSS (/proc/PID/smaps_rollup) of the master and the workers, 16 x 32 threads,
-            without and with the plugin (after requests and scrapes)
+            without and with the plugin (the dedicated server alone, and with a route using
+            the action too), after requests and scrapes
   criterion the formatter's criterion medians (cargo bench -p metrics_prometheus_engine
             --bench format, group render*), ns per series
   scaling   bench/scaling.py: scrape time and body size from ~50 to ~100 000 series
@@ -397,9 +398,14 @@ def children(pid):
 def part_memory(a, tmp, uwsgi, so):
     prom, = free_ports(1)
     mem = {}
+    # Two plugin rows: with a route using the action the workers share the precomputed
+    # exposition with the master (built before fork); with the dedicated server alone it is
+    # built in the master after fork.
     for label, kw in (('without the plugin', {}),
                       ('without the plugin, `--enable-metrics` (implied by the plugin)',
                        dict(extra=['--enable-metrics'])),
+                      ('with the plugin (histograms, `--prometheus-server`)',
+                       dict(plugin=so, prom_port=prom)),
                       ('with the plugin (histograms, `--prometheus-server`, route)',
                        dict(plugin=so, prom_port=prom, route=True))):
         u = uwsgi_instance(uwsgi, tmp, 'memory-%d' % len(mem), 16, 32, 'threads', **kw)
@@ -411,24 +417,27 @@ def part_memory(a, tmp, uwsgi, so):
                             (('Accept-Encoding', 'gzip'),)):
                 for _ in range(3):
                     fetch(prom, '/metrics', headers)
-                    fetch(u.http_port, '/metrics', headers)
+                    if kw.get('route'):
+                        fetch(u.http_port, '/metrics', headers)
         time.sleep(1)
         m = smaps(u.pid)
         ws = [smaps(k) for k in children(u.pid)]
         mem[label] = (m, ws)
         stop(u)
     prev = None
-    for label, (m, ws) in mem.items():
+    for i, (label, (m, ws)) in enumerate(mem.items()):
         wr = median([w['Rss'] for w in ws])
         wp = median([w['Pss'] for w in ws])
         total = m['Pss'] + sum(w['Pss'] for w in ws)
         note = '%d workers' % len(ws)
         if prev:
-            note += '; vs the row above: master RSS %+d KB, PSS %+d KB; per worker RSS %+d KB, ' \
-                    'PSS %+d KB; total PSS %+d KB' % (m['Rss'] - prev[0]['Rss'],
-                                                     m['Pss'] - prev[0]['Pss'], wr - prev[1],
-                                                     wp - prev[2], total - prev[3])
-        prev = (m, wr, wp, total)
+            note += '; vs %s: master RSS %+d KB, PSS %+d KB; per worker RSS %+d KB, ' \
+                    'PSS %+d KB; total PSS %+d KB' % (
+                        'the row above' if i == 1 else '`--enable-metrics`',
+                        m['Rss'] - prev[0]['Rss'], m['Pss'] - prev[0]['Pss'], wr - prev[1],
+                        wp - prev[2], total - prev[3])
+        if i <= 1:
+            prev = (m, wr, wp, total)  # the plugin rows are compared with --enable-metrics
         row('memory', '16 x 32 threads, %s' % label,
             'master RSS %d KB, PSS %d KB; worker (median) RSS %d KB, PSS %d KB; total PSS %d KB'
             % (m['Rss'], m['Pss'], wr, wp, total), note)

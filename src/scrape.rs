@@ -44,9 +44,11 @@ struct Exporter {
 
 static EXPORTER: OnceLock<Exporter> = OnceLock::new();
 
-/// Reads uWSGI's shape and precomputes the exposition. Master, `postinit_apps`, once.
+/// Reads uWSGI's shape and precomputes the exposition, once, in the master: before fork when
+/// routes use the action (every worker renders then, from the pages it shares with the
+/// master), else at the first master cycle, so that no worker carries it.
 pub(crate) fn install(cfg: &Config) {
-    if !host::uwsgi::has_metrics() {
+    if EXPORTER.get().is_some() || !host::uwsgi::has_metrics() {
         return;
     }
     let Some(list) = host::metrics::read_metrics_list() else {
