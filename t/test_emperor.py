@@ -336,15 +336,8 @@ def plugin_vassal(e, run, port, stats_port):
 
 
 def own_stats(port):
-    with socket.create_connection(('127.0.0.1', port), timeout=10) as s:
-        s.sendall(b'GET / HTTP/1.0\r\n\r\n')
-        data = b''
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
-    return json.loads(data.partition(b'\r\n\r\n')[2].decode('utf-8', 'replace'))
+    """A vassal's own stats server (--stats-http)."""
+    return json.loads(get('127.0.0.1:%d' % port, path='/')[2].decode('utf-8', 'replace'))
 
 
 def up_of(s):
@@ -484,8 +477,11 @@ def test_glob_monitor_labels_vassals_like_their_percent_n(emperor, tmpdir_path, 
         [v for v in e.stats()['vassals'] if v['accepting']]) == 2)
     ids = sorted(v['id'] for v in e.stats()['vassals'])
     assert ids == [os.path.join(e.vassals, 'alpha.ini'), os.path.join(e.vassals, 'beta.ini')], ids
-    s = e.wait('alpha and beta merged', lambda: (
-        lambda s: s if up_of(s) == {'alpha': 1, 'beta': 1} else None)(samples(e.scrape()[1])))
+    def merged():
+        s = samples(e.scrape()[1])
+        return s if up_of(s) == {'alpha': 1, 'beta': 1} else None
+
+    s = e.wait('alpha and beta merged', merged)
     for n in ('alpha', 'beta'):
         assert ('uwsgi_worker_requests_total', frozenset({('vassal', n), ('worker', '1')})) in s
     assert not [k for k in s if '/' in dict(k[1]).get('vassal', '')]
