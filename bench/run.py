@@ -114,6 +114,7 @@ def sidecar(py, tmp, stats_port):
     return p, port
 
 
+FLOOR = 'floor: nginx, the same bytes from a file'
 NGINX_FLOOR = '''daemon off;
 master_process off;
 worker_processes 1;
@@ -134,8 +135,8 @@ http {{
 
 def floor_server(tmp, body):
     """nginx serving `body` at /metrics from a file: the cost of the HTTP exchange and of
-    moving these bytes through loopback to this client, with no rendering at all. None without
-    nginx."""
+    moving these bytes through loopback to this client, with no rendering at all. Returns
+    (process, port), or (None, None) without nginx."""
     nginx = shutil.which('nginx') or '/usr/sbin/nginx'
     if not os.access(nginx, os.X_OK):
         log('scrape: no nginx (t/setup.sh installs nginx-light): no floor row')
@@ -175,7 +176,7 @@ def part_scrape(a, tmp, uwsgi, so, py, after16=None):
         # After the warm-up: route scrapes are requests, whose histogram series are in the body.
         fl, flport = floor_server(tmp, fetch(prom)[3])
         if fl:
-            ends.append(('floor: nginx, the same bytes from a file', flport, '/metrics'))
+            ends.append((FLOOR, flport, '/metrics'))
             for _ in range(10):
                 fetch(flport)
         lat = {e[0]: [] for e in ends}
@@ -190,7 +191,7 @@ def part_scrape(a, tmp, uwsgi, so, py, after16=None):
                 size[name] = len(body)
         series = count_series(fetch(prom)[3])
         base = median(lat['uWSGI stats server JSON'])
-        floor = median(lat[ends[-1][0]]) if fl else None
+        floor = median(lat[FLOOR]) if fl else None
         for name, _, _ in ends:
             xs = lat[name]
             note = '%s' % kb(size[name])
@@ -198,7 +199,7 @@ def part_scrape(a, tmp, uwsgi, so, py, after16=None):
                 note += ', %d series' % series
             if 'sidecar' in name:
                 note += ' (its 3 uWSGI families + process metrics)'
-            if name.startswith('floor'):
+            if name == FLOOR:
                 note += ', no rendering'
             elif not name.startswith('uWSGI stats'):
                 note += ', %.2fx stats JSON' % (median(xs) / base)
