@@ -6,6 +6,7 @@ added, touched and removed, an on-demand vassal waits for its first connection, 
 goes through promtool, both prometheus_client parsers and a real Prometheus. Every process is
 stopped by pid (the Emperor's top process, then any leftover below it).
 """
+import contextlib
 import gzip
 import json
 import os
@@ -185,6 +186,28 @@ def agree_with_stats(e, tries=15):
                          % (problems, json.dumps(stats, indent=1), body.decode()))
 
 
+@contextlib.contextmanager
+def scrape_flood(addr, clients=4):
+    """Clients scraping `addr` back to back while the block runs; yields the list their
+    statuses go to."""
+    stop = threading.Event()
+    statuses = []
+
+    def flood():
+        while not stop.is_set():
+            statuses.append(get(addr)[0])
+
+    threads = [threading.Thread(target=flood) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        yield statuses
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+
+
 def check_output(e):
     _, text = e.scrape()
     promtool_clean(text)
@@ -290,27 +313,13 @@ def test_emperor_server_limits_and_access(emperor, tmpdir_path):
         body = gzip.decompress(body)
     assert b'uwsgi_vassal_present{vassal="one"} 1' in body
 
-    stop = threading.Event()
-    scrapes = []
-
-    def flood():
-        while not stop.is_set():
-            scrapes.append(get(addr)[0])
-
-    threads = [threading.Thread(target=flood) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
+    with scrape_flood(addr) as scrapes:
         t0 = time.time()
         e.add('two.ini', vassal_ini(free_port()))
         e.wait('two accepting during the flood', lambda: [
             v for v in e.stats()['vassals'] if v['id'] == 'two.ini' and v['accepting']],
             timeout=15)
         spawn = time.time() - t0
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
     assert spawn < 10, spawn
     assert scrapes and set(scrapes) == {200}, set(scrapes)
     e.stop()
@@ -515,17 +524,7 @@ def test_twenty_vassals_scrape_fast_and_spawn_on_time(emperor, tmpdir_path):
     assert {dict(k[1])['vassal'] for k in s if k[0] == 'uwsgi_worker_requests_total'} == {
         'v%02d' % i for i in range(20)}
 
-    stop = threading.Event()
-    codes = []
-
-    def flood():
-        while not stop.is_set():
-            codes.append(get(addr)[0])
-
-    threads = [threading.Thread(target=flood) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
+    with scrape_flood(addr) as codes:
         t0 = time.time()
         e.add('late.ini', plugin_vassal(e, run, free_port(), free_port()))
         e.wait('late accepting', lambda: [v for v in e.stats()['vassals']
@@ -537,10 +536,6 @@ def test_twenty_vassals_scrape_fast_and_spawn_on_time(emperor, tmpdir_path):
         e.wait('v00 stopped', lambda: 'v00.ini' not in {v['id'] for v in e.stats()['vassals']},
                timeout=20)
         stopped = time.time() - t0
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
     assert spawned < 10 and stopped < 10, (spawned, stopped)
     assert codes and set(codes) == {200}, set(codes)
     e.stop()
