@@ -66,28 +66,21 @@ pub(crate) fn setup(
     workers: usize,
     exemplars: bool,
 ) -> std::io::Result<usize> {
-    let classic = bounds_us.len() + 1;
-    let native = native_spec(native_schema);
-    let per_series = classic + 1 + 1 + native.buckets;
-    let stride = round_up_to_line(REQUEST_SERIES * per_series);
-    let counts = host::shm::counters((workers + 1) * stride)?;
+    let shape = Recorder::shape(bounds_us, native_schema, workers, exemplars);
+    let counts = host::shm::counters(shape.0)?;
     let cells = if exemplars {
-        host::shm::counters((workers + 1) * REQUEST_SERIES * classic * CELL_WORDS)?
+        host::shm::counters(shape.1)?
     } else {
         &[]
     };
     let bytes = (counts.len() + cells.len()) * 8;
-    let _ = RECORDER.set(Recorder {
-        bounds_us: bounds_us.to_vec(),
-        classic,
-        native,
-        per_series,
-        classic_region: REQUEST_SERIES * (classic + 1),
-        stride,
+    let _ = RECORDER.set(Recorder::new(
+        bounds_us,
+        native_schema,
         workers,
         counts,
         cells,
-    });
+    ));
     Ok(bytes)
 }
 
@@ -101,51 +94,212 @@ pub(crate) fn observe(req: &Request) {
     let Some(r) = RECORDER.get() else {
         return;
     };
-    let wid = host::uwsgi::my_worker_id();
-    if wid == 0 || wid > r.workers {
-        return;
-    }
     let (start, end) = req.times_us();
-    let duration = end.saturating_sub(start);
-    let series = series_index(method_index(req.method()), code_index(req.status()));
-    let bucket = bucket_index(&r.bounds_us, duration);
-    let base = wid * r.stride + series * (r.classic + 1);
-    r.counts[base + bucket].fetch_add(1, Ordering::Relaxed);
-    r.counts[base + r.classic].fetch_add(duration, Ordering::Relaxed);
-    let native = if duration == 0 {
-        0
-    } else {
-        1 + native_slot(&r.native, duration)
-    };
-    let native_base = wid * r.stride + r.classic_region + series * (r.per_series - r.classic - 1);
-    r.counts[native_base + native].fetch_add(1, Ordering::Relaxed);
-    if r.cells.is_empty() {
-        return;
+    let trace = || req.var(b"HTTP_TRACEPARENT").and_then(traceparent_trace_id);
+    r.record(
+        host::uwsgi::my_worker_id(),
+        series_index(method_index(req.method()), code_index(req.status())),
+        start,
+        end,
+        trace,
+    );
+}
+
+/// In a new worker, before it serves anything: see [`Recorder::heal`].
+pub(crate) fn heal_after_respawn() {
+    if let Some(r) = RECORDER.get() {
+        let healed = r.heal(host::uwsgi::my_worker_id());
+        if healed > 0 {
+            host::log(&format!(
+                "worker {}: {healed} exemplar cell(s) left half-written by its predecessor reset",
+                host::uwsgi::my_worker_id()
+            ));
+        }
     }
-    let Some(trace_id) = req.var(b"HTTP_TRACEPARENT").and_then(traceparent_trace_id) else {
-        return;
-    };
-    let cell = ((wid * REQUEST_SERIES + series) * r.classic + bucket) * CELL_WORDS;
-    let c = &r.cells[cell..cell + CELL_WORDS];
-    let seq = c[0].load(Ordering::Relaxed);
-    // Odd: another thread of this worker is writing this cell; drop ours rather than wait.
-    if seq % 2 == 1
-        || c[0]
-            .compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-    {
-        return;
+}
+
+/// The histogram's values for the engine: see [`Recorder::collect`].
+pub(crate) fn collect(hist: &mut Vec<u64>, exemplars: &mut Vec<Option<Exemplar>>, native: bool) {
+    hist.clear();
+    exemplars.clear();
+    if let Some(r) = RECORDER.get() {
+        r.collect(hist, exemplars, native);
     }
-    // Readers that see any of the writes below also see the odd sequence (seqlock).
-    fence(Ordering::Release);
-    for (w, chunk) in c[1..5].iter().zip(trace_id.chunks_exact(8)) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        w.store(u64::from_ne_bytes(word), Ordering::Relaxed);
+}
+
+impl Recorder {
+    /// Words of the counters and of the exemplar cells for this configuration.
+    fn shape(
+        bounds_us: &[u64],
+        native_schema: i8,
+        workers: usize,
+        exemplars: bool,
+    ) -> (usize, usize) {
+        let classic = bounds_us.len() + 1;
+        let per_series = classic + 1 + 1 + native_spec(native_schema).buckets;
+        let stride = round_up_to_line(REQUEST_SERIES * per_series);
+        let cells = (workers + 1) * REQUEST_SERIES * classic * CELL_WORDS;
+        ((workers + 1) * stride, if exemplars { cells } else { 0 })
     }
-    c[5].store(duration, Ordering::Relaxed);
-    c[6].store(end, Ordering::Relaxed);
-    c[0].store(seq + 2, Ordering::Release);
+
+    fn new(
+        bounds_us: &[u64],
+        native_schema: i8,
+        workers: usize,
+        counts: &'static [AtomicU64],
+        cells: &'static [AtomicU64],
+    ) -> Recorder {
+        let classic = bounds_us.len() + 1;
+        let native = native_spec(native_schema);
+        let per_series = classic + 1 + 1 + native.buckets;
+        Recorder {
+            bounds_us: bounds_us.to_vec(),
+            classic,
+            native,
+            per_series,
+            classic_region: REQUEST_SERIES * (classic + 1),
+            stride: round_up_to_line(REQUEST_SERIES * per_series),
+            workers,
+            counts,
+            cells,
+        }
+    }
+
+    /// Records one request of worker `wid` in `series`; `trace` is asked for the trace id only
+    /// when exemplars are on.
+    fn record(
+        &self,
+        wid: usize,
+        series: usize,
+        start: u64,
+        end: u64,
+        trace: impl FnOnce() -> Option<[u8; 32]>,
+    ) {
+        let r = self;
+        if wid == 0 || wid > r.workers || series >= REQUEST_SERIES {
+            return;
+        }
+        let duration = end.saturating_sub(start);
+        let bucket = bucket_index(&r.bounds_us, duration);
+        let base = wid * r.stride + series * (r.classic + 1);
+        r.counts[base + bucket].fetch_add(1, Ordering::Relaxed);
+        r.counts[base + r.classic].fetch_add(duration, Ordering::Relaxed);
+        let native = if duration == 0 {
+            0
+        } else {
+            1 + native_slot(&r.native, duration)
+        };
+        let native_base =
+            wid * r.stride + r.classic_region + series * (r.per_series - r.classic - 1);
+        // Release, last: a scrape that reads the native buckets first (Acquire) then finds this
+        // request in the classic ones too, so it never sees more native than classic counts.
+        r.counts[native_base + native].fetch_add(1, Ordering::Release);
+        if r.cells.is_empty() {
+            return;
+        }
+        let Some(trace_id) = trace() else {
+            return;
+        };
+        let c = r.cell(wid, series, bucket);
+        let seq = c[0].load(Ordering::Relaxed);
+        // Odd: another thread of this worker is writing this cell; drop ours rather than wait.
+        if seq % 2 == 1
+            || c[0]
+                .compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        // Readers that see any of the writes below also see the odd sequence (seqlock).
+        fence(Ordering::Release);
+        for (w, chunk) in c[1..5].iter().zip(trace_id.chunks_exact(8)) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            w.store(u64::from_ne_bytes(word), Ordering::Relaxed);
+        }
+        c[5].store(duration, Ordering::Relaxed);
+        c[6].store(end, Ordering::Relaxed);
+        c[0].store(seq + 2, Ordering::Release);
+    }
+
+    fn cell(&self, wid: usize, series: usize, bucket: usize) -> &[AtomicU64] {
+        let at = ((wid * REQUEST_SERIES + series) * self.classic + bucket) * CELL_WORDS;
+        &self.cells[at..at + CELL_WORDS]
+    }
+
+    /// Empties the exemplar cells of worker `wid` that a killed predecessor left odd (killed
+    /// between its compare-exchange and its closing store): every later writer would drop its
+    /// exemplar there for good. Only sound while nothing else writes this stripe: in the new
+    /// worker before its threads and apps start (uWSGI's `post_fork`). Returns how many.
+    fn heal(&self, wid: usize) -> usize {
+        if self.cells.is_empty() || wid == 0 || wid > self.workers {
+            return 0;
+        }
+        let mut healed = 0;
+        for series in 0..REQUEST_SERIES {
+            for bucket in 0..self.classic {
+                let c = self.cell(wid, series, bucket);
+                if c[0].load(Ordering::Relaxed) % 2 == 1 {
+                    for w in &c[1..] {
+                        w.store(0, Ordering::Relaxed);
+                    }
+                    // 0 is "empty" to readers; Release orders the cleared words before it.
+                    c[0].store(0, Ordering::Release);
+                    healed += 1;
+                }
+            }
+        }
+        healed
+    }
+
+    /// `hist` in `render_all`'s order (summed over workers; the native part only when
+    /// `native`, else left 0) and, with exemplars on, the latest exemplar of each bucket (else
+    /// left empty). `hist` and `exemplars` come in empty.
+    fn collect(&self, hist: &mut Vec<u64>, exemplars: &mut Vec<Option<Exemplar>>, native: bool) {
+        let r = self;
+        let words = REQUEST_SERIES * r.per_series;
+        hist.resize(words, 0);
+        let classic = r.classic + 1;
+        let add = |h: &mut [u64], c: &[AtomicU64], order: Ordering| {
+            for (h, c) in h.iter_mut().zip(c) {
+                *h = h.wrapping_add(c.load(order));
+            }
+        };
+        for w in 1..=r.workers {
+            let stripe = &r.counts[w * r.stride..w * r.stride + words];
+            let (classic_region, native_region) = stripe.split_at(r.classic_region);
+            // Native first, classic second (the reverse of `record`'s order): every request
+            // found in the native buckets is in the classic ones too, and the engine leaves
+            // out the few found in the classic ones only (requests ending between the two
+            // reads), so that the sample's parts agree (`consistent_count`).
+            if native {
+                for (hs, ns) in hist
+                    .chunks_exact_mut(r.per_series)
+                    .zip(native_region.chunks_exact(r.per_series - classic))
+                {
+                    add(&mut hs[classic..], ns, Ordering::Acquire);
+                }
+            }
+            for (hs, cs) in hist
+                .chunks_exact_mut(r.per_series)
+                .zip(classic_region.chunks_exact(classic))
+            {
+                add(&mut hs[..classic], cs, Ordering::Relaxed);
+            }
+        }
+        if r.cells.is_empty() {
+            return;
+        }
+        exemplars.resize(words, None);
+        for series in 0..REQUEST_SERIES {
+            for bucket in 0..r.classic {
+                let best = (1..=r.workers)
+                    .filter_map(|w| read_cell(r.cell(w, series, bucket)))
+                    .max_by_key(|e| e.timestamp_us);
+                exemplars[series * r.per_series + bucket] = best;
+            }
+        }
+    }
 }
 
 /// One consistent read of a cell, or `None` when empty or being written.
@@ -177,54 +331,169 @@ fn read_cell(c: &[AtomicU64]) -> Option<Exemplar> {
     None
 }
 
-/// The histogram's values for the engine: `hist` in `render_all`'s order (summed over workers;
-/// the native part only when `native`, else left 0) and, with exemplars on, the latest
-/// exemplar of each bucket (else left empty).
-pub(crate) fn collect(hist: &mut Vec<u64>, exemplars: &mut Vec<Option<Exemplar>>, native: bool) {
-    hist.clear();
-    exemplars.clear();
-    let Some(r) = RECORDER.get() else {
-        return;
-    };
-    let words = REQUEST_SERIES * r.per_series;
-    hist.resize(words, 0);
-    let classic = r.classic + 1;
-    let add = |h: &mut [u64], c: &[AtomicU64]| {
-        for (h, c) in h.iter_mut().zip(c) {
-            *h = h.wrapping_add(c.load(Ordering::Relaxed));
-        }
-    };
-    for w in 1..=r.workers {
-        let stripe = &r.counts[w * r.stride..w * r.stride + words];
-        let (classic_region, native_region) = stripe.split_at(r.classic_region);
-        for (hs, cs) in hist
-            .chunks_exact_mut(r.per_series)
-            .zip(classic_region.chunks_exact(classic))
-        {
-            add(&mut hs[..classic], cs);
-        }
-        if native {
-            for (hs, ns) in hist
-                .chunks_exact_mut(r.per_series)
-                .zip(native_region.chunks_exact(r.per_series - classic))
-            {
-                add(&mut hs[classic..], ns);
-            }
-        }
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use super::*;
+
+    const BOUNDS: [u64; 3] = [1_000, 100_000, 1_000_000];
+
+    /// A recorder over leaked local memory, as `setup` makes one over shared memory.
+    fn recorder(workers: usize, exemplars: bool) -> &'static Recorder {
+        let (counts, cells) = Recorder::shape(&BOUNDS, 3, workers, exemplars);
+        let leak = |n: usize| -> &'static [AtomicU64] {
+            Box::leak((0..n).map(|_| AtomicU64::new(0)).collect())
+        };
+        Box::leak(Box::new(Recorder::new(
+            &BOUNDS,
+            3,
+            workers,
+            leak(counts),
+            leak(cells),
+        )))
     }
-    if r.cells.is_empty() {
-        return;
+
+    /// Per series: (classic total, native total).
+    fn totals(r: &Recorder, hist: &[u64]) -> Vec<(u64, u64)> {
+        hist.chunks_exact(r.per_series)
+            .map(|s| {
+                let classic: u64 = s[..r.classic].iter().sum();
+                (classic, s[r.classic + 1..].iter().sum())
+            })
+            .collect()
     }
-    exemplars.resize(words, None);
-    for series in 0..REQUEST_SERIES {
-        for bucket in 0..r.classic {
-            let best = (1..=r.workers)
-                .filter_map(|w| {
-                    let cell = ((w * REQUEST_SERIES + series) * r.classic + bucket) * CELL_WORDS;
-                    read_cell(&r.cells[cell..cell + CELL_WORDS])
+
+    /// Threads of one worker record into the same stripe while a scraper collects: no scrape
+    /// ever finds a request in the native buckets that it does not find in the classic ones
+    /// (the engine relies on it to make each sample agree), counts never go down, and at the
+    /// end both totals are every request.
+    #[test]
+    fn concurrent_writers_and_a_reader() {
+        let r = recorder(2, false);
+        let done = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..3u64)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for i in 0..200_000u64 {
+                        let d = (i * 7919 + t * 104_729) % 2_000_000;
+                        r.record(1 + (t as usize % 2), (i % 3) as usize, 5, 5 + d, || None);
+                    }
                 })
-                .max_by_key(|e| e.timestamp_us);
-            exemplars[series * r.per_series + bucket] = best;
+            })
+            .collect();
+        let reader = {
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let (mut hist, mut ex) = (Vec::new(), Vec::new());
+                let mut last = vec![(0, 0); REQUEST_SERIES];
+                let mut scrapes = 0;
+                while !done.load(Ordering::Relaxed) || scrapes == 0 {
+                    hist.clear();
+                    r.collect(&mut hist, &mut ex, true);
+                    let now = totals(r, &hist);
+                    for (s, (&(c, n), &(lc, ln))) in now.iter().zip(&last).enumerate() {
+                        assert!(n <= c, "series {s}: native {n} > classic {c}");
+                        assert!(c >= lc && n >= ln, "series {s} went down");
+                    }
+                    last = now;
+                    scrapes += 1;
+                }
+                scrapes
+            })
+        };
+        for w in writers {
+            w.join().expect("writer");
         }
+        done.store(true, Ordering::Relaxed);
+        assert!(reader.join().expect("reader") > 0);
+        let (mut hist, mut ex) = (Vec::new(), Vec::new());
+        r.collect(&mut hist, &mut ex, true);
+        let t = totals(r, &hist);
+        assert_eq!(t.iter().map(|x| x.0).sum::<u64>(), 600_000);
+        assert!(t.iter().all(|&(c, n)| c == n), "{t:?}");
+        assert!(ex.is_empty());
+    }
+
+    /// A trace id whose 32 bytes all say which write it came from, with that write's value:
+    /// a torn read would mix them.
+    fn trace(k: u64) -> [u8; 32] {
+        [b"0123456789abcdef"[(k % 16) as usize]; 32]
+    }
+
+    /// Concurrent writers of the same exemplar cell and a reader: every exemplar read is one
+    /// writer's whole write.
+    #[test]
+    fn exemplar_cells_are_never_torn() {
+        let r = recorder(1, true);
+        let done = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..3u64)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for i in 0..20_000u64 {
+                        // 16..=31 µs: one classic bucket, one cell; the value names the write.
+                        let k = (i + t) % 16;
+                        r.record(1, 0, 100, 116 + k, || Some(trace(k)));
+                    }
+                })
+            })
+            .collect();
+        let reader = {
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let (mut hist, mut ex) = (Vec::new(), Vec::new());
+                let mut seen = 0;
+                while !done.load(Ordering::Relaxed) {
+                    hist.clear();
+                    ex.clear();
+                    r.collect(&mut hist, &mut ex, false);
+                    if let Some(e) = ex[0] {
+                        assert_eq!(e.trace_id, trace(e.value_us - 16), "torn exemplar");
+                        assert_eq!(e.timestamp_us as u64, 100 + e.value_us);
+                        seen += 1;
+                    }
+                }
+                seen
+            })
+        };
+        for w in writers {
+            w.join().expect("writer");
+        }
+        done.store(true, Ordering::Relaxed);
+        reader.join().expect("reader");
+        let (mut hist, mut ex) = (Vec::new(), Vec::new());
+        r.collect(&mut hist, &mut ex, false);
+        let e = ex[0].expect("an exemplar");
+        assert_eq!(e.trace_id, trace(e.value_us - 16));
+    }
+
+    /// A cell left odd by a killed writer drops every later exemplar until the new worker of
+    /// that id heals it; healing leaves good cells and other workers' cells alone.
+    #[test]
+    fn a_cell_left_odd_is_healed() {
+        let r = recorder(2, true);
+        r.record(2, 0, 0, 20, || Some(trace(4)));
+        // Worker 1 killed mid-write: its cell's sequence stays odd.
+        let c = r.cell(1, 0, 0);
+        c[0].store(7, Ordering::Relaxed);
+        c[1].store(u64::MAX, Ordering::Relaxed);
+        let latest = |r: &Recorder| {
+            let (mut hist, mut ex) = (Vec::new(), Vec::new());
+            r.collect(&mut hist, &mut ex, false);
+            ex[0]
+        };
+        // Newer than worker 2's, but dropped.
+        r.record(1, 0, 100, 110, || Some(trace(3)));
+        assert_eq!(latest(r).map(|e| e.value_us), Some(20));
+        assert_eq!(r.heal(1), 1);
+        assert_eq!(r.heal(1), 0);
+        assert_eq!(r.heal(2), 0);
+        assert_eq!(latest(r).map(|e| e.value_us), Some(20));
+        r.record(1, 0, 100, 110, || Some(trace(5)));
+        assert_eq!(
+            latest(r).map(|e| (e.value_us, e.trace_id)),
+            Some((10, trace(5)))
+        );
     }
 }

@@ -390,21 +390,14 @@ fn native_spans_and_deltas() {
     assert_eq!(hist.spans, [(0, 6), (3, 1)]);
     assert_eq!(hist.deltas, [4, -4, 1, -1, 0, 7, -5]);
 
-    // Nothing in the native buckets, zero threshold 0: the no-op span.
+    // Only the zero bucket: no span needed.
     let mut empty = vec![0u64; slots.len()];
     empty[0] = 1;
-    let fams = decode(&render(&l, &[], &empty, &[])).expect("decodes");
-    let hist = fams[0].metrics[0].histogram.as_ref().expect("histogram");
-    assert_eq!(
-        (hist.spans.as_slice(), hist.deltas.len()),
-        (&[(0, 0)][..], 0)
-    );
-    // Only the zero bucket: no span needed.
     empty[3] = 1;
     let fams = decode(&render(&l, &[], &empty, &[])).expect("decodes");
     let hist = fams[0].metrics[0].histogram.as_ref().expect("histogram");
     assert!(hist.spans.is_empty() && hist.zero_count == Some(1));
-    // A zero threshold marks it native too.
+    // With a zero threshold too.
     let l = Layout::with_histograms(
         &[],
         &[],
@@ -414,7 +407,6 @@ fn native_spans_and_deltas() {
         })],
         &no_help(),
     );
-    empty[3] = 0;
     let fams = decode(&render(&l, &[], &empty, &[])).expect("decodes");
     let hist = fams[0].metrics[0].histogram.as_ref().expect("histogram");
     assert!(hist.spans.is_empty() && hist.zero_threshold == Some(0.00005));
@@ -431,8 +423,8 @@ fn native_huge_counts() {
         first_index: 0,
         buckets: 6,
     });
-    let dense = [u64::MAX, 0, 0, i64::MAX as u64 + 5, 1, u64::MAX - 1];
-    let mut slots = vec![u64::MAX, 0, 0, 7];
+    let dense = [i64::MAX as u64 + 5, 0, 0, 1, 7, i64::MAX as u64 - 20];
+    let mut slots = vec![dense.iter().sum(), 0, 0, 0];
     slots.extend_from_slice(&dense);
     let l = Layout::with_histograms(&[], &[], &[h], &no_help());
     let fams = decode(&render(&l, &[], &slots, &[])).expect("decodes");
@@ -441,6 +433,45 @@ fn native_huge_counts() {
     let counts = check::protobuf::native_counts(hist).expect("consistent");
     let got: Vec<u64> = counts.values().copied().collect();
     assert_eq!(got, dense);
+}
+
+/// A scrape that read a request in the classic buckets but not yet in the native ones (or the
+/// other way round) still sends a consistent sample: the count is the smaller total, the
+/// classic buckets are capped at it and the native ones trimmed from the top.
+#[test]
+fn torn_reads_give_a_consistent_sample() {
+    let l = Layout::with_histograms(&[], &[], &[native_hist(SCHEMA3)], &no_help());
+    // Classic: 2 in le=1, 1 in +Inf; native: the same 3 minus the +Inf one, plus nothing.
+    let mut slots = observe(&native_hist(SCHEMA3), &[1, 1_000_000, 2_000_000]);
+    slots[1] += 1;
+    let fams = decode(&render(&l, &[], &slots, &[])).expect("decodes");
+    assert_eq!(check_protobuf(&fams, &no_help()), Ok(1));
+    let hist = fams[0].metrics[0].histogram.as_ref().expect("histogram");
+    assert_eq!(hist.count, Some(3));
+    assert_eq!(
+        hist.buckets.iter().map(|b| b.count).collect::<Vec<_>>(),
+        [2]
+    );
+    // Native ahead: its highest bucket loses the extra observation.
+    let mut slots = observe(&native_hist(SCHEMA3), &[1, 1_000_000, 2_000_000]);
+    let top = slots
+        .iter()
+        .rposition(|&c| c != 0)
+        .expect("a native bucket");
+    slots[top] += 1;
+    let fams = decode(&render(&l, &[], &slots, &[])).expect("decodes");
+    assert_eq!(check_protobuf(&fams, &no_help()), Ok(1));
+    let hist = fams[0].metrics[0].histogram.as_ref().expect("histogram");
+    assert_eq!(hist.count, Some(3));
+    let counts = check::protobuf::native_counts(hist).expect("consistent");
+    assert_eq!(
+        counts.values().sum::<u64>() + hist.zero_count.unwrap_or(0),
+        3
+    );
+    // Nothing read on the native side yet: no sample at all (it comes in the next scrape).
+    let mut slots = vec![0u64; l.histogram_slots()];
+    slots[0] = 1;
+    assert!(render(&l, &[], &slots, &[]).is_empty());
 }
 
 /// An invalid spec, or `hist` ending inside the native slots: a classic histogram.

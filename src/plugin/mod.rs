@@ -90,6 +90,7 @@ pub static mut metrics_prometheus_plugin: ffi::uwsgi_plugin = ffi::uwsgi_plugin 
     post_init: Some(post_init),
     postinit_apps: Some(postinit_apps),
     master_cycle: Some(master_cycle),
+    post_fork: Some(post_fork),
     master_cleanup: Some(master_cleanup),
     options: &raw mut C_OPTIONS as *mut ffi::uwsgi_option,
     // SAFETY: every other field is a raw pointer, an integer or an Option<fn>; all-zero (NULL,
@@ -395,6 +396,13 @@ entry! {
         if let Some(req) = unsafe { host::request::Request::from_raw(req) } {
             crate::histogram::observe(&req);
         }
+    }
+}
+
+entry! {
+    /// In each new worker, before its apps and threads start (uWSGI's `post_fork`).
+    fn post_fork() {
+        crate::histogram::heal_after_respawn();
     }
 }
 

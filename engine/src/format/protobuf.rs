@@ -333,7 +333,6 @@ pub(super) fn push_scalar_prefix(
 pub(super) struct NativePb {
     schema: i32,
     zero_threshold: [u8; 8],
-    zero_threshold_is_zero: bool,
     first_index: i64,
     buckets: usize,
     /// Width of the packed `positive_delta` length.
@@ -394,7 +393,6 @@ impl HistPb {
             NativePb {
                 schema: i32::from(n.schema),
                 zero_threshold: exact_f64(false, n.zero_threshold_us, 6).to_le_bytes(),
-                zero_threshold_is_zero: n.zero_threshold_us == 0,
                 first_index: i64::from(n.first_index),
                 buckets: n.buckets,
                 w_deltas,
@@ -572,20 +570,40 @@ fn put_span(out: &mut Vec<u8>, offset: i64, length: u64) {
     out.extend_from_slice(&b[..p.0]);
 }
 
+/// The count of one histogram sample whose classic and native buckets were read while
+/// requests were being recorded (or a worker died between its adds): the smaller of the two
+/// totals, so that every part of the sample can agree with it. The classic cumulative counts
+/// are then capped at it and the native buckets trimmed to it ([`within`]): the few
+/// observations one side has and the other not yet appear in the next scrape. Prometheus,
+/// Mimir and Cortex reject a native histogram whose zero + buckets differ from its count.
+pub(crate) fn consistent_count(classic: &[u64], native: Option<&[u64]>) -> u64 {
+    let sum = |c: &[u64]| c.iter().fold(0u64, |a, &c| a.saturating_add(c));
+    let total = sum(classic);
+    native.map_or(total, |n| total.min(sum(n)))
+}
+
+/// `dense` with the observations past `budget` dropped, from the highest bucket down.
+pub(crate) fn within(dense: &[u64], mut budget: u64) -> impl Iterator<Item = u64> + '_ {
+    dense.iter().map(move |&c| {
+        let c = c.min(budget);
+        budget -= c;
+        c
+    })
+}
+
 /// Appends the native buckets: spans and deltas from the dense counts (native index
 /// `first_index + k` for `dense[k]`), grouped as client_golang's `makeBuckets` does: a span
 /// covers a run of non-empty buckets, a gap of 1 or 2 empty buckets stays inside it (as zero
 /// deltas), a longer gap starts a new span whose offset is the gap (the first span's offset
 /// is its absolute index). Deltas are from the previous bucket's count (0 before the first),
-/// across spans; counts above `i64::MAX` wrap, as int64 counts would. With no non-empty
-/// bucket: the no-op span (offset 0, length 0) when nothing else marks the histogram native
-/// (zero threshold and zero count 0), else nothing.
-fn put_native_buckets(out: &mut Vec<u8>, n: &NativePb, zero_count: u64, dense: &[u64]) {
+/// across spans; counts above `i64::MAX` wrap, as int64 counts would. Only the first
+/// `budget` observations of `dense` are written ([`within`]).
+fn put_native_buckets(out: &mut Vec<u8>, n: &NativePb, dense: &[u64], budget: u64) {
     // Spans: the open one, and the index after the last non-empty bucket (-1: none yet).
     let (mut offset, mut length, mut next) = (0i64, 0u64, -1i64);
     // For the size of the deltas: the first non-empty bucket and the largest count.
     let (mut first, mut max) = (0i64, 0u64);
-    for (k, &c) in dense.iter().enumerate() {
+    for (k, c) in within(dense, budget).enumerate() {
         if c == 0 {
             continue;
         }
@@ -602,10 +620,9 @@ fn put_native_buckets(out: &mut Vec<u8>, n: &NativePb, zero_count: u64, dense: &
         }
         next = k + 1;
     }
+    // No non-empty bucket: the sample's count is all in the zero bucket, which marks it
+    // native (a sample with count 0 is not sent), so no no-op span is needed.
     if next < 0 {
-        if n.zero_threshold_is_zero && zero_count == 0 {
-            put_span(out, 0, 0);
-        }
         return;
     }
     put_span(out, offset, length);
@@ -619,7 +636,7 @@ fn put_native_buckets(out: &mut Vec<u8>, n: &NativePb, zero_count: u64, dense: &
     let buf = &mut out[slot..];
     let mut p = At(n.w_deltas);
     let (mut prev, mut next) = (0i64, -1i64);
-    for (k, &c) in dense.iter().enumerate() {
+    for (k, c) in within(dense, budget).enumerate() {
         if c == 0 {
             continue;
         }
@@ -734,7 +751,11 @@ impl Layout {
                     continue;
                 };
                 let (counts, sum) = (&slots[..nb], slots[nb]);
-                let total = counts.iter().fold(0u64, |a, &c| a.saturating_add(c));
+                let native = f.native.as_ref().and_then(|n| {
+                    let from = s.slot + nb + 1;
+                    Some((n, hist.get(from..from.saturating_add(1 + n.buckets))?))
+                });
+                let total = consistent_count(counts, native.map(|(_, slots)| slots));
                 if total == 0 {
                     continue;
                 }
@@ -761,23 +782,20 @@ impl Layout {
                 let mut cum = 0u64;
                 for (b, (&c, upper)) in counts.iter().zip(bounds).enumerate() {
                     cum = cum.saturating_add(c);
-                    w.bucket(cum, upper, exemplar(b));
+                    w.bucket(cum.min(total), upper, exemplar(b));
                 }
                 if let Some(e) = exemplar(nb - 1) {
                     w.bucket(total, &INF, Some(e));
                 }
-                let native = f.native.as_ref().and_then(|n| {
-                    let from = s.slot + nb + 1;
-                    Some((n, hist.get(from..from.saturating_add(1 + n.buckets))?))
-                });
-                if let Some((n, slots)) = native {
-                    w.native_head(n, slots[0]);
+                let zero = native.map_or(0, |(_, slots)| slots[0].min(total));
+                if let Some((n, _)) = native {
+                    w.native_head(n, zero);
                 }
                 // The rest grows `out` directly: its size depends on the native buckets.
                 let end = start + w.pos;
                 out.truncate(end);
                 if let Some((n, slots)) = native {
-                    put_native_buckets(out, n, slots[0], &slots[1..]);
+                    put_native_buckets(out, n, &slots[1..], total - zero);
                     for b in 0..nb {
                         if let Some(e) = exemplar(b) {
                             out.extend_from_slice(&HIST_EXEMPLARS);

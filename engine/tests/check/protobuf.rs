@@ -546,8 +546,10 @@ fn check_histogram(h: &PbHistogram) -> Result<(), String> {
             }
             total = total.checked_add(c).ok_or("native counts overflow")?;
         }
-        if total > count {
-            return Err(format!("native buckets hold {total} > {count}"));
+        // Prometheus' ErrHistogramCountMismatch (model/histogram), also enforced by Mimir and
+        // Cortex: the zero bucket and the buckets hold exactly the count.
+        if total != count {
+            return Err(format!("native buckets hold {total}, the count is {count}"));
         }
         // First and last bucket of every span are non-empty; empty runs inside are short.
         let mut idx = 0i64;
