@@ -25,9 +25,14 @@ pub(crate) use bindings::*;
 extern "C" {
     /// `sizeof(struct uwsgi_server)` as the C compiler saw it with the build-time flags.
     pub(crate) static uwsgi_rs_sizeof_server: usize;
-    /// `uwsgi_rlock(uwsgi.metrics_lock)` (a macro over `uwsgi.lock_ops`).
-    #[link_name = "uwsgi_rs_metrics_rlock"]
-    pub(crate) fn metrics_rlock(server: *mut uwsgi_server);
+    /// `pthread_rwlock_tryrdlock` on `uwsgi.metrics_lock`: 1 taken, 0 held by a writer, -1 no
+    /// try-lock with this lock engine.
+    #[link_name = "uwsgi_rs_metrics_tryrlock"]
+    pub(crate) fn metrics_tryrlock(server: *mut uwsgi_server) -> std::ffi::c_int;
+    /// `uwsgi_wlock(uwsgi.metrics_lock)` (a macro over `uwsgi.lock_ops`).
+    #[cfg(feature = "fault-injection")]
+    #[link_name = "uwsgi_rs_metrics_wlock"]
+    pub(crate) fn metrics_wlock(server: *mut uwsgi_server);
     /// `uwsgi_rwunlock(uwsgi.metrics_lock)`.
     #[link_name = "uwsgi_rs_metrics_rwunlock"]
     pub(crate) fn metrics_rwunlock(server: *mut uwsgi_server);

@@ -90,6 +90,10 @@ const TEXT_PLAIN: &[u8] = b"text/plain; charset=utf-8";
 
 /// Answers one request.
 pub(crate) fn serve(req: &Request, forced: RouteFormat) {
+    #[cfg(feature = "fault-injection")]
+    if req.var(b"PATH_INFO") == Some(b"/__die_holding_metrics_lock") {
+        crate::host::metrics::die_holding_write_lock();
+    }
     let head = match req.method() {
         b"GET" => false,
         b"HEAD" => true,

@@ -46,6 +46,12 @@ pub(crate) const fn def(
 use Kind::{Counter, Gauge};
 
 pub const UP: FamilyDef = def("up", Gauge, 0, "1: the exporter could read uWSGI's state.");
+pub const STALE_READS: FamilyDef = def(
+    "exporter_stale_reads",
+    Counter,
+    0,
+    "Scrapes that served the last values read from uWSGI's metrics list because a process held its lock (stuck or killed while updating a metric): the exporter never waits for it.",
+);
 pub const BUILD_INFO: FamilyDef = def(
     "build_info",
     Gauge,
@@ -235,6 +241,7 @@ pub const REQUEST_DURATION_HELP: &str = "Time from the start to the end of each 
 /// Every family above, for documentation and tests.
 pub const ALL: &[FamilyDef] = &[
     UP,
+    STALE_READS,
     BUILD_INFO,
     START_TIME,
     WORKERS,

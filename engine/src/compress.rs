@@ -12,7 +12,7 @@ use crate::format::{parse_q, trim};
 
 /// Bodies shorter than this are sent as they are: gzip's 18 bytes of framing and the
 /// compressor's setup cost more than they save.
-pub const MIN_SIZE: usize = 1024;
+pub const MIN_SIZE: usize = crate::defaults::GZIP_MIN_SIZE;
 
 /// Compression level. Level 1 keeps about 90% of level 6's saving on expositions (long runs
 /// of repeated family and label names) at several times the speed; see the README's figures.

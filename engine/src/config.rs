@@ -1,5 +1,7 @@
 //! Option values: parsing and validation, pure (no FFI). The plugin's option callbacks feed
-//! [`Builder`]; a bad value is an `Err` whose text names the option, and startup stops.
+//! [`Config::apply`]; a bad value is an `Err` whose text names the option, and startup stops.
+//! Once every option is parsed, [`Config::check`] refuses contradictions and names what a
+//! combination leaves unused.
 
 use std::ffi::CStr;
 use std::net::IpAddr;
@@ -138,11 +140,11 @@ pub struct Config {
     pub vassal_socket: Option<String>,
     /// How long a scrape of the Emperor waits for the vassals' expositions, in milliseconds.
     pub vassal_timeout_ms: u32,
+    /// The options given at least once, in the order first seen (for [`Config::check`]).
+    pub given: Vec<Opt>,
 }
 
-/// `--prometheus-vassal-timeout` default and bounds, milliseconds.
-pub const DEFAULT_VASSAL_TIMEOUT_MS: u32 = 1000;
-pub const MAX_VASSAL_TIMEOUT_MS: u32 = 10_000;
+use crate::defaults::MAX_VASSAL_TIMEOUT_MS;
 
 /// Another exporter whose family names, types and labels the plugin can reproduce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,12 +152,6 @@ pub enum Compat {
     /// timonwong/uwsgi_exporter 1.3 (see `crate::compat`).
     UwsgiExporter,
 }
-
-/// `--prometheus-buckets` default: Prometheus' client libraries' default buckets, in µs.
-pub const DEFAULT_BUCKETS_US: [u64; 11] = [
-    5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
-    10_000_000,
-];
 
 /// Most finite buckets `--prometheus-buckets` accepts.
 pub const MAX_BUCKETS: usize = 32;
@@ -207,19 +203,21 @@ impl Default for Config {
             servers: Vec::new(),
             server_mode: None,
             server_owner: None,
-            path: "/metrics".to_string(),
+            path: crate::defaults::PATH.to_string(),
             allow: Vec::new(),
             basic_auth: None,
             format: crate::format::Options::default(),
             histograms: true,
-            buckets_us: DEFAULT_BUCKETS_US.to_vec(),
+            buckets_us: parse_buckets(crate::defaults::BUCKETS)
+                .expect("the default buckets parse (tested)"),
             exemplars: false,
             gzip: true,
-            native_schema: 3,
+            native_schema: crate::defaults::NATIVE_SCHEMA,
             compat: None,
             compat_stats_uri: None,
             vassal_socket: None,
-            vassal_timeout_ms: DEFAULT_VASSAL_TIMEOUT_MS,
+            vassal_timeout_ms: crate::defaults::VASSAL_TIMEOUT_MS,
+            given: Vec::new(),
         }
     }
 }
@@ -245,7 +243,7 @@ pub struct OptionDecl {
 }
 
 macro_rules! declare_options {
-    ($( $(#[$doc:meta])* $variant:ident = $name:literal, $kind:ident, $implies:ident, $help:literal; )*) => {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal, $kind:ident, $implies:ident, $($help:expr),+; )*) => {
         /// The options this plugin registers.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum Opt { $( $(#[$doc])* $variant ),* }
@@ -254,7 +252,7 @@ macro_rules! declare_options {
         pub const OPTIONS: &[OptionDecl] = &[ $( OptionDecl {
             opt: Opt::$variant,
             name: $name,
-            help: $help,
+            help: help(concat!($($help),+, "\0")),
             takes_value: declare_options!(@value $kind),
             implies: Implies::$implies,
         } ),* ];
@@ -263,49 +261,57 @@ macro_rules! declare_options {
     (@value flag) => { false };
 }
 
+/// A help text as uWSGI's table needs it (NUL-terminated); a bad one fails the build.
+const fn help(text: &'static str) -> &'static CStr {
+    match CStr::from_bytes_with_nul(text.as_bytes()) {
+        Ok(c) => c,
+        Err(_) => panic!("a help text contains a NUL byte"),
+    }
+}
+
 declare_options! {
     Server = c"prometheus-server", value, MasterAndMetrics,
-        c"serve Prometheus metrics from the master on ADDR (host:port, :port, [v6]:port or a UNIX socket path); implies --master and --enable-metrics";
+        "serve Prometheus metrics from the master on ADDR (host:port, :port, [v6]:port or a UNIX socket path); implies --master and --enable-metrics";
     ServerMode = c"prometheus-server-mode", value, Nothing,
-        c"permission bits (octal, e.g. 660) of --prometheus-server UNIX sockets";
+        "permission bits (octal, e.g. 660) of --prometheus-server UNIX sockets";
     ServerOwner = c"prometheus-server-owner", value, Nothing,
-        c"owner (USER or USER:GROUP) of --prometheus-server UNIX sockets";
+        "owner (USER or USER:GROUP) of --prometheus-server UNIX sockets";
     Path = c"prometheus-path", value, Nothing,
-        c"path of the metrics on --prometheus-server (default /metrics)";
+        "path of the metrics on --prometheus-server (default ", default_path!(), ")";
     Allow = c"prometheus-allow", value, Nothing,
-        c"comma-separated networks (10.0.0.0/8, ::1) allowed to connect to --prometheus-server over TCP; others get 403";
+        "comma-separated networks (10.0.0.0/8, ::1) allowed to connect to --prometheus-server over TCP; others get 403";
     BasicAuth = c"prometheus-basic-auth", value, Nothing,
-        c"require HTTP basic auth on --prometheus-server: USER:sha256:HEX (HEX = sha256 of the password)";
+        "require HTTP basic auth on --prometheus-server: USER:sha256:HEX (HEX = sha256 of the password)";
     Prefix = c"prometheus-prefix", value, Nothing,
-        c"prefix of every exported metric family (default uwsgi_)";
+        "prefix of every exported metric family (default ", default_prefix!(), ")";
     NoWorkers = c"prometheus-no-workers", flag, Nothing,
-        c"do not export per-worker (uwsgi_worker_*) families";
+        "do not export per-worker (uwsgi_worker_*) families";
     NoCores = c"prometheus-no-cores", flag, Nothing,
-        c"do not export per-core (thread or async core) series";
+        "do not export per-core (thread or async core) series";
     NoHelp = c"prometheus-no-help", flag, Nothing,
-        c"omit # HELP lines";
+        "omit # HELP lines";
     NoType = c"prometheus-no-type", flag, Nothing,
-        c"omit # TYPE lines";
+        "omit # TYPE lines";
     Buckets = c"prometheus-buckets", value, Nothing,
-        c"bounds of the request-duration histogram buckets, in seconds, comma-separated (default 0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10)";
+        "bounds of the request-duration histogram buckets, in seconds, comma-separated (default ", default_buckets!(), ")";
     NoHistograms = c"prometheus-no-histograms", flag, Nothing,
-        c"do not record request-duration histograms (no after-request hook)";
+        "do not record request-duration histograms (no after-request hook)";
     NativeSchema = c"prometheus-native-schema", value, Nothing,
-        c"schema (-4..8, default 3: buckets grow by a factor of about 1.09) of the native request histogram served to Prometheus in protobuf";
+        "schema (-4..8, default ", default_native_schema!(), "; buckets grow by a factor of 2^(2^-schema)) of the native request histogram served to Prometheus in protobuf";
     Exemplars = c"prometheus-exemplars", flag, Nothing,
-        c"attach the W3C traceparent trace id of the latest request of each histogram bucket as an OpenMetrics exemplar";
+        "attach the W3C traceparent trace id of the latest request of each histogram bucket as an OpenMetrics exemplar";
     NoGzip = c"prometheus-no-gzip", flag, Nothing,
-        c"never compress answers (by default they are gzipped when the client's Accept-Encoding allows it and the body is over 1 KiB)";
+        "never compress answers (by default they are gzipped when the client's Accept-Encoding allows it and the body is at least ", gzip_min_size!(), " bytes)";
     Label = c"prometheus-label", value, Nothing,
-        c"add the label NAME=VALUE to every exported series (repeatable), e.g. to tell several instances on one host apart";
+        "add the label NAME=VALUE to every exported series (repeatable), e.g. to tell several instances on one host apart";
     Compat = c"prometheus-compat", value, Nothing,
-        c"uwsgi_exporter: export the families timonwong/uwsgi_exporter exports, under its names, types and labels (the plugin's other families keep their names)";
+        "uwsgi_exporter: export the families timonwong/uwsgi_exporter exports, under its names, types and labels (the plugin's other families keep their names)";
     CompatStatsUri = c"prometheus-compat-stats-uri", value, Nothing,
-        c"value of the stats_uri label in --prometheus-compat uwsgi_exporter mode (default: uWSGI's --stats address, or empty)";
+        "value of the stats_uri label in --prometheus-compat uwsgi_exporter mode (default: uWSGI's --stats address, or empty)";
     VassalSocket = c"prometheus-vassal-socket", value, Nothing,
-        c"in an Emperor serving emperor = prometheus://ADDR: merge every vassal's own exposition, fetched at scrape time from the UNIX socket PATTERN, where {vassal} is the vassal's file name without its extension (e.g. /run/uwsgi/{vassal}.prom.sock)";
+        "in an Emperor serving emperor = prometheus://ADDR: merge every vassal's own exposition, fetched at scrape time from the UNIX socket PATTERN, where {vassal} is the vassal's file name without its extension (e.g. /run/uwsgi/{vassal}.prom.sock)";
     VassalTimeout = c"prometheus-vassal-timeout", value, Nothing,
-        c"milliseconds a scrape of the Emperor waits for the vassals' expositions (default 1000, at most 10000); a vassal that has not answered by then is reported with uwsgi_vassal_scrape_up 0";
+        "milliseconds a scrape of the Emperor waits for the vassals' expositions (default ", default_vassal_timeout_ms!(), ", at most ", max_vassal_timeout_ms!(), "); a vassal that has not answered by then is reported with uwsgi_vassal_scrape_up 0";
 }
 
 impl Opt {
@@ -351,6 +357,15 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Applies one option occurrence. `value` is `None` for flags.
     pub fn apply(&mut self, opt: Opt, value: Option<&str>) -> Result<(), ConfigError> {
+        self.set(opt, value)?;
+        if !self.given.contains(&opt) {
+            self.given.push(opt);
+        }
+        Ok(())
+    }
+
+    /// [`Config::apply`] but for the record of what was given.
+    fn set(&mut self, opt: Opt, value: Option<&str>) -> Result<(), ConfigError> {
         let err = |reason: String| ConfigError { opt, reason };
         match opt {
             Opt::Server => {
@@ -470,6 +485,128 @@ impl Config {
 }
 
 /// A flag's value as uWSGI spells booleans (no value means true).
+/// Two options that cannot both do what they say: startup stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub opt: Opt,
+    pub reason: &'static str,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "--{}: {}", self.opt.name(), self.reason)
+    }
+}
+
+impl std::error::Error for Conflict {}
+
+/// An option that the rest of the configuration leaves without effect: logged once at startup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ignored {
+    pub opt: Opt,
+    pub reason: &'static str,
+}
+
+impl std::fmt::Display for Ignored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "--{} is ignored: {}", self.opt.name(), self.reason)
+    }
+}
+
+impl Config {
+    fn given(&self, opt: Opt) -> bool {
+        self.given.contains(&opt)
+    }
+
+    /// Once every option is parsed: a combination that would mislead (exemplars without the
+    /// histograms that carry them, credentials or networks that protect nothing while the
+    /// metrics stay reachable through the route action) is a [`Conflict`]; an option that
+    /// merely has nothing to act on is [`Ignored`]. `emperor` is true when an `emperor =
+    /// prometheus://ADDR` monitor is configured (its listener takes the server options too).
+    pub fn check(&self, emperor: bool) -> Result<Vec<Ignored>, Conflict> {
+        let conflict = |opt, reason| Err(Conflict { opt, reason });
+        let listener = !self.servers.is_empty() || emperor;
+        if self.exemplars && !self.histograms {
+            return conflict(
+                Opt::Exemplars,
+                "exemplars live in the request histograms, which --prometheus-no-histograms \
+                 turns off; give one of the two",
+            );
+        }
+        if self.given(Opt::BasicAuth) && !listener {
+            return conflict(
+                Opt::BasicAuth,
+                "it protects --prometheus-server, and none is configured (the route action \
+                 is protected by uWSGI's own routing, e.g. the basicauth route)",
+            );
+        }
+        if self.given(Opt::Allow) && !listener {
+            return conflict(
+                Opt::Allow,
+                "it restricts --prometheus-server, and none is configured (restrict the route \
+                 action with uWSGI's routing, e.g. a remote-addr route)",
+            );
+        }
+        let tcp = emperor
+            || self
+                .servers
+                .iter()
+                .any(|s| matches!(s, ServerAddr::Tcp { .. }));
+        let unix = emperor
+            || self
+                .servers
+                .iter()
+                .any(|s| matches!(s, ServerAddr::Unix(_)));
+        let no_histograms = "--prometheus-no-histograms turns the request histograms off";
+        let rules = [
+            (Opt::Buckets, !self.histograms, no_histograms),
+            (Opt::NativeSchema, !self.histograms, no_histograms),
+            (
+                Opt::CompatStatsUri,
+                self.compat.is_none(),
+                "it only labels the --prometheus-compat uwsgi_exporter families",
+            ),
+            (
+                Opt::Path,
+                !listener,
+                "it is the path of --prometheus-server, and none is configured (the route \
+                 action answers on its route's own path)",
+            ),
+            (
+                Opt::ServerMode,
+                !unix,
+                "no --prometheus-server listens on a UNIX socket",
+            ),
+            (
+                Opt::ServerOwner,
+                !unix,
+                "no --prometheus-server listens on a UNIX socket",
+            ),
+            (
+                Opt::Allow,
+                !tcp,
+                "it applies to TCP clients, and every --prometheus-server is a UNIX socket \
+                 (protect those with --prometheus-server-mode and -owner)",
+            ),
+            (
+                Opt::VassalSocket,
+                !emperor,
+                "only an Emperor serving emperor = prometheus://ADDR merges vassal expositions",
+            ),
+            (
+                Opt::VassalTimeout,
+                !self.given(Opt::VassalSocket),
+                "it bounds the wait for --prometheus-vassal-socket, which is not given",
+            ),
+        ];
+        Ok(rules
+            .into_iter()
+            .filter(|&(opt, unused, _)| unused && self.given(opt))
+            .map(|(opt, _, reason)| Ignored { opt, reason })
+            .collect())
+    }
+}
+
 fn flag(value: Option<&str>) -> Result<bool, String> {
     match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
         None | Some("") | Some("1") | Some("true") | Some("yes") | Some("on") => Ok(true),
@@ -696,7 +833,13 @@ mod tests {
             .join(",");
         assert!(parse_buckets(&many).is_err());
         let mut c = Config::default();
-        assert_eq!(c.buckets_us, DEFAULT_BUCKETS_US);
+        assert_eq!(
+            c.buckets_us,
+            [
+                5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+                5_000_000, 10_000_000
+            ]
+        );
         assert!(c.histograms && !c.exemplars);
         let e = c
             .apply(Opt::Buckets, Some("0.1,x"))
@@ -750,5 +893,124 @@ mod tests {
         c.apply(Opt::Path, Some("/m")).expect("valid option");
         assert_eq!(c.path, "/m");
         assert!(c.apply(Opt::Path, Some("m")).is_err());
+    }
+
+    fn configured(opts: &[(Opt, Option<&str>)]) -> Config {
+        let mut c = Config::default();
+        for &(o, v) in opts {
+            c.apply(o, v).expect("valid value");
+        }
+        c
+    }
+
+    #[test]
+    fn contradictions_stop_startup() {
+        let c = configured(&[(Opt::Exemplars, None), (Opt::NoHistograms, None)]);
+        let e = c.check(false).unwrap_err();
+        assert_eq!(e.opt, Opt::Exemplars);
+        assert!(e.to_string().starts_with("--prometheus-exemplars: "), "{e}");
+        let auth = (
+            Opt::BasicAuth,
+            Some("u:sha256:".to_owned() + &"a".repeat(64)),
+        );
+        let c = configured(&[(auth.0, auth.1.as_deref())]);
+        assert_eq!(c.check(false).unwrap_err().opt, Opt::BasicAuth);
+        // With a listener, or in an Emperor serving prometheus://, they do what they say.
+        assert_eq!(c.check(true), Ok(vec![]));
+        let c = configured(&[(Opt::Allow, Some("10.0.0.0/8"))]);
+        assert_eq!(c.check(false).unwrap_err().opt, Opt::Allow);
+        let c = configured(&[
+            (Opt::Allow, Some("10.0.0.0/8")),
+            (Opt::Server, Some("127.0.0.1:0")),
+        ]);
+        assert_eq!(c.check(false), Ok(vec![]));
+    }
+
+    #[test]
+    fn useless_options_are_named() {
+        let ignored = |opts: &[(Opt, Option<&str>)], emperor| -> Vec<Opt> {
+            let c = configured(opts);
+            c.check(emperor)
+                .expect("no conflict")
+                .iter()
+                .map(|i| i.opt)
+                .collect()
+        };
+        let unix = (Opt::Server, Some("/run/m.sock"));
+        let tcp = (Opt::Server, Some(":9290"));
+        assert_eq!(
+            ignored(
+                &[
+                    (Opt::NoHistograms, None),
+                    (Opt::Buckets, Some("0.1")),
+                    (Opt::NativeSchema, Some("2")),
+                    (Opt::CompatStatsUri, Some("x")),
+                    (Opt::Path, Some("/m")),
+                    (Opt::ServerMode, Some("660")),
+                    (Opt::ServerOwner, Some("www")),
+                    (Opt::VassalSocket, Some("/run/{vassal}.sock")),
+                    (Opt::VassalTimeout, Some("500")),
+                ],
+                false
+            ),
+            [
+                Opt::Buckets,
+                Opt::NativeSchema,
+                Opt::CompatStatsUri,
+                Opt::Path,
+                Opt::ServerMode,
+                Opt::ServerOwner,
+                Opt::VassalSocket,
+            ]
+        );
+        assert_eq!(
+            ignored(&[tcp, (Opt::ServerMode, Some("660"))], false),
+            [Opt::ServerMode]
+        );
+        assert_eq!(ignored(&[unix, (Opt::ServerMode, Some("660"))], false), []);
+        assert_eq!(
+            ignored(&[unix, (Opt::Allow, Some("::1"))], false),
+            [Opt::Allow]
+        );
+        assert_eq!(
+            ignored(&[(Opt::VassalTimeout, Some("500"))], true),
+            [Opt::VassalTimeout]
+        );
+        assert_eq!(
+            ignored(
+                &[
+                    (Opt::VassalSocket, Some("/run/{vassal}.sock")),
+                    (Opt::VassalTimeout, Some("500")),
+                    (Opt::ServerMode, Some("660"))
+                ],
+                true
+            ),
+            []
+        );
+        assert_eq!(
+            ignored(
+                &[
+                    (Opt::Compat, Some("uwsgi_exporter")),
+                    (Opt::CompatStatsUri, Some("x"))
+                ],
+                false
+            ),
+            []
+        );
+    }
+
+    #[test]
+    fn help_texts_carry_the_defaults() {
+        let help = |o: Opt| o.decl().help.to_str().expect("UTF-8").to_owned();
+        assert!(help(Opt::Path).contains("(default /metrics)"));
+        assert!(help(Opt::Prefix).contains("(default uwsgi_)"));
+        assert!(help(Opt::Buckets).contains(crate::defaults::BUCKETS));
+        assert!(help(Opt::NativeSchema).contains("default 3;"));
+        assert!(help(Opt::NoGzip).contains("at least 1024 bytes"));
+        assert!(help(Opt::VassalTimeout).contains("(default 1000, at most 10000)"));
+        let d = Config::default();
+        assert_eq!(d.native_schema, crate::defaults::NATIVE_SCHEMA);
+        assert_eq!(d.path, crate::defaults::PATH);
+        assert_eq!(d.format.prefix, crate::defaults::PREFIX);
     }
 }

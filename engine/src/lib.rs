@@ -8,7 +8,7 @@
 //! - [`plan`]: from a plain description of a uWSGI instance ([`plan::Topology`]) to the series
 //!   to export and where each value comes from;
 //! - [`http`]: request heads for the dedicated server (limits, RFC 9112 framing, basic auth);
-//! - [`config`]: every option, declared once, and its parsed value;
+//! - [`config`]: every option, declared once, and its parsed value; [`defaults`]: their defaults;
 //! - [`emperor`]: the Emperor's own families, one series per vassal (`emperor = prometheus://`);
 //! - [`merge`]: the vassals' expositions merged into the Emperor's (`--prometheus-vassal-socket`).
 //!
@@ -17,6 +17,10 @@
 //! the criterion benches run on a machine without uWSGI or libclang.
 
 #![forbid(unsafe_code)]
+
+// First: its macros are used by the modules below.
+#[macro_use]
+pub mod defaults;
 
 pub mod catalogue;
 pub mod compat;

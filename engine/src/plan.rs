@@ -219,6 +219,8 @@ pub enum Source {
     Const(i64),
     /// Age in µs of the worker's longest-running request (0 when idle).
     OldestRequest(usize),
+    /// Scrapes that found uWSGI's metrics lock held by a writer and served the last values.
+    StaleReads,
 }
 
 /// What the exporter renders: metric names for the engine, the extra series, and where each
@@ -406,6 +408,7 @@ pub fn plan(t: &Topology) -> Plan {
     }
 
     p.add(&cat::UP, vec![], Source::Const(1));
+    p.add(&cat::STALE_READS, vec![], Source::StaleReads);
     p.add(
         &cat::BUILD_INFO,
         labels([

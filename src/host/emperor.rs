@@ -35,6 +35,28 @@ pub(crate) fn register_monitor(scheme: &'static CStr, init: ScannerFn, func: Sca
     true
 }
 
+/// Whether an `emperor = prometheus://ADDR` value is configured (option parsing done).
+pub(crate) fn prometheus_monitor_configured() -> bool {
+    // SAFETY: ABI checked; `uwsgi.emperor` is the list option parsing built, never changed
+    // after it.
+    let mut node = unsafe { (*api().server).emperor };
+    let mut seen = 0;
+    while !node.is_null() && seen < 1024 {
+        // SAFETY: a node of that list, heap-allocated by uwsgi_opt_add_string_list.
+        let n = unsafe { &*node };
+        if !n.value.is_null() {
+            // SAFETY: option values are NUL-terminated strings that live as long as uWSGI.
+            let v = unsafe { CStr::from_ptr(n.value) };
+            if v.to_bytes().starts_with(b"prometheus://") {
+                return true;
+            }
+        }
+        node = n.next;
+        seen += 1;
+    }
+    false
+}
+
 /// A scanner uWSGI created for one of our `--emperor` values; lives as long as the Emperor.
 pub(crate) struct Scanner(*mut ffi::uwsgi_emperor_scanner);
 

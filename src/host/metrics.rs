@@ -63,22 +63,65 @@ pub(crate) fn read_metrics_list() -> Option<MetricsList> {
     Some(list)
 }
 
+/// How often a scrape tries uWSGI's metrics lock before it serves the values it read last: a
+/// writer holds it for one store (`uwsgi_metric_set` and friends), so a busy lock is usually
+/// free a few hundred nanoseconds later; one that stays busy is held by a stuck or dead process.
+const TRIES: usize = 4;
+/// Spins between two tries (about a microsecond in all).
+const SPINS: usize = 64;
+
+/// What [`MetricsReadLock::try_acquire`] got.
+pub(crate) enum TryRead {
+    /// The read lock, held until dropped.
+    Held(MetricsReadLock),
+    /// A writer held it through every try.
+    Busy,
+    /// This lock engine (ipcsem) has no try-lock: read without it, as uWSGI allows ("simple
+    /// reading from a metric does not require locking": each value is an aligned int64).
+    NoTryLock,
+}
+
 /// uWSGI's metrics rwlock, held for reading until dropped, so no path (panic included) leaves
-/// it held: it is shared by every process of the instance.
+/// it held: it is shared by every process of the instance. Never waited for: a worker killed
+/// while holding the write lock leaves it held forever, and the master must not hang on it.
 pub(crate) struct MetricsReadLock(());
 
 impl MetricsReadLock {
-    pub(crate) fn acquire() -> MetricsReadLock {
-        // SAFETY: metrics_lock is initialised in uwsgi_setup_metrics before any metric exists;
-        // callers only get here with a metrics list. Released by Drop.
-        unsafe { ffi::metrics_rlock(server()) };
-        MetricsReadLock(())
+    pub(crate) fn try_acquire() -> TryRead {
+        for attempt in 0..TRIES {
+            if attempt > 0 {
+                for _ in 0..SPINS {
+                    std::hint::spin_loop();
+                }
+            }
+            // SAFETY: metrics_lock is initialised in uwsgi_setup_metrics before any metric
+            // exists; callers only get here with a metrics list. A try-lock never waits; when it
+            // succeeds the lock is released by Drop.
+            match unsafe { ffi::metrics_tryrlock(server()) } {
+                1 => return TryRead::Held(MetricsReadLock(())),
+                0 => continue,
+                _ => return TryRead::NoTryLock,
+            }
+        }
+        TryRead::Busy
     }
 }
 
 impl Drop for MetricsReadLock {
     fn drop(&mut self) {
-        // SAFETY: paired with the rlock taken in `acquire`.
+        // SAFETY: paired with the read lock taken in `try_acquire`.
         unsafe { ffi::metrics_rwunlock(server()) };
     }
+}
+
+/// Takes uWSGI's metrics write lock and exits without releasing it: the fault-injection build's
+/// model of a worker killed inside `uwsgi.metric_inc`. A process-shared rwlock is not robust,
+/// so the lock stays held for the life of the instance.
+#[cfg(feature = "fault-injection")]
+pub(crate) fn die_holding_write_lock() -> ! {
+    // SAFETY: as in `try_acquire`; this may block until the lock is free, in a worker serving a
+    // test request, never in the master.
+    unsafe { ffi::metrics_wlock(server()) };
+    // SAFETY: a plain process exit, skipping atexit handlers (which could try the lock).
+    unsafe { libc::_exit(3) }
 }

@@ -21,7 +21,9 @@ use metrics_prometheus_engine::plan::{
 };
 
 use crate::ffi;
-use crate::host::metrics::{MetricsList, MetricsReadLock, Slot};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::host::metrics::{MetricsList, MetricsReadLock, Slot, TryRead};
 use crate::host::procfs::{proc_stat, ProcStat};
 use crate::host::shared::{field, Int, SharedSlice};
 use crate::host::{self, net};
@@ -49,6 +51,9 @@ pub(crate) struct Live {
     master_pid: i32,
     /// `uwsgi_worker_is_busy` (a seam for the unit tests).
     is_busy: fn(usize) -> bool,
+    /// Scrapes of any process that found uWSGI's metrics lock held by a writer (one counter in
+    /// shared memory; empty when it could not be mapped).
+    stale: &'static [AtomicU64],
 }
 
 /// Scratch space of one scraper, reused so that a steady scrape allocates nothing.
@@ -58,6 +63,9 @@ pub(crate) struct Scratch {
     statuses: Vec<Status>,
     /// /proc figures, read at most once per process per scrape (0: master, N: worker N).
     procs: Vec<Option<ProcStat>>,
+    /// The values of uWSGI's metrics list as this scraper last read them, served again when a
+    /// writer holds the lock.
+    metrics: Vec<i64>,
 }
 
 fn cstr(p: *const c_char) -> String {
@@ -124,6 +132,10 @@ pub(crate) fn read(list: MetricsList) -> (Topology, Live) {
         // SAFETY: plain syscall.
         master_pid: unsafe { libc::getpid() },
         is_busy: host::uwsgi::worker_is_busy,
+        stale: host::shm::counters(1).unwrap_or_else(|e| {
+            host::log(&format!("cannot map the stale-read counter: {e}"));
+            &[]
+        }),
     };
     let mut t = Topology {
         metrics: list.names,
@@ -455,15 +467,39 @@ impl Live {
         }
     }
 
+    /// Copies uWSGI's metrics into `last` under their read lock, never waiting for it: when a
+    /// writer holds it (a process stuck or killed inside `uwsgi_metric_*`), `last` keeps the
+    /// values this scraper read before and the scrape counts as stale. A scraper with nothing
+    /// read yet reads the values without the lock, as uWSGI allows (each is an aligned int64
+    /// written whole): a counter served as 0 would look like a reset.
+    fn read_metrics(&self, last: &mut Vec<i64>) {
+        let read = |last: &mut Vec<i64>| {
+            last.clear();
+            last.extend(self.slots.iter().map(|s| s.read()));
+        };
+        match MetricsReadLock::try_acquire() {
+            TryRead::Held(_lock) => read(last),
+            TryRead::NoTryLock => read(last),
+            TryRead::Busy => {
+                if let Some(c) = self.stale.first() {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+                if last.len() != self.slots.len() {
+                    read(last);
+                }
+            }
+        }
+    }
+
     /// Sets `values` to one value per source.
     pub(crate) fn fill(&self, sources: &[Source], values: &mut Vec<i64>, scratch: &mut Scratch) {
         values.clear();
         values.resize(sources.len(), 0);
         if !self.slots.is_empty() {
-            let _lock = MetricsReadLock::acquire();
+            self.read_metrics(&mut scratch.metrics);
             for (v, src) in values.iter_mut().zip(sources) {
                 if let Source::Metric(i) = *src {
-                    *v = self.slots.get(i).map_or(0, |s| s.read());
+                    *v = scratch.metrics.get(i).copied().unwrap_or(0);
                 }
             }
         }
@@ -495,6 +531,9 @@ impl Live {
                 Source::Mule(m, f) => self.mule_field(m, f),
                 Source::Proc(p, f) => self.proc_field(p, f, scratch),
                 Source::OldestRequest(w) => self.oldest_request_us(w, now_us),
+                Source::StaleReads => self.stale.first().map_or(0, |c| {
+                    i64::try_from(c.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
+                }),
             };
         }
     }
@@ -525,6 +564,7 @@ mod tests {
             listen_backlog: 100,
             master_pid: 0,
             is_busy,
+            stale: &[],
         }
     }
 

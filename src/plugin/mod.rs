@@ -121,6 +121,15 @@ fn fatal(msg: &str) -> ! {
     unsafe { libc::exit(1) }
 }
 
+/// Stops startup on contradictory options; logs (when `log`) each one left without effect.
+fn check_config(cfg: &Config, emperor: bool, log: bool) {
+    match cfg.check(emperor) {
+        Err(conflict) => fatal(&conflict.to_string()),
+        Ok(ignored) if log => ignored.iter().for_each(|i| host::log(&i.to_string())),
+        Ok(_) => {}
+    }
+}
+
 /// A NUL-terminated string from uWSGI, or "" for NULL.
 fn lossy(p: *const c_char) -> String {
     if p.is_null() {
@@ -182,6 +191,9 @@ entry! {
             return;
         }
         let cfg = config();
+        // In an Emperor serving prometheus://, its monitor's init logs what is ignored.
+        let emperor = host::emperor::prometheus_monitor_configured();
+        check_config(&cfg, emperor, !emperor);
         let has_master = host::uwsgi::has_master();
         let mut bound = Vec::new();
         if !cfg.servers.is_empty() {
@@ -333,6 +345,7 @@ entry! {
             fatal(&format!("emperor = {arg}: only one prometheus:// value per Emperor"));
         }
         let cfg = config();
+        check_config(&cfg, true, true);
         scrape::install_emperor(&cfg);
         let server = Server::bind_source(&cfg, &[addr], Exposition::Emperor, atfork_child)
             .unwrap_or_else(|e| fatal(&format!("emperor = {arg}: {e}")));

@@ -279,7 +279,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            prefix: "uwsgi_".to_owned(),
+            prefix: crate::defaults::PREFIX.to_owned(),
             help: true,
             types: true,
             workers: true,
