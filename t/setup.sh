@@ -35,6 +35,7 @@ APT_PACKAGES=(
   prometheus
   valgrind
   nginx-light
+  wrk
 )
 
 log() { printf '[setup] %s\n' "$*" >&2; }

@@ -1,7 +1,9 @@
 //! The layering stays true: each module of `src/` may use only the layers below its own
-//! (`src/lib.rs` documents them), `host/log.rs` uses nothing of the crate, and no `extern "C"`
+//! (`src/lib.rs` documents them), `host/log.rs` uses nothing of the crate, no `extern "C"`
 //! function is written anywhere except through the plugin's `entry!` macro (so none can skip
-//! the panic guard). Reads the source; fails naming each back edge.
+//! the panic guard), and `unsafe` code lives in `host/` and `ffi.rs` only, or in the plugin's
+//! entry points (an `entry!` body, or the exported plugin struct). Reads the source; fails
+//! naming each violation.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -86,8 +88,23 @@ fn violations(files: &[(PathBuf, String)]) -> Vec<String> {
                 }
             }
         }
+        let host_side = rel.starts_with("host") || rel == Path::new("ffi.rs");
+        let entries = if rel.starts_with("plugin") {
+            entry_lines(text)
+        } else {
+            Vec::new()
+        };
         for (n, line) in text.lines().enumerate() {
             let code = line.split("//").next().unwrap_or("");
+            let unsafe_code = ["unsafe {", "unsafe fn", "unsafe impl"]
+                .iter()
+                .any(|u| code.contains(u));
+            if unsafe_code && !host_side && !entries.get(n).copied().unwrap_or(false) {
+                bad.push(format!(
+                    "{shown}:{}: `unsafe` outside host/ and the plugin's entry points",
+                    n + 1
+                ));
+            }
             if let Some(i) = code.find("extern \"C\" fn ") {
                 let after = &code[i + "extern \"C\" fn ".len()..];
                 if after.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
@@ -100,6 +117,29 @@ fn violations(files: &[(PathBuf, String)]) -> Vec<String> {
         }
     }
     bad
+}
+
+/// Per line of a plugin source: whether it is inside an `entry! { ... }` item or the exported
+/// `metrics_prometheus_plugin` struct (by brace depth from the line that opens it).
+fn entry_lines(text: &str) -> Vec<bool> {
+    let mut out = Vec::new();
+    let mut depth: Option<i64> = None;
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or("");
+        let opens = code.trim_start().starts_with("entry! {")
+            || code.contains("static mut metrics_prometheus_plugin");
+        if depth.is_none() && opens {
+            depth = Some(0);
+        }
+        out.push(depth.is_some());
+        if let Some(d) = depth.as_mut() {
+            *d += code.matches('{').count() as i64 - code.matches('}').count() as i64;
+            if *d <= 0 && code.contains('}') {
+                depth = None;
+            }
+        }
+    }
+    out
 }
 
 fn read_tree(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) {
@@ -152,6 +192,12 @@ fn the_checker_catches_back_edges() {
             "use crate::server::Server; // crate::nothing",
         ),
         file("plugin/guard.rs", "unsafe extern \"C\" fn $name() {}"),
+        file("host/shm.rs", "let p = unsafe { libc::mmap() };"),
+        file(
+            "plugin/mod.rs",
+            "entry! {\n    fn f(p: *mut u8) {\n        let r = unsafe { g(p) };\n    }\n}",
+        ),
+        file("server.rs", "    atfork_child: unsafe extern \"C\" fn(),"),
     ];
     assert_eq!(violations(&ok), Vec::<String>::new());
     let cases = [
@@ -162,6 +208,12 @@ fn the_checker_catches_back_edges() {
         file("router.rs", "unsafe extern \"C\" fn route_func() {}"),
         file("server.rs", "use crate::nosuch;"),
         file("newmodule.rs", "fn x() {}"),
+        file("live/mod.rs", "let w = unsafe { &*ptr };"),
+        file("histogram.rs", "unsafe impl Send for X {}"),
+        file(
+            "plugin/mod.rs",
+            "entry! {\n    fn f() {}\n}\nfn lossy(p: *const u8) {\n    unsafe { g(p) }\n}",
+        ),
     ];
     for case in cases {
         let v = violations(std::slice::from_ref(&case));

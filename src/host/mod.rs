@@ -1,11 +1,13 @@
 //! The host layer: everything that touches uWSGI's memory, calls into uWSGI or makes a raw
-//! syscall, behind typed, safe functions. Almost all of the crate's `unsafe` lives here, each
-//! block with its `// SAFETY:`. Depends only on `ffi`, `cflags` and the pure engine.
+//! syscall, behind typed, safe functions. All of the crate's `unsafe` lives here (and in the
+//! plugin's entry points), each block with its `// SAFETY:`; `tests/layering.rs` checks it. Depends only on `ffi`, `cflags` and the pure engine.
 //!
 //! - [`log`]: uWSGI's logger (depends on nothing);
 //! - [`abi`]: the ABI check (a `Result`) and uWSGI's resolved API;
 //! - [`uwsgi`]: fields of the server struct;
 //! - [`metrics`]: uWSGI's metrics list and its rwlock;
+//! - [`instance`]: the one walk over uWSGI's pointers (workers, cores, apps, caches, spoolers,
+//!   sockets), before fork;
 //! - [`shared`]: bounds-checked, typed reads of the shared worker table and friends;
 //! - [`procfs`]: allocation-free /proc figures;
 //! - [`net`], [`epoll`], [`fork`]: the dedicated server's sockets, poller and fork hygiene;
@@ -19,6 +21,7 @@ pub(crate) mod alloc_count;
 pub(crate) mod emperor;
 pub(crate) mod epoll;
 pub(crate) mod fork;
+pub(crate) mod instance;
 pub(crate) mod log;
 pub(crate) mod metrics;
 pub(crate) mod net;
@@ -27,6 +30,20 @@ pub(crate) mod request;
 pub(crate) mod shared;
 pub(crate) mod shm;
 pub(crate) mod uwsgi;
+
+/// A C string from uWSGI, lossily as UTF-8; "" for NULL.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that stays valid for the call.
+pub(crate) unsafe fn c_string(p: *const std::ffi::c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: the caller's contract.
+    unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_string_lossy()
+        .into_owned()
+}
 
 pub(crate) use log::log;
 

@@ -110,6 +110,15 @@ impl<T> SharedSlice<T> {
         SharedSlice { ptr, len }
     }
 
+    /// Over memory of the process' own that is never freed (tests build worker tables so).
+    #[cfg(test)]
+    pub(crate) fn from_static(items: &'static [T]) -> Self {
+        SharedSlice {
+            ptr: items.as_ptr(),
+            len: items.len(),
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -128,6 +137,14 @@ impl<T> SharedSlice<T> {
         // left there is a valid F.
         Some(unsafe { at.read_volatile() })
     }
+}
+
+/// `n` all-zero worker structs, for tests that build a worker table in local memory.
+#[cfg(test)]
+pub(crate) fn zeroed_workers(n: usize) -> Vec<crate::ffi::uwsgi_worker> {
+    // SAFETY: uwsgi_worker holds integers, pointers and optional function pointers, for all of
+    // which all-zero is valid.
+    (0..n).map(|_| unsafe { std::mem::zeroed() }).collect()
 }
 
 #[cfg(test)]

@@ -59,6 +59,18 @@ pub(crate) fn my_worker_id() -> usize {
     usize::try_from(unsafe { (*server()).mywid }).unwrap_or(0)
 }
 
+/// Ends the process during startup, as uWSGI itself does for a bad option.
+pub(crate) fn exit_at_startup() -> ! {
+    // SAFETY: plain process exit; uWSGI's atexit handlers run as on its own exit(1).
+    unsafe { libc::exit(1) }
+}
+
+/// This process' id.
+pub(crate) fn pid() -> i32 {
+    // SAFETY: plain syscall.
+    unsafe { libc::getpid() }
+}
+
 /// `uwsgi.numproc`: worker processes configured. Known from option parsing on.
 pub(crate) fn numproc() -> usize {
     // SAFETY: ABI checked; an int set during option parsing.

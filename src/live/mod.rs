@@ -13,16 +13,15 @@
 //! values, to the microsecond. Torn reads across fields are possible and harmless; no lock a
 //! worker could hold is ever taken, and no pointer a worker can change is followed.
 
-use std::ffi::{c_char, CStr};
-
 use metrics_prometheus_engine::plan::{
-    AppField, CacheField, CoreField, MuleField, Proc, ProcField, SharedField, SocketDesc, Source,
-    SpoolerField, Status, Topology, WorkerField,
+    AppField, CacheField, CoreField, MuleField, Proc, ProcField, SharedField, Source, SpoolerField,
+    Status, Topology, WorkerField,
 };
 
 use crate::ffi;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::host::instance::fixed_cstr;
 use crate::host::metrics::{MetricsList, MetricsReadLock, Slot, TryRead};
 use crate::host::procfs::{proc_stat, ProcStat};
 use crate::host::shared::{field, Int, SharedSlice};
@@ -68,142 +67,42 @@ pub(crate) struct Scratch {
     metrics: Vec<i64>,
 }
 
-fn cstr(p: *const c_char) -> String {
-    if p.is_null() {
-        return String::new();
-    }
-    // SAFETY: uWSGI keeps socket, protocol and cache names and the --stats address as
-    // NUL-terminated strings for the life of the process.
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-}
-
-fn fixed_cstr(buf: &[c_char]) -> String {
-    let bytes: Vec<u8> = buf
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
 /// Reads uWSGI's shape. Master, pre-fork, after `uwsgi_setup_workers` and the socket binding.
 pub(crate) fn read(list: MetricsList) -> (Topology, Live) {
-    // SAFETY: the ABI check passed, so the struct has this build's layout; the master is
-    // single-threaded here and these fields were set before postinit_apps, never to change.
-    let srv = unsafe { &*host::abi::server() };
-    let numproc = usize::try_from(srv.numproc).unwrap_or(0);
-    let ncores = usize::try_from(srv.cores).unwrap_or(0);
-    let max_apps = usize::try_from(srv.max_apps).unwrap_or(0);
-    // SAFETY: init.c allocates numproc + 1 workers in shared memory before fork.
-    let workers = unsafe { SharedSlice::new(srv.workers.cast_const(), numproc + 1) };
-    let mut cores = Vec::with_capacity(numproc + 1);
-    let mut apps = Vec::with_capacity(numproc + 1);
-    for w in 0..=numproc {
-        let c = workers.read(w, field!(ffi::uwsgi_worker, cores));
-        let a = workers.read(w, field!(ffi::uwsgi_worker, apps));
-        // SAFETY: each worker's cores array has `uwsgi.cores` entries and its apps array
-        // `max_apps` entries, in shared memory allocated before fork (init.c); NULL gives an
-        // empty slice.
-        cores.push(unsafe {
-            SharedSlice::new(c.unwrap_or(std::ptr::null_mut()).cast_const(), ncores)
-        });
-        // SAFETY: as above.
-        apps.push(unsafe {
-            SharedSlice::new(a.unwrap_or(std::ptr::null_mut()).cast_const(), max_apps)
-        });
-    }
-    let mules_cnt = usize::try_from(srv.mules_cnt).unwrap_or(0);
+    let inst = host::instance::read();
     // The master and each worker keep their /proc files open between scrapes.
-    host::procfs::setup(numproc + 1);
-    let mut live = Live {
-        slots: list.slots,
-        workers,
-        cores,
-        apps,
-        // SAFETY: `uwsgi.shared` is one struct in shared memory, allocated before fork.
-        shared: unsafe { SharedSlice::new(srv.shared.cast_const(), 1) },
-        sockets: Vec::new(),
-        caches: Vec::new(),
-        spoolers: Vec::new(),
-        // SAFETY: `uwsgi.mules` has mules_cnt entries in shared memory (NULL without mules).
-        mules: unsafe { SharedSlice::new(srv.mules.cast_const(), mules_cnt) },
-        numproc,
-        listen_backlog: i64::from(srv.listen_queue.max(0)),
-        // SAFETY: plain syscall.
-        master_pid: unsafe { libc::getpid() },
-        is_busy: host::uwsgi::worker_is_busy,
-        stale: host::shm::counters(1).unwrap_or_else(|e| {
-            host::log(&format!("cannot map the stale-read counter: {e}"));
-            &[]
-        }),
-    };
+    host::procfs::setup(inst.numproc + 1);
     let mut t = Topology {
         metrics: list.names,
-        workers: numproc,
-        cores: ncores,
-        start_us: srv.start_tv.tv_sec * 1_000_000 + srv.start_tv.tv_usec,
+        workers: inst.numproc,
+        cores: inst.cores_per_worker,
+        start_us: inst.start_us,
         uwsgi_version: ffi::BUILD_UWSGI_VERSION.to_string(),
         buckets_us: None,
         native_schema: None,
         plugin_version: host::PLUGIN_VERSION.to_string(),
-        mules: live.mules.len(),
-        stats: (!srv.stats.is_null()).then(|| cstr(srv.stats)),
+        mules: inst.mules.len(),
+        stats: inst.stats,
         ..Topology::default()
     };
-
-    // Caches and spoolers live in shared memory (uwsgi_calloc_shared / malloc_shared); their
-    // lists are built before fork and never change. The walks are bounded against corruption.
-    let mut uc = srv.caches;
-    while !uc.is_null() && live.caches.len() < 1024 {
-        // SAFETY: a node of uwsgi.caches, immutable after setup.
-        let cache = unsafe { &*uc };
-        t.caches.push(if cache.name.is_null() {
-            "default".to_string()
-        } else {
-            cstr(cache.name)
-        });
-        // SAFETY: the node itself, in shared memory for the life of the process.
-        live.caches
-            .push(unsafe { SharedSlice::new(uc.cast_const(), 1) });
-        uc = cache.next;
-    }
-    let mut sp = srv.spoolers;
-    while !sp.is_null() && live.spoolers.len() < 1024 {
-        // SAFETY: a node of uwsgi.spoolers, immutable after setup.
-        let spooler = unsafe { &*sp };
-        t.spoolers.push(fixed_cstr(&spooler.dir));
-        // SAFETY: the node itself, in shared memory for the life of the process.
-        live.spoolers
-            .push(unsafe { SharedSlice::new(sp.cast_const(), 1) });
-        sp = spooler.next;
-    }
-    let mut sock = srv.sockets;
-    while !sock.is_null() && t.sockets.len() < 4096 {
-        // SAFETY: a node of uwsgi.sockets, set up before postinit_apps and immutable after.
-        let us = unsafe { &*sock };
-        let desc = SocketDesc {
-            name: cstr(us.name),
-            proto: if us.proto_name.is_null() {
-                "uwsgi".to_string()
-            } else {
-                cstr(us.proto_name)
-            },
-            shared: us.shared != 0,
-            can_offload: us.can_offload != 0,
-        };
-        live.sockets.push(SocketFd {
-            fd: us.fd,
+    let (names, caches): (Vec<_>, Vec<_>) = inst.caches.into_iter().unzip();
+    t.caches = names;
+    let (dirs, spoolers): (Vec<_>, Vec<_>) = inst.spoolers.into_iter().unzip();
+    t.spoolers = dirs;
+    let mut sockets = Vec::with_capacity(inst.sockets.len());
+    for (desc, fd) in inst.sockets {
+        sockets.push(SocketFd {
+            fd,
             unix: desc.is_unix(),
         });
         t.sockets.push(desc);
-        sock = us.next;
     }
     // Applications loaded in the master before fork (every worker starts with a copy).
-    let apps_cnt = live
+    let apps_cnt = inst
         .workers
         .read(0, field!(ffi::uwsgi_worker, apps_cnt))
         .map_or(0, |n| usize::try_from(n).unwrap_or(0));
-    if let Some(apps0) = live.apps.first() {
+    if let Some(apps0) = inst.apps.first() {
         for a in 0..apps_cnt.min(apps0.len()) {
             let len = apps0
                 .read(a, field!(ffi::uwsgi_app, mountpoint_len))
@@ -218,6 +117,25 @@ pub(crate) fn read(list: MetricsList) -> (Topology, Live) {
             t.app_chdirs.push(fixed_cstr(&chdir));
         }
     }
+    let live = Live {
+        slots: list.slots,
+        workers: inst.workers,
+        cores: inst.cores,
+        apps: inst.apps,
+        shared: inst.shared,
+        sockets,
+        caches,
+        spoolers,
+        mules: inst.mules,
+        numproc: inst.numproc,
+        listen_backlog: inst.listen_backlog,
+        master_pid: host::uwsgi::pid(),
+        is_busy: host::uwsgi::worker_is_busy,
+        stale: host::shm::counters(1).unwrap_or_else(|e| {
+            host::log(&format!("cannot map the stale-read counter: {e}"));
+            &[]
+        }),
+    };
     (t, live)
 }
 
@@ -246,8 +164,7 @@ impl Live {
                 // A worker closes the other workers' pipe ends after fork (master_utils.c), so
                 // their fd numbers may name something else there: only the master, which
                 // holds them all, and a worker for its own pipe can measure.
-                // SAFETY: plain syscall.
-                let master = unsafe { libc::getpid() } == self.master_pid;
+                let master = host::uwsgi::pid() == self.master_pid;
                 if !master && host::uwsgi::my_worker_id() != w {
                     return 0;
                 }
@@ -548,11 +465,10 @@ mod tests {
     use super::*;
 
     /// A `Live` over a worker table in local memory.
-    fn live_over(workers: &[ffi::uwsgi_worker], is_busy: fn(usize) -> bool) -> Live {
+    fn live_over(workers: &'static [ffi::uwsgi_worker], is_busy: fn(usize) -> bool) -> Live {
         Live {
             slots: Vec::new(),
-            // SAFETY: the table outlives the `Live` in each test.
-            workers: unsafe { SharedSlice::new(workers.as_ptr(), workers.len()) },
+            workers: SharedSlice::from_static(workers),
             cores: Vec::new(),
             apps: Vec::new(),
             shared: SharedSlice::empty(),
@@ -568,10 +484,8 @@ mod tests {
         }
     }
 
-    fn zeroed_workers(n: usize) -> Vec<ffi::uwsgi_worker> {
-        // SAFETY: uwsgi_worker holds integers, pointers and optional function pointers, for all
-        // of which all-zero is valid.
-        (0..=n).map(|_| unsafe { std::mem::zeroed() }).collect()
+    fn zeroed_workers(n: usize) -> &'static mut [ffi::uwsgi_worker] {
+        host::shared::zeroed_workers(n + 1).leak()
     }
 
     static CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -584,7 +498,7 @@ mod tests {
     #[test]
     fn each_worker_is_in_exactly_one_state_per_scrape() {
         let workers = zeroed_workers(3);
-        let live = live_over(&workers, flapping);
+        let live = live_over(workers, flapping);
         let t = Topology {
             workers: 3,
             ..Topology::default()
@@ -612,12 +526,12 @@ mod tests {
 
     #[test]
     fn worker_fields_and_flags() {
-        let mut workers = zeroed_workers(2);
+        let workers = zeroed_workers(2);
         workers[1].requests = 42;
         workers[1].last_spawn = 1_700_000_000;
         workers[2].cheaped = 1;
         workers[2].accepting = -1;
-        let live = live_over(&workers, |_| false);
+        let live = live_over(workers, |_| false);
         assert_eq!(live.worker_field(1, WorkerField::Requests), 42);
         assert_eq!(
             live.worker_field(1, WorkerField::LastSpawnUs),

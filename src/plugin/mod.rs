@@ -5,7 +5,7 @@
 
 pub(crate) mod guard;
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_void};
 
 use metrics_prometheus_engine::config::{parse_server_addr, Config, Implies, OPTIONS};
 use parking_lot::Mutex;
@@ -29,7 +29,11 @@ entry! {
                  `uwsgi --build-plugin <metrics_prometheus source dir>` with this uwsgi, or \
                  `UWSGI_BIN=$(command -v uwsgi) cargo build --release`"
             ));
-            disable();
+            let plugin = &raw mut metrics_prometheus_plugin;
+            // SAFETY: this constructor runs before uWSGI reads the struct, while the process is
+            // single-threaded; a plain pointer store. uWSGI drops any plugin whose `name` is
+            // NULL right after dlsym.
+            unsafe { (*plugin).name = std::ptr::null() };
         }
     }
 }
@@ -99,14 +103,6 @@ pub static mut metrics_prometheus_plugin: ffi::uwsgi_plugin = ffi::uwsgi_plugin 
     ..unsafe { std::mem::zeroed() }
 };
 
-/// Makes uWSGI refuse the plugin: it drops any plugin whose `name` is NULL right after dlsym.
-fn disable() {
-    let plugin = &raw mut metrics_prometheus_plugin;
-    // SAFETY: called from the load-time constructor, before uWSGI reads the struct and while the
-    // process is single-threaded; a plain pointer store.
-    unsafe { (*plugin).name = std::ptr::null() };
-}
-
 static CONFIG: Mutex<Option<Config>> = Mutex::new(None);
 
 /// The configuration after option parsing.
@@ -117,8 +113,7 @@ fn config() -> Config {
 /// Stops uWSGI at startup with a message that names the option.
 fn fatal(msg: &str) -> ! {
     host::log(msg);
-    // SAFETY: plain process exit during startup, as uWSGI itself does for bad options.
-    unsafe { libc::exit(1) }
+    host::uwsgi::exit_at_startup()
 }
 
 /// Stops startup on contradictory options; logs (when `log`) each one left without effect.
@@ -130,22 +125,13 @@ fn check_config(cfg: &Config, emperor: bool, log: bool) {
     }
 }
 
-/// A NUL-terminated string from uWSGI, or "" for NULL.
-fn lossy(p: *const c_char) -> String {
-    if p.is_null() {
-        return String::new();
-    }
-    // SAFETY: uWSGI passes option values and route arguments as NUL-terminated strings that
-    // outlive the call.
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-}
-
 entry! {
     fn set_option(_name: *mut c_char, value: *mut c_char, data: *mut c_void) {
         let Some(decl) = OPTIONS.get(data as usize) else {
             return;
         };
-        let value = (!value.is_null()).then(|| lossy(value));
+        // SAFETY: uWSGI passes option values as NUL-terminated strings that outlive the call.
+        let value = (!value.is_null()).then(|| unsafe { host::c_string(value) });
         let mut cfg = CONFIG.lock();
         let cfg = cfg.get_or_insert_with(Config::default);
         if let Err(e) = cfg.apply(decl.opt, value.as_deref()) {
@@ -431,7 +417,8 @@ entry! {
 #[cfg(uwsgi_routing)]
 entry! {
     fn route_setup(ur: *mut ffi::uwsgi_route, args: *mut c_char) -> std::ffi::c_int = -1; {
-        let args = lossy(args);
+        // SAFETY: uWSGI passes route arguments as a NUL-terminated string (or NULL).
+        let args = unsafe { host::c_string(args) };
         match crate::router::setup(&args) {
             Err(e) => {
                 host::log(&format!("route action prometheus-metrics:{args}: {e}"));
