@@ -11,8 +11,16 @@
 
 use std::marker::PhantomData;
 
-/// Plain integers (and pointers, read as values): any bit pattern is valid, so a racing write
-/// can give an old or new value, never undefined behaviour.
+/// Plain integers (and pointers, read as values): any bit pattern is a valid value.
+///
+/// uWSGI's processes write these fields with plain C stores while we read them, which the
+/// Rust (and C11) memory model calls a data race, formally undefined. What is relied on
+/// instead is what uWSGI's own stats server relies on: the fields are naturally aligned and at
+/// most 8 bytes, which x86-64 and AArch64 load and store in one access, so a read returns
+/// the old or the new value, never a mix; the load is volatile, so the compiler emits exactly
+/// one load of the full width and cannot cache, split or invent it; and every value read is
+/// only copied out (never used as a pointer, length or index), so a stale one costs accuracy,
+/// not memory safety.
 pub(crate) trait Pod: Copy + private::Sealed {}
 
 mod private {
@@ -133,8 +141,9 @@ impl<T> SharedSlice<T> {
         // SAFETY: `field.offset` is `offset_of!` of a field of type F within T (made by
         // `field!`), so the address stays inside the element and is aligned for F.
         let at = unsafe { elem.byte_add(field.offset) }.cast::<F>();
-        // SAFETY: `at` is valid for reads (above); F is Pod, so whatever a concurrent writer
-        // left there is a valid F.
+        // SAFETY: `at` is valid for reads (above), and F is Pod: any bits are a valid F. A
+        // concurrent plain store by uWSGI is the data race `Pod` describes: one aligned
+        // volatile load gives the old or the new value.
         Some(unsafe { at.read_volatile() })
     }
 }
