@@ -338,9 +338,76 @@ fn count(n: usize) -> Source {
     Source::Const(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
+/// The compat families under construction: each series gets the `stats_uri` label first.
+struct Compat<'a> {
+    p: Plan,
+    uri: &'a str,
+}
+
+impl Compat<'_> {
+    fn add(&mut self, def: &FamilyDef, more: &[(&str, &str)], src: Source) {
+        let mut l = labels([("stats_uri", self.uri)]);
+        l.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.p.extras.push(def.series(l));
+        self.p.sources.push(src);
+    }
+}
+
 /// The plan in uwsgi_exporter compat mode (see the module docs).
 pub fn plan(t: &Topology, o: &CompatOptions) -> Plan {
-    let native = plan::plan(t);
+    let mut c = Compat {
+        p: native_kept(plan::plan(t)),
+        uri: o.stats_uri.as_str(),
+    };
+    c.add(
+        &LISTEN_QUEUE_LENGTH,
+        &[],
+        Source::Shared(SharedField::Backlog),
+    );
+    c.add(
+        &LISTEN_QUEUE_ERRORS,
+        &[],
+        Source::Shared(SharedField::BacklogErrors),
+    );
+    c.add(&SIGNAL_QUEUE_LENGTH, &[], Source::SignalQueue);
+    c.add(&WORKERS, &[], count(t.workers));
+    for (k, s) in t.unique_sockets() {
+        let metric = t
+            .metrics
+            .iter()
+            .position(|(m, _)| plan::socket_metric(m) == Some(k));
+        let l = [("name", s.name.as_str()), ("proto", s.proto.as_str())];
+        c.add(
+            &SOCKET_QUEUE_LENGTH,
+            &l,
+            Source::SocketQueue { socket: k, metric },
+        );
+        c.add(&SOCKET_MAX_QUEUE_LENGTH, &l, Source::SocketQueueMax(k));
+        c.add(&SOCKET_SHARED, &l, bool_value(s.shared));
+        c.add(&SOCKET_CAN_OFFLOAD, &l, bool_value(s.can_offload));
+    }
+    if o.workers {
+        for w in 1..=t.workers {
+            add_worker(&mut c, t, w, o.cores);
+        }
+    }
+    for (ci, name) in t.caches.iter().enumerate() {
+        use plan::CacheField as F;
+        for (def, f) in [
+            (&CACHE_HITS, F::Hits),
+            (&CACHE_MISSES, F::Misses),
+            (&CACHE_FULL, F::Full),
+            (&CACHE_ITEMS, F::Items),
+            (&CACHE_MAX_ITEMS, F::MaxItems),
+        ] {
+            c.add(def, &[("name", name.as_str())], Source::Cache(ci, f));
+        }
+    }
+    c.p
+}
+
+/// The native plan without what the compat families replace.
+fn native_kept(native: Plan) -> Plan {
     let n = native.names.len();
     let mut p = Plan {
         histograms: native.histograms,
@@ -358,139 +425,83 @@ pub fn plan(t: &Topology, o: &CompatOptions) -> Plan {
             p.sources.push(*src);
         }
     }
-    let uri = o.stats_uri.as_str();
-    let mut add = |def: &FamilyDef, more: &[(&str, &str)], src: Source| {
-        let mut l = labels([("stats_uri", uri)]);
-        l.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        p.extras.push(def.series(l));
-        p.sources.push(src);
-    };
-
-    add(
-        &LISTEN_QUEUE_LENGTH,
-        &[],
-        Source::Shared(SharedField::Backlog),
-    );
-    add(
-        &LISTEN_QUEUE_ERRORS,
-        &[],
-        Source::Shared(SharedField::BacklogErrors),
-    );
-    add(&SIGNAL_QUEUE_LENGTH, &[], Source::SignalQueue);
-    add(&WORKERS, &[], count(t.workers));
-
-    // De-duplicated by name and protocol, first wins, as the exporter does.
-    let mut seen: Vec<(&str, &str)> = Vec::new();
-    for (k, s) in t.sockets.iter().enumerate() {
-        if seen.contains(&(s.name.as_str(), s.proto.as_str())) {
-            continue;
-        }
-        seen.push((&s.name, &s.proto));
-        let metric = t
-            .metrics
-            .iter()
-            .position(|(m, _)| plan::socket_metric(m) == Some(k));
-        let l = [("name", s.name.as_str()), ("proto", s.proto.as_str())];
-        add(
-            &SOCKET_QUEUE_LENGTH,
-            &l,
-            Source::SocketQueue { socket: k, metric },
-        );
-        add(&SOCKET_MAX_QUEUE_LENGTH, &l, Source::SocketQueueMax(k));
-        add(&SOCKET_SHARED, &l, bool_value(s.shared));
-        add(&SOCKET_CAN_OFFLOAD, &l, bool_value(s.can_offload));
-    }
-
-    if o.workers {
-        for w in 1..=t.workers {
-            let ws = w.to_string();
-            let l = [("worker_id", ws.as_str())];
-            for (def, f) in [
-                (&WORKER_ACCEPTING, WorkerField::Accepting),
-                (&WORKER_DELTA_REQUESTS, WorkerField::DeltaRequests),
-                (&WORKER_SIGNAL_QUEUE_LENGTH, WorkerField::SignalQueue),
-                (&WORKER_RSS, WorkerField::Rss),
-                (&WORKER_VSZ, WorkerField::Vsz),
-                (&WORKER_RUNNING_TIME, WorkerField::RunningTime),
-                (&WORKER_LAST_SPAWN_TIME, WorkerField::LastSpawnUs),
-                (&WORKER_AVERAGE_RESPONSE_TIME, WorkerField::AvgResponseTime),
-            ] {
-                add(def, &l, Source::Worker(w, f));
-            }
-            for (def, st) in [
-                (&WORKER_BUSY, Status::Busy),
-                (&WORKER_IDLE, Status::Idle),
-                (&WORKER_CHEAP, Status::Cheap),
-            ] {
-                add(def, &l, Source::Status(w, st));
-            }
-            for (def, f) in [
-                (&WORKER_REQUESTS, WorkerField::Requests),
-                (&WORKER_EXCEPTIONS, WorkerField::Exceptions),
-                (&WORKER_HARAKIRI_COUNT, WorkerField::Harakiri),
-                (&WORKER_SIGNALS, WorkerField::Signals),
-                (&WORKER_RESPAWN_COUNT, WorkerField::Respawns),
-                (&WORKER_TRANSMITTED_BYTES, WorkerField::Tx),
-                (&WORKER_APPS, WorkerField::Apps),
-            ] {
-                add(def, &l, Source::Worker(w, f));
-            }
-            // Apps loaded before fork, as the native families (lazy-apps: none listed).
-            for (a, mount) in t.apps.iter().enumerate() {
-                let id = a.to_string();
-                let chdir = t.app_chdirs.get(a).map_or("", String::as_str);
-                let l = [
-                    ("worker_id", ws.as_str()),
-                    ("app_id", id.as_str()),
-                    ("mountpoint", mount.as_str()),
-                    ("chdir", chdir),
-                ];
-                for (def, f) in [
-                    (&WORKER_APP_STARTUP_TIME, AppField::StartupTime),
-                    (&WORKER_APP_REQUESTS, AppField::Requests),
-                    (&WORKER_APP_EXCEPTIONS, AppField::Exceptions),
-                ] {
-                    add(def, &l, Source::App(w, a, f));
-                }
-            }
-            add(&WORKER_CORES, &l, count(t.cores));
-            if !o.cores {
-                continue;
-            }
-            for c in 0..t.cores {
-                let cs = c.to_string();
-                let l = [("worker_id", ws.as_str()), ("core_id", cs.as_str())];
-                for (def, f) in [
-                    (&WORKER_CORE_BUSY, CoreField::InRequest),
-                    (&WORKER_CORE_REQUESTS, CoreField::Requests),
-                    (&WORKER_CORE_STATIC_REQUESTS, CoreField::StaticRequests),
-                    (&WORKER_CORE_ROUTED_REQUESTS, CoreField::RoutedRequests),
-                    (
-                        &WORKER_CORE_OFFLOADED_REQUESTS,
-                        CoreField::OffloadedRequests,
-                    ),
-                    (&WORKER_CORE_WRITE_ERRORS, CoreField::WriteErrors),
-                    (&WORKER_CORE_READ_ERRORS, CoreField::ReadErrors),
-                ] {
-                    add(def, &l, Source::Core(w, c, f));
-                }
-            }
-        }
-    }
-
-    for (ci, name) in t.caches.iter().enumerate() {
-        use plan::CacheField as F;
-        for (def, f) in [
-            (&CACHE_HITS, F::Hits),
-            (&CACHE_MISSES, F::Misses),
-            (&CACHE_FULL, F::Full),
-            (&CACHE_ITEMS, F::Items),
-            (&CACHE_MAX_ITEMS, F::MaxItems),
-        ] {
-            add(def, &[("name", name.as_str())], Source::Cache(ci, f));
-        }
-    }
     p
+}
+
+/// Worker `w`'s families, its apps' and (with `cores`) its cores'.
+fn add_worker(c: &mut Compat, t: &Topology, w: usize, cores: bool) {
+    let ws = w.to_string();
+    let l = [("worker_id", ws.as_str())];
+    for (def, f) in [
+        (&WORKER_ACCEPTING, WorkerField::Accepting),
+        (&WORKER_DELTA_REQUESTS, WorkerField::DeltaRequests),
+        (&WORKER_SIGNAL_QUEUE_LENGTH, WorkerField::SignalQueue),
+        (&WORKER_RSS, WorkerField::Rss),
+        (&WORKER_VSZ, WorkerField::Vsz),
+        (&WORKER_RUNNING_TIME, WorkerField::RunningTime),
+        (&WORKER_LAST_SPAWN_TIME, WorkerField::LastSpawnUs),
+        (&WORKER_AVERAGE_RESPONSE_TIME, WorkerField::AvgResponseTime),
+    ] {
+        c.add(def, &l, Source::Worker(w, f));
+    }
+    for (def, st) in [
+        (&WORKER_BUSY, Status::Busy),
+        (&WORKER_IDLE, Status::Idle),
+        (&WORKER_CHEAP, Status::Cheap),
+    ] {
+        c.add(def, &l, Source::Status(w, st));
+    }
+    for (def, f) in [
+        (&WORKER_REQUESTS, WorkerField::Requests),
+        (&WORKER_EXCEPTIONS, WorkerField::Exceptions),
+        (&WORKER_HARAKIRI_COUNT, WorkerField::Harakiri),
+        (&WORKER_SIGNALS, WorkerField::Signals),
+        (&WORKER_RESPAWN_COUNT, WorkerField::Respawns),
+        (&WORKER_TRANSMITTED_BYTES, WorkerField::Tx),
+        (&WORKER_APPS, WorkerField::Apps),
+    ] {
+        c.add(def, &l, Source::Worker(w, f));
+    }
+    // Apps loaded before fork, as the native families (lazy-apps: none listed).
+    for (a, mount) in t.apps.iter().enumerate() {
+        let id = a.to_string();
+        let chdir = t.app_chdirs.get(a).map_or("", String::as_str);
+        let l = [
+            ("worker_id", ws.as_str()),
+            ("app_id", id.as_str()),
+            ("mountpoint", mount.as_str()),
+            ("chdir", chdir),
+        ];
+        for (def, f) in [
+            (&WORKER_APP_STARTUP_TIME, AppField::StartupTime),
+            (&WORKER_APP_REQUESTS, AppField::Requests),
+            (&WORKER_APP_EXCEPTIONS, AppField::Exceptions),
+        ] {
+            c.add(def, &l, Source::App(w, a, f));
+        }
+    }
+    c.add(&WORKER_CORES, &l, count(t.cores));
+    if !cores {
+        return;
+    }
+    for core in 0..t.cores {
+        let cs = core.to_string();
+        let l = [("worker_id", ws.as_str()), ("core_id", cs.as_str())];
+        for (def, f) in [
+            (&WORKER_CORE_BUSY, CoreField::InRequest),
+            (&WORKER_CORE_REQUESTS, CoreField::Requests),
+            (&WORKER_CORE_STATIC_REQUESTS, CoreField::StaticRequests),
+            (&WORKER_CORE_ROUTED_REQUESTS, CoreField::RoutedRequests),
+            (
+                &WORKER_CORE_OFFLOADED_REQUESTS,
+                CoreField::OffloadedRequests,
+            ),
+            (&WORKER_CORE_WRITE_ERRORS, CoreField::WriteErrors),
+            (&WORKER_CORE_READ_ERRORS, CoreField::ReadErrors),
+        ] {
+            c.add(def, &l, Source::Core(w, core, f));
+        }
+    }
 }
 
 #[cfg(test)]

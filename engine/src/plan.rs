@@ -391,13 +391,25 @@ pub(crate) fn socket_metric(name: &str) -> Option<usize> {
         .ok()
 }
 
+impl Topology {
+    /// The sockets to export, by index: uWSGI can list one socket twice, so they are
+    /// de-duplicated by name and protocol, the first one winning (as uwsgi_exporter does).
+    pub fn unique_sockets(&self) -> impl Iterator<Item = (usize, &SocketDesc)> {
+        self.sockets.iter().enumerate().filter(|(k, s)| {
+            !self.sockets[..*k]
+                .iter()
+                .any(|o| o.name == s.name && o.proto == s.proto)
+        })
+    }
+}
+
 /// The plan for one instance. Families come in a fixed order: uWSGI's list, then the
 /// instance-wide families, caches, spoolers, mules, sockets, per-worker state, apps, processes.
 pub fn plan(t: &Topology) -> Plan {
     let mut p = Plan::default();
+    // socket.K.listen_queue is re-exported with the socket's name and protocol: (K, metric).
     let mut socket_slots: Vec<(usize, usize)> = Vec::new();
     for (i, (name, ty)) in t.metrics.iter().enumerate() {
-        // socket.K.listen_queue is re-exported below with the socket's name and protocol.
         if let Some(k) = socket_metric(name) {
             socket_slots.push((k, i));
             continue;
@@ -406,7 +418,32 @@ pub fn plan(t: &Topology) -> Plan {
         p.sources
             .push(live_source_for(name, t.workers, t.cores).unwrap_or(Source::Metric(i)));
     }
+    add_instance(&mut p, t);
+    add_caches_spoolers_mules(&mut p, t);
+    for (k, s) in t.unique_sockets() {
+        let metric = socket_slots.iter().find(|(i, _)| *i == k).map(|(_, m)| *m);
+        let l = labels([
+            ("socket", &k.to_string()),
+            ("name", &s.name),
+            ("proto", &s.proto),
+        ]);
+        p.add(
+            &cat::SOCKET_LISTEN_QUEUE,
+            l.clone(),
+            Source::SocketQueue { socket: k, metric },
+        );
+        p.add(&cat::SOCKET_LISTEN_QUEUE_MAX, l, Source::SocketQueueMax(k));
+    }
+    for w in 1..=t.workers {
+        add_worker_state(&mut p, t, w);
+    }
+    add_apps(&mut p, t);
+    add_processes(&mut p, t);
+    p
+}
 
+/// Instance-wide families: the exporter's own, then uWSGI's.
+fn add_instance(p: &mut Plan, t: &Topology) {
     p.add(&cat::UP, vec![], Source::Const(1));
     p.add(&cat::STALE_READS, vec![], Source::StaleReads);
     p.add(
@@ -430,7 +467,9 @@ pub fn plan(t: &Topology) -> Plan {
     );
     p.add(&cat::LOAD, vec![], Source::Shared(SharedField::Load));
     p.add(&cat::SIGNAL_QUEUE, vec![], Source::SignalQueue);
+}
 
+fn add_caches_spoolers_mules(p: &mut Plan, t: &Topology) {
     for (ci, name) in t.caches.iter().enumerate() {
         for (def, f) in [
             (&cat::CACHE_ITEMS, CacheField::Items),
@@ -461,62 +500,44 @@ pub fn plan(t: &Topology) -> Plan {
             p.add(def, labels([("mule", &id)]), Source::Mule(m, f));
         }
     }
+}
 
-    // Sockets, de-duplicated by name and protocol (uWSGI can list one socket twice).
-    let mut seen: Vec<(&str, &str)> = Vec::new();
-    for (k, s) in t.sockets.iter().enumerate() {
-        if seen.contains(&(s.name.as_str(), s.proto.as_str())) {
-            continue;
-        }
-        seen.push((&s.name, &s.proto));
-        let metric = socket_slots.iter().find(|(i, _)| *i == k).map(|(_, m)| *m);
-        let l = labels([
-            ("socket", &k.to_string()),
-            ("name", &s.name),
-            ("proto", &s.proto),
-        ]);
+/// Worker `w`'s state: status, counters, its cores' activity, its oldest request.
+fn add_worker_state(p: &mut Plan, t: &Topology, w: usize) {
+    let ws = w.to_string();
+    for st in Status::ALL {
         p.add(
-            &cat::SOCKET_LISTEN_QUEUE,
-            l.clone(),
-            Source::SocketQueue { socket: k, metric },
-        );
-        p.add(&cat::SOCKET_LISTEN_QUEUE_MAX, l, Source::SocketQueueMax(k));
-    }
-
-    for w in 1..=t.workers {
-        let ws = w.to_string();
-        for st in Status::ALL {
-            p.add(
-                &cat::WORKER_STATUS,
-                labels([("worker", &ws), ("status", st.as_str())]),
-                Source::Status(w, st),
-            );
-        }
-        for (def, f) in [
-            (&cat::WORKER_ACCEPTING, WorkerField::Accepting),
-            (&cat::WORKER_HARAKIRI, WorkerField::Harakiri),
-            (&cat::WORKER_EXCEPTIONS, WorkerField::Exceptions),
-            (&cat::WORKER_SIGNALS, WorkerField::Signals),
-            (&cat::WORKER_LAST_SPAWN, WorkerField::LastSpawnUs),
-        ] {
-            p.add(def, labels([("worker", &ws)]), Source::Worker(w, f));
-        }
-        for c in 0..t.cores {
-            p.add(
-                &cat::WORKER_CORE_IN_REQUEST,
-                labels([("worker", &ws), ("core", &c.to_string())]),
-                Source::Core(w, c, CoreField::InRequest),
-            );
-        }
-        p.add(
-            &cat::WORKER_OLDEST_REQUEST,
-            labels([("worker", &ws)]),
-            Source::OldestRequest(w),
+            &cat::WORKER_STATUS,
+            labels([("worker", &ws), ("status", st.as_str())]),
+            Source::Status(w, st),
         );
     }
+    for (def, f) in [
+        (&cat::WORKER_ACCEPTING, WorkerField::Accepting),
+        (&cat::WORKER_HARAKIRI, WorkerField::Harakiri),
+        (&cat::WORKER_EXCEPTIONS, WorkerField::Exceptions),
+        (&cat::WORKER_SIGNALS, WorkerField::Signals),
+        (&cat::WORKER_LAST_SPAWN, WorkerField::LastSpawnUs),
+    ] {
+        p.add(def, labels([("worker", &ws)]), Source::Worker(w, f));
+    }
+    for c in 0..t.cores {
+        p.add(
+            &cat::WORKER_CORE_IN_REQUEST,
+            labels([("worker", &ws), ("core", &c.to_string())]),
+            Source::Core(w, c, CoreField::InRequest),
+        );
+    }
+    p.add(
+        &cat::WORKER_OLDEST_REQUEST,
+        labels([("worker", &ws)]),
+        Source::OldestRequest(w),
+    );
+}
 
-    // Applications loaded in the master before fork (every worker starts with a copy; with
-    // lazy-apps they are loaded later, per worker, and are not listed).
+/// Applications loaded in the master before fork (every worker starts with a copy; with
+/// lazy-apps they are loaded later, per worker, and are not listed).
+fn add_apps(p: &mut Plan, t: &Topology) {
     for (a, mount) in t.apps.iter().enumerate() {
         for w in 1..=t.workers {
             let l = labels([
@@ -536,13 +557,15 @@ pub fn plan(t: &Topology) -> Plan {
             );
         }
     }
+}
 
-    let master = [
+/// The master's and the workers' process figures, with the request histogram between them.
+fn add_processes(p: &mut Plan, t: &Topology) {
+    for (def, f) in [
         (&cat::MASTER_CPU, ProcField::CpuUs),
         (&cat::MASTER_RSS, ProcField::RssBytes),
         (&cat::MASTER_FDS, ProcField::OpenFds),
-    ];
-    for (def, f) in master {
+    ] {
         p.add(def, vec![], Source::Proc(Proc::Master, f));
     }
     if let Some(bounds) = &t.buckets_us {
@@ -563,7 +586,6 @@ pub fn plan(t: &Topology) -> Plan {
             );
         }
     }
-    p
 }
 
 #[cfg(test)]
