@@ -366,6 +366,23 @@ impl Config {
 
     /// [`Config::apply`] but for the record of what was given.
     fn set(&mut self, opt: Opt, value: Option<&str>) -> Result<(), ConfigError> {
+        match opt {
+            Opt::Server
+            | Opt::ServerMode
+            | Opt::ServerOwner
+            | Opt::Path
+            | Opt::Allow
+            | Opt::BasicAuth => self.set_server(opt, value),
+            Opt::Buckets | Opt::NoHistograms | Opt::Exemplars | Opt::NativeSchema => {
+                self.set_histograms(opt, value)
+            }
+            Opt::VassalSocket | Opt::VassalTimeout => self.set_emperor(opt, value),
+            _ => self.set_format(opt, value),
+        }
+    }
+
+    /// The dedicated server: where it listens and who may ask.
+    fn set_server(&mut self, opt: Opt, value: Option<&str>) -> Result<(), ConfigError> {
         let err = |reason: String| ConfigError { opt, reason };
         match opt {
             Opt::Server => {
@@ -414,6 +431,15 @@ impl Config {
             Opt::BasicAuth => {
                 self.basic_auth = Some(BasicAuth::parse(value.unwrap_or("")).map_err(err)?);
             }
+            _ => unreachable!("server options only"),
+        }
+        Ok(())
+    }
+
+    /// What is exported and how it is named.
+    fn set_format(&mut self, opt: Opt, value: Option<&str>) -> Result<(), ConfigError> {
+        let err = |reason: String| ConfigError { opt, reason };
+        match opt {
             Opt::Prefix => {
                 let p = value.unwrap_or("");
                 crate::format::validate_prefix(p).map_err(err)?;
@@ -425,9 +451,6 @@ impl Config {
             Opt::NoCores => self.format.cores = !flag(value).map_err(err)?,
             Opt::NoHelp => self.format.help = !flag(value).map_err(err)?,
             Opt::NoType => self.format.types = !flag(value).map_err(err)?,
-            Opt::Buckets => self.buckets_us = parse_buckets(value.unwrap_or("")).map_err(err)?,
-            Opt::NoHistograms => self.histograms = !flag(value).map_err(err)?,
-            Opt::Exemplars => self.exemplars = flag(value).map_err(err)?,
             Opt::NoGzip => self.gzip = !flag(value).map_err(err)?,
             Opt::Label => {
                 let (name, value) = crate::format::parse_label(value.unwrap_or("")).map_err(err)?;
@@ -450,6 +473,35 @@ impl Config {
             Opt::CompatStatsUri => {
                 self.compat_stats_uri = Some(value.unwrap_or("").to_owned());
             }
+            _ => unreachable!("format options only"),
+        }
+        Ok(())
+    }
+
+    /// The request histograms.
+    fn set_histograms(&mut self, opt: Opt, value: Option<&str>) -> Result<(), ConfigError> {
+        let err = |reason: String| ConfigError { opt, reason };
+        match opt {
+            Opt::Buckets => self.buckets_us = parse_buckets(value.unwrap_or("")).map_err(err)?,
+            Opt::NoHistograms => self.histograms = !flag(value).map_err(err)?,
+            Opt::Exemplars => self.exemplars = flag(value).map_err(err)?,
+            Opt::NativeSchema => {
+                let v = value.unwrap_or("").trim();
+                self.native_schema = v
+                    .parse::<i8>()
+                    .ok()
+                    .filter(|s| (-4..=8).contains(s))
+                    .ok_or_else(|| err(format!("'{v}' is not a schema from -4 to 8")))?;
+            }
+            _ => unreachable!("histograms options only"),
+        }
+        Ok(())
+    }
+
+    /// The Emperor's merge of its vassals' expositions.
+    fn set_emperor(&mut self, opt: Opt, value: Option<&str>) -> Result<(), ConfigError> {
+        let err = |reason: String| ConfigError { opt, reason };
+        match opt {
             Opt::VassalSocket => {
                 let v = value.unwrap_or("").trim();
                 if !v.contains("{vassal}") || v.contains('\0') {
@@ -471,14 +523,7 @@ impl Config {
                         ))
                     })?;
             }
-            Opt::NativeSchema => {
-                let v = value.unwrap_or("").trim();
-                self.native_schema = v
-                    .parse::<i8>()
-                    .ok()
-                    .filter(|s| (-4..=8).contains(s))
-                    .ok_or_else(|| err(format!("'{v}' is not a schema from -4 to 8")))?;
-            }
+            _ => unreachable!("emperor options only"),
         }
         Ok(())
     }
