@@ -9,12 +9,14 @@
 //! 2. [`host`]: every touch of uWSGI's memory and every raw syscall, behind typed wrappers;
 //! 3. [`live`]: uWSGI's shape read once into a plain `Topology`, its values per scrape;
 //!    [`histogram`]: request durations recorded by the after-request hook in shared memory;
+//!    [`app_metrics`]: the application's prometheus_client values, in shared memory;
 //! 4. [`scrape`]: the exporter state and one scrape, shared by both front ends;
 //! 5. the front ends: [`router`] (the `prometheus-metrics` route action) and [`server`]
 //!    (`--prometheus-server`, and `emperor = prometheus://` in an Emperor), with [`gather`]
 //!    (the Emperor's server fetching its vassals' expositions);
 //! 6. [`plugin`]: the struct uWSGI loads and every `extern "C"` entry, behind the panic guard.
 
+pub(crate) mod app_metrics;
 pub(crate) mod cflags;
 pub(crate) mod ffi;
 pub(crate) mod gather;

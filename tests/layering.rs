@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["ffi", "cflags"],
     &["host"],
-    &["live", "histogram"],
+    &["live", "histogram", "app_metrics"],
     &["scrape"],
     &["router", "server", "gather"],
     &["plugin"],

@@ -22,6 +22,7 @@
 #[macro_use]
 pub mod defaults;
 
+pub mod app;
 pub mod catalogue;
 pub mod compat;
 pub mod compress;

@@ -59,6 +59,63 @@ pub(crate) fn my_worker_id() -> usize {
     usize::try_from(unsafe { (*server()).mywid }).unwrap_or(0)
 }
 
+/// What this process is to uWSGI, for the application metrics' per-process slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Master,
+    /// Worker id, 1-based.
+    Worker(usize),
+    /// Mule id, 1-based.
+    Mule(usize),
+    /// Position in uWSGI's spooler list, 0-based.
+    Spooler(usize),
+    /// Anything else: a process the application forked itself, an Emperor, a daemon.
+    Foreign,
+}
+
+/// This process' role. uWSGI sets `mypid` in each process it forks (worker, mule, spooler),
+/// before any application code runs there; a process the application forks inherits it, so
+/// `mypid != getpid()` tells such a process apart. `master_pid` is the master's, captured at
+/// startup.
+pub(crate) fn role(master_pid: i32) -> Role {
+    // SAFETY: ABI checked; ints and a pointer each process sets for itself after fork.
+    let srv = unsafe { &*server() };
+    let me = pid();
+    if srv.mypid != me {
+        return Role::Foreign;
+    }
+    if srv.mywid > 0 {
+        return Role::Worker(srv.mywid as usize);
+    }
+    if srv.muleid > 0 {
+        return Role::Mule(srv.muleid as usize);
+    }
+    if !srv.i_am_a_spooler.is_null() {
+        let mut node = srv.spoolers;
+        let mut i = 0;
+        while !node.is_null() && i < 1024 {
+            if node == srv.i_am_a_spooler {
+                return Role::Spooler(i);
+            }
+            // SAFETY: a node of uwsgi.spoolers (shared memory, immutable after setup).
+            node = unsafe { (*node).next };
+            i += 1;
+        }
+        return Role::Foreign;
+    }
+    if me == master_pid {
+        Role::Master
+    } else {
+        Role::Foreign
+    }
+}
+
+/// `uwsgi.mules_cnt`: mules configured (0 until uWSGI sets them up, after `post_init`).
+pub(crate) fn mules() -> usize {
+    // SAFETY: ABI checked; an int set before any mule is forked.
+    usize::try_from(unsafe { (*server()).mules_cnt }).unwrap_or(0)
+}
+
 /// Ends the process during startup, as uWSGI itself does for a bad option.
 pub(crate) fn exit_at_startup() -> ! {
     // SAFETY: plain process exit; uWSGI's atexit handlers run as on its own exit(1).
