@@ -25,6 +25,7 @@
 //! does not parse is skipped.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use metrics_prometheus_engine::app::{AppFamily, AppKind, AppSeries, AppValue};
 
@@ -515,41 +516,76 @@ impl Table {
 
     fn merge_gauge(&self, fam: &mut AppFamily, p: &Parsed, owners: &[u32], live: &[bool]) {
         let i = p.index;
-        // Slots that wrote this gauge (and, for live modes, whose process runs).
-        let written = (0..owners.len())
-            .filter(|&s| self.stamp(s, i) > 0.0 && (!p.mode.live() || live[s]))
-            .collect::<Vec<_>>();
-        let values = written.iter().map(|&s| self.value(s, i));
-        let v = match p.mode {
-            Mode::All | Mode::LiveAll => {
-                for &s in &written {
-                    let mut labels = p.labels.clone();
-                    labels.push(("pid".to_string(), owners[s].to_string()));
-                    fam.series.push(AppSeries {
-                        labels,
-                        value: AppValue::Gauge(self.value(s, i)),
-                    });
-                }
-                return;
+        if matches!(p.mode, Mode::All | Mode::LiveAll) {
+            for s in self.written(i, p.mode, live) {
+                let mut labels = p.labels.clone();
+                labels.push(("pid".to_string(), owners[s].to_string()));
+                fam.series.push(AppSeries {
+                    labels,
+                    value: AppValue::Gauge(self.value(s, i)),
+                });
             }
-            Mode::Min | Mode::LiveMin => {
-                values.fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))))
-            }
-            Mode::Max | Mode::LiveMax => {
-                values.fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
-            }
-            Mode::Sum | Mode::LiveSum => Some(values.sum()),
-            Mode::MostRecent | Mode::LiveMostRecent => written
-                .iter()
-                .max_by(|&&a, &&b| self.stamp(a, i).total_cmp(&self.stamp(b, i)))
-                .map(|&s| self.value(s, i)),
-        };
-        if let Some(v) = v {
+            return;
+        }
+        if let Some(v) = self.gauge_value(i, p.mode, live) {
             fam.series.push(AppSeries {
                 labels: p.labels.clone(),
                 value: AppValue::Gauge(v),
             });
         }
+    }
+
+    /// The slots that wrote gauge `i` (and, for live modes, whose process runs).
+    fn written<'a>(
+        &'a self,
+        i: usize,
+        mode: Mode,
+        live: &'a [bool],
+    ) -> impl Iterator<Item = usize> + 'a {
+        (0..live.len()).filter(move |&s| self.stamp(s, i) > 0.0 && (!mode.live() || live[s]))
+    }
+
+    /// Gauge `i` merged as `mode` says (`None`: no process wrote it; `all` modes have one
+    /// value per process and are merged by the caller).
+    fn gauge_value(&self, i: usize, mode: Mode, live: &[bool]) -> Option<f64> {
+        let mut values = self.written(i, mode, live).map(|s| self.value(s, i));
+        match mode {
+            Mode::All | Mode::LiveAll => None,
+            Mode::Min | Mode::LiveMin => values.reduce(f64::min),
+            Mode::Max | Mode::LiveMax => values.reduce(f64::max),
+            Mode::Sum | Mode::LiveSum => Some(values.sum()),
+            Mode::MostRecent | Mode::LiveMostRecent => self
+                .written(i, mode, live)
+                .max_by(|&a, &b| self.stamp(a, i).total_cmp(&self.stamp(b, i)))
+                .map(|s| self.value(s, i)),
+        }
+    }
+
+    /// Series `i` merged over the processes as the master exports it, for prometheus_client's
+    /// `get()` in any process (so that an application serving its own `/metrics` shows what the
+    /// master shows). Gauges in an `all` mode have one value per process: this one's.
+    pub(crate) fn merged(&self, i: usize, own_slot: usize, alive: impl Fn(u32) -> bool) -> f64 {
+        if i >= self.capacity {
+            return 0.0;
+        }
+        let slots = self.slots - 1;
+        let Some(p) = self.parse(i) else {
+            return 0.0;
+        };
+        if p.kind != Kind::Gauge {
+            return (0..slots).map(|s| self.value(s, i)).sum();
+        }
+        if matches!(p.mode, Mode::All | Mode::LiveAll) {
+            return self.value(own_slot.min(self.slots - 1), i);
+        }
+        let live: Vec<bool> = self.owners[..slots]
+            .iter()
+            .map(|o| {
+                let pid = u32::try_from(o.load(Ordering::Relaxed)).unwrap_or(0);
+                pid != 0 && (!p.mode.live() || alive(pid))
+            })
+            .collect();
+        self.gauge_value(i, p.mode, &live).unwrap_or(0.0)
     }
 }
 
@@ -604,6 +640,136 @@ pub static metrics_prometheus_app_base: AtomicI64 = AtomicI64::new(-1);
 /// Async-signal-safe.
 pub(crate) fn forget_slot_in_child() {
     metrics_prometheus_app_base.store(-1, Ordering::Relaxed);
+}
+
+static TABLE: OnceLock<Table> = OnceLock::new();
+/// The master's pid, to tell it from processes the application forks (see `host::uwsgi::role`).
+static MASTER_PID: AtomicI64 = AtomicI64::new(0);
+
+/// Maps the table for `capacity` series and `numproc` workers. Master, before fork (and before
+/// any application code: `post_init`). Returns the bytes mapped.
+pub(crate) fn setup(capacity: usize, numproc: usize) -> std::io::Result<usize> {
+    let mem = host::shm::counters(Table::words(capacity, numproc))?;
+    MASTER_PID.store(i64::from(host::uwsgi::pid()), Ordering::Relaxed);
+    let _ = TABLE.set(Table::new(mem, capacity, numproc));
+    Ok(mem.len() * 8)
+}
+
+pub(crate) fn table() -> Option<&'static Table> {
+    TABLE.get()
+}
+
+/// What the Python package needs to map its memoryviews (`metrics_prometheus_app_info`).
+#[repr(C)]
+pub(crate) struct Info {
+    /// Of this struct, so that an older package refuses a newer plugin rather than misread it.
+    pub(crate) version: u64,
+    pub(crate) values: u64,
+    pub(crate) stamps: u64,
+    pub(crate) capacity: u64,
+    pub(crate) slots: u64,
+    /// Address of [`metrics_prometheus_app_base`].
+    pub(crate) base: u64,
+}
+
+pub(crate) const INFO_VERSION: u64 = 1;
+
+/// `None` when `--prometheus-app-metrics` is off.
+pub(crate) fn info() -> Option<Info> {
+    let t = table()?;
+    Some(Info {
+        version: INFO_VERSION,
+        values: t.values_addr() as u64,
+        stamps: t.stamps_addr() as u64,
+        capacity: t.capacity() as u64,
+        slots: t.slots() as u64,
+        base: &metrics_prometheus_app_base as *const AtomicI64 as u64,
+    })
+}
+
+/// The first refusal of each kind is logged; the rest are only counted.
+static LOGGED: [std::sync::atomic::AtomicBool; 4] =
+    [const { std::sync::atomic::AtomicBool::new(false) }; 4];
+
+/// Registers a series for the calling process (see [`Table::register`]): its index, or -1.
+pub(crate) fn register(key: &[u8], help: &[u8], kind: u8, mode: u8) -> i64 {
+    let Some(t) = table() else {
+        return -1;
+    };
+    let pid = u32::try_from(host::uwsgi::pid()).unwrap_or(0);
+    match t.register(key, help, kind, mode, pid, |p| {
+        host::uwsgi::pid_alive(i32::try_from(p).unwrap_or(0))
+    }) {
+        Ok(i) => i as i64,
+        Err(r) => {
+            let name = parse_key(key)
+                .and_then(|f| f.into_iter().next())
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .unwrap_or_default();
+            if !LOGGED[r as usize].swap(true, Ordering::Relaxed) {
+                host::log(&format!(
+                    "--prometheus-app-metrics: a sample of {name:?} is not stored ({}); \
+                     prometheus_client keeps it in its process, unexported; counted in \
+                     uwsgi_app_metrics_dropped_series_total (logged once)",
+                    match r {
+                        Refused::Full => "the table is full: raise --prometheus-app-series",
+                        Refused::TooLong =>
+                            "its name, labels and values take more than an entry holds",
+                        Refused::Invalid => "the key does not parse",
+                        Refused::Stalled =>
+                            "another process claimed its entry and never finished it",
+                    }
+                ));
+            }
+            -1
+        }
+    }
+}
+
+/// Looks up the calling process' slot, takes it over (see [`Table::take_slot`]) and publishes
+/// its row in [`metrics_prometheus_app_base`]. Returns the row, or -1 without a table.
+pub(crate) fn resolve_slot() -> i64 {
+    let Some(t) = table() else {
+        return -1;
+    };
+    let master = i32::try_from(MASTER_PID.load(Ordering::Relaxed)).unwrap_or(0);
+    let role = host::uwsgi::role(master);
+    let slot = t.slot_of(role);
+    let pid = u32::try_from(host::uwsgi::pid()).unwrap_or(0);
+    t.take_slot(slot, pid);
+    if role == Role::Foreign {
+        static FOREIGN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !FOREIGN.swap(true, Ordering::Relaxed) {
+            host::log(&format!(
+                "--prometheus-app-metrics: process {pid} is not a uWSGI worker, mule or spooler \
+                 (forked by the application?): its metric values are not exported"
+            ));
+        }
+    }
+    let base = (slot * t.capacity()) as i64;
+    metrics_prometheus_app_base.store(base, Ordering::Relaxed);
+    base
+}
+
+/// Series `i` merged over the processes (see [`Table::merged`]); 0 without a table.
+pub(crate) fn merged(i: usize) -> f64 {
+    let Some(t) = table() else {
+        return 0.0;
+    };
+    let row = metrics_prometheus_app_base.load(Ordering::Relaxed);
+    let own = if row < 0 {
+        usize::MAX
+    } else {
+        row as usize / t.capacity()
+    };
+    t.merged(i, own, |p| {
+        host::uwsgi::pid_alive(i32::try_from(p).unwrap_or(0))
+    })
+}
+
+/// Series registered so far.
+pub(crate) fn registered() -> u64 {
+    table().map_or(0, |t| t.header[1].load(Ordering::Relaxed))
 }
 
 #[cfg(test)]

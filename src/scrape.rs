@@ -3,6 +3,7 @@
 
 use std::sync::OnceLock;
 
+use metrics_prometheus_engine::app::{render_app, AppFamily, AppRenderStats};
 use metrics_prometheus_engine::compat::{self, CompatOptions};
 use metrics_prometheus_engine::config::{Compat, Config};
 use metrics_prometheus_engine::emperor::{EmperorView, Vassal};
@@ -11,6 +12,7 @@ use metrics_prometheus_engine::format::{
 };
 use metrics_prometheus_engine::plan::{plan, Source};
 
+use crate::app_metrics::{self, Parsed};
 use crate::histogram;
 use crate::host;
 use crate::live::{self, Live};
@@ -36,6 +38,8 @@ struct Exporter {
     /// Where each value of the layout comes from (metrics list first, then extras).
     sources: Vec<Source>,
     live: Live,
+    /// Rendering options of the application's families (constant labels, HELP, TYPE).
+    format: Options,
     /// Answers may be gzipped (`--prometheus-no-gzip` not given); the dedicated server has
     /// its own copy of the setting.
     #[cfg(uwsgi_routing)]
@@ -55,6 +59,7 @@ pub(crate) fn install(cfg: &Config) {
         return;
     };
     let (mut topology, live) = live::read(list);
+    topology.app_series = app_metrics::table().map(|t| t.capacity());
     if histogram::enabled() {
         topology.buckets_us = Some(cfg.buckets_us.clone());
         topology.native_schema = Some(cfg.native_schema);
@@ -97,6 +102,7 @@ pub(crate) fn install(cfg: &Config) {
         layout,
         sources,
         live,
+        format: cfg.format.clone(),
         #[cfg(uwsgi_routing)]
         gzip: cfg.gzip,
     });
@@ -120,6 +126,11 @@ pub(crate) struct Scratch {
     /// The Emperor's view and its copy of the vassal list ([`Exposition::Emperor`] only).
     emperor: Option<EmperorView>,
     vassals: Vec<Vassal>,
+    /// The application's entries parsed so far, and their families merged at this scrape.
+    app_parsed: Vec<Option<Parsed>>,
+    app_families: Vec<AppFamily>,
+    /// What the last scrape skipped of them (logged when it changes).
+    app_skips: AppRenderStats,
     /// The rendered exposition.
     pub(crate) out: Vec<u8>,
 }
@@ -205,5 +216,47 @@ pub(crate) fn render(fmt: Format, scratch: &mut Scratch) -> Result<(), ScrapeErr
         fmt,
         &mut scratch.out,
     );
+    if let Some(table) = app_metrics::table() {
+        render_app_families(table, &exp.format, fmt, scratch);
+    }
     Ok(())
+}
+
+/// Appends the application's families (`--prometheus-app-metrics`) after uWSGI's, before
+/// OpenMetrics' `# EOF`.
+fn render_app_families(
+    table: &app_metrics::Table,
+    opts: &Options,
+    fmt: Format,
+    scratch: &mut Scratch,
+) {
+    const EOF: &[u8] = b"# EOF\n";
+    table.collect(
+        &mut scratch.app_parsed,
+        |pid| host::uwsgi::pid_alive(i32::try_from(pid).unwrap_or(0)),
+        &mut scratch.app_families,
+    );
+    let eof = fmt == Format::OpenMetrics && scratch.out.ends_with(EOF);
+    if eof {
+        scratch.out.truncate(scratch.out.len() - EOF.len());
+    }
+    let stats = render_app(&scratch.app_families, fmt, opts, &mut scratch.out);
+    if eof {
+        scratch.out.extend_from_slice(EOF);
+    }
+    let skips = (stats.skipped_families, stats.skipped_series);
+    if skips != (scratch.app_skips.skipped_families, scratch.app_skips.skipped_series) {
+        if let Some(first) = stats.first_skip {
+            let name = scratch
+                .app_families
+                .get(first.family)
+                .map_or("", |f| f.name.as_str());
+            host::log(&format!(
+                "application metrics not exported: {} families and {} series (first: {name:?}, \
+                 {:?})",
+                skips.0, skips.1, first.reason
+            ));
+        }
+    }
+    scratch.app_skips = stats;
 }

@@ -52,6 +52,24 @@ pub const STALE_READS: FamilyDef = def(
     0,
     "Scrapes that served the last values read from uWSGI's metrics list because a process held its lock (stuck or killed while updating a metric): the exporter never waits for it.",
 );
+pub const APP_SERIES: FamilyDef = def(
+    "app_metrics_series",
+    Gauge,
+    0,
+    "Application metric samples (a counter, a gauge, a histogram bucket) registered in the shared table of --prometheus-app-metrics.",
+);
+pub const APP_CAPACITY: FamilyDef = def(
+    "app_metrics_capacity",
+    Gauge,
+    0,
+    "Samples the shared table of --prometheus-app-metrics holds (--prometheus-app-series).",
+);
+pub const APP_DROPPED: FamilyDef = def(
+    "app_metrics_dropped_series",
+    Counter,
+    0,
+    "Application metric samples not stored because the shared table was full or their labels too long: prometheus_client keeps them in the process that made them, and they are not exported.",
+);
 pub const BUILD_INFO: FamilyDef = def(
     "build_info",
     Gauge,
@@ -242,6 +260,9 @@ pub const REQUEST_DURATION_HELP: &str = "Time from the start to the end of each 
 pub const ALL: &[FamilyDef] = &[
     UP,
     STALE_READS,
+    APP_SERIES,
+    APP_CAPACITY,
+    APP_DROPPED,
     BUILD_INFO,
     START_TIME,
     WORKERS,

@@ -140,6 +140,10 @@ pub struct Config {
     pub vassal_socket: Option<String>,
     /// How long a scrape of the Emperor waits for the vassals' expositions, in milliseconds.
     pub vassal_timeout_ms: u32,
+    /// Application metrics in shared memory (`--prometheus-app-metrics`).
+    pub app_metrics: bool,
+    /// Entries of the application metrics' table (`--prometheus-app-series`).
+    pub app_series: usize,
     /// The options given at least once, in the order first seen (for [`Config::check`]).
     pub given: Vec<Opt>,
 }
@@ -217,6 +221,8 @@ impl Default for Config {
             compat_stats_uri: None,
             vassal_socket: None,
             vassal_timeout_ms: crate::defaults::VASSAL_TIMEOUT_MS,
+            app_metrics: false,
+            app_series: crate::defaults::APP_SERIES,
             given: Vec::new(),
         }
     }
@@ -310,6 +316,10 @@ declare_options! {
         "value of the stats_uri label in --prometheus-compat uwsgi_exporter mode (default: uWSGI's --stats address, or empty)";
     VassalSocket = c"prometheus-vassal-socket", value, Nothing,
         "in an Emperor serving emperor = prometheus://ADDR: merge every vassal's own exposition, fetched at scrape time from the UNIX socket PATTERN, where {vassal} is the vassal's file name without its extension (e.g. /run/uwsgi/{vassal}.prom.sock)";
+    AppMetrics = c"prometheus-app-metrics", flag, MasterAndMetrics,
+        "keep the values of the application's prometheus_client metrics in shared memory (import the metrics_prometheus Python package first, e.g. shared-pyimport = metrics_prometheus) and export them with uWSGI's; implies --master";
+    AppSeries = c"prometheus-app-series", value, Nothing,
+        "entries of the application metrics' table, fixed at startup (default ", default_app_series!(), ", at most ", max_app_series!(), "); each sample (a counter, a gauge, a histogram bucket) takes one";
     VassalTimeout = c"prometheus-vassal-timeout", value, Nothing,
         "milliseconds a scrape of the Emperor waits for the vassals' expositions (default ", default_vassal_timeout_ms!(), ", at most ", max_vassal_timeout_ms!(), "); a vassal that has not answered by then is reported with uwsgi_vassal_scrape_up 0";
 }
@@ -377,6 +387,25 @@ impl Config {
                 self.set_histograms(opt, value)
             }
             Opt::VassalSocket | Opt::VassalTimeout => self.set_emperor(opt, value),
+            Opt::AppMetrics => {
+                self.app_metrics = flag(value).map_err(|reason| ConfigError { opt, reason })?;
+                Ok(())
+            }
+            Opt::AppSeries => {
+                let v = value.unwrap_or("").trim();
+                self.app_series = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=crate::defaults::MAX_APP_SERIES).contains(n))
+                    .ok_or_else(|| ConfigError {
+                        opt,
+                        reason: format!(
+                            "'{v}' is not a number of series from 1 to {}",
+                            crate::defaults::MAX_APP_SERIES
+                        ),
+                    })?;
+                Ok(())
+            }
             _ => self.set_format(opt, value),
         }
     }
@@ -639,6 +668,11 @@ impl Config {
                 "only an Emperor serving emperor = prometheus://ADDR merges vassal expositions",
             ),
             (
+                Opt::AppSeries,
+                !self.app_metrics,
+                "it sizes the table of --prometheus-app-metrics, which is off",
+            ),
+            (
                 Opt::VassalTimeout,
                 !self.given(Opt::VassalSocket),
                 "it bounds the wait for --prometheus-vassal-socket, which is not given",
@@ -792,7 +826,7 @@ mod tests {
     #[test]
     fn options_are_declared_once() {
         let mut names: Vec<&str> = OPTIONS.iter().map(|d| d.opt.name()).collect();
-        assert_eq!(names.len(), 21);
+        assert_eq!(names.len(), 23);
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), OPTIONS.len(), "duplicate option name");

@@ -44,6 +44,19 @@ macro_rules! gzip_min_size {
     };
 }
 
+/// `--prometheus-app-series`: entries of the application metrics' table.
+macro_rules! default_app_series {
+    () => {
+        4096
+    };
+}
+/// Its largest value (the table's key lengths are u16, its indexes fit anywhere).
+macro_rules! max_app_series {
+    () => {
+        1048576
+    };
+}
+
 pub const PATH: &str = default_path!();
 pub const PREFIX: &str = default_prefix!();
 pub const BUCKETS: &str = default_buckets!();
@@ -51,3 +64,5 @@ pub const NATIVE_SCHEMA: i8 = default_native_schema!();
 pub const VASSAL_TIMEOUT_MS: u32 = default_vassal_timeout_ms!();
 pub const MAX_VASSAL_TIMEOUT_MS: u32 = max_vassal_timeout_ms!();
 pub const GZIP_MIN_SIZE: usize = gzip_min_size!();
+pub const APP_SERIES: usize = default_app_series!();
+pub const MAX_APP_SERIES: usize = max_app_series!();

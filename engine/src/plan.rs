@@ -58,6 +58,8 @@ pub struct Topology {
     pub buckets_us: Option<Vec<u64>>,
     /// Schema of the native request histogram (served in protobuf).
     pub native_schema: Option<i8>,
+    /// Capacity of the application metrics' table (`--prometheus-app-metrics`), if on.
+    pub app_series: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,6 +223,10 @@ pub enum Source {
     OldestRequest(usize),
     /// Scrapes that found uWSGI's metrics lock held by a writer and served the last values.
     StaleReads,
+    /// Application series registered in the shared table.
+    AppSeries,
+    /// Application series the table refused (full, or a key too long).
+    AppDropped,
 }
 
 /// What the exporter renders: metric names for the engine, the extra series, and where each
@@ -467,6 +473,15 @@ fn add_instance(p: &mut Plan, t: &Topology) {
     );
     p.add(&cat::LOAD, vec![], Source::Shared(SharedField::Load));
     p.add(&cat::SIGNAL_QUEUE, vec![], Source::SignalQueue);
+    if let Some(capacity) = t.app_series {
+        p.add(&cat::APP_SERIES, vec![], Source::AppSeries);
+        p.add(
+            &cat::APP_CAPACITY,
+            vec![],
+            Source::Const(i64::try_from(capacity).unwrap_or(i64::MAX)),
+        );
+        p.add(&cat::APP_DROPPED, vec![], Source::AppDropped);
+    }
 }
 
 fn add_caches_spoolers_mules(p: &mut Plan, t: &Topology) {
@@ -635,6 +650,7 @@ pub(crate) mod tests {
             stats: Some("127.0.0.1:1717".into()),
             buckets_us: Some(vec![5_000, 100_000, 1_000_000]),
             native_schema: Some(3),
+            app_series: Some(64),
         }
     }
 
@@ -721,6 +737,19 @@ pub(crate) mod tests {
         assert_eq!(count("mule_signals"), 1);
         assert_eq!(count("master_cpu_seconds"), 1);
         assert_eq!(count("worker_open_fds"), 2);
+        assert_eq!(count("app_metrics_dropped_series"), 1);
+        assert_eq!(
+            sources_of(&p, "app_metrics_capacity")[0].1,
+            Source::Const(64)
+        );
+        let off = plan(&Topology {
+            app_series: None,
+            ..topo()
+        });
+        assert!(!off
+            .extras
+            .iter()
+            .any(|e| e.family.starts_with("app_metrics")));
         assert_eq!(
             sources_of(&p, "start_time_seconds")[0].1,
             Source::Const(1_700_000_000_123_456)

@@ -122,7 +122,7 @@ pub(crate) fn read_vassals(out: &mut Vec<Vassal>) {
         let bytes: Vec<u8> = name[..len].iter().map(|&c| c as u8).collect();
         out.push(Vassal {
             name: String::from_utf8_lossy(&bytes).into_owned(),
-            running: ui.pid > 0 && pid_alive(ui.pid),
+            running: ui.pid > 0 && super::uwsgi::pid_alive(ui.pid),
             respawns: ui.respawns,
             loyal: ui.loyal != 0,
             ready: ui.ready != 0,
@@ -133,12 +133,6 @@ pub(crate) fn read_vassals(out: &mut Vec<Vassal>) {
         });
         cur = ui.ui_next;
     }
-}
-
-fn pid_alive(pid: libc::pid_t) -> bool {
-    // SAFETY: signal 0 only checks that the process exists (and may be signalled).
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Runs `f` when the process exits through `exit()` (the Emperor ends with `exit(0)` once its

@@ -31,6 +31,29 @@ pub(crate) mod shared;
 pub(crate) mod shm;
 pub(crate) mod uwsgi;
 
+/// Writes `v` to `out` unless NULL.
+///
+/// # Safety
+/// `out` is NULL or points to writable, aligned memory for a `T`.
+pub(crate) unsafe fn write_out<T>(out: *mut T, v: T) {
+    if !out.is_null() {
+        // SAFETY: the caller's contract.
+        unsafe { out.write(v) };
+    }
+}
+
+/// `len` bytes at `p` (empty for NULL), for the C API the Python package calls.
+///
+/// # Safety
+/// `p` is NULL or points to `len` readable bytes that stay valid and unchanged for `'a`.
+pub(crate) unsafe fn c_bytes<'a>(p: *const u8, len: usize) -> &'a [u8] {
+    if p.is_null() || len == 0 {
+        return &[];
+    }
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts(p, len) }
+}
+
 /// A C string from uWSGI, lossily as UTF-8; "" for NULL.
 ///
 /// # Safety

@@ -128,6 +128,16 @@ pub(crate) fn pid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+/// Whether process `pid` exists (signal 0).
+pub(crate) fn pid_alive(pid: libc::pid_t) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists (and may be signalled).
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// `uwsgi.numproc`: worker processes configured. Known from option parsing on.
 pub(crate) fn numproc() -> usize {
     // SAFETY: ABI checked; an int set during option parsing.

@@ -448,6 +448,11 @@ impl Live {
                 Source::Mule(m, f) => self.mule_field(m, f),
                 Source::Proc(p, f) => self.proc_field(p, f, scratch),
                 Source::OldestRequest(w) => self.oldest_request_us(w, now_us),
+                Source::AppSeries => {
+                    i64::try_from(crate::app_metrics::registered()).unwrap_or(i64::MAX)
+                }
+                Source::AppDropped => crate::app_metrics::table()
+                    .map_or(0, |t| i64::try_from(t.dropped()).unwrap_or(i64::MAX)),
                 Source::StaleReads => self.stale.first().map_or(0, |c| {
                     i64::try_from(c.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
                 }),

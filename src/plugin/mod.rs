@@ -226,6 +226,18 @@ entry! {
                 Err(e) => fatal(&format!("cannot map the request histograms: {e}")),
             }
         }
+        if has_master && cfg.app_metrics {
+            // Before any application code runs (shared-pyimport, the app itself).
+            let workers = host::uwsgi::numproc();
+            match crate::app_metrics::setup(cfg.app_series, workers) {
+                Ok(bytes) => host::log(&format!(
+                    "application metrics on: {} samples, {} bytes of shared memory reserved \
+                     (pages are used as samples are written)",
+                    cfg.app_series, bytes
+                )),
+                Err(e) => fatal(&format!("cannot map the application metrics' table: {e}")),
+            }
+        }
         host::log(&format!(
             "metrics_prometheus {} loaded into uWSGI {}; front ends: {}",
             host::PLUGIN_VERSION,
@@ -411,6 +423,48 @@ entry! {
     fn atfork_child() {
         host::fork::close_all_in_child();
         host::procfs::forget_in_child();
+        crate::app_metrics::forget_slot_in_child();
+    }
+}
+
+entry! {
+    /// The Python package's first call: fills `out` and returns 1 with application metrics
+    /// on, 0 with them off (the package then changes nothing and says why).
+    #[no_mangle]
+    fn metrics_prometheus_app_info(out: *mut crate::app_metrics::Info) -> std::ffi::c_int = 0; {
+        let Some(info) = crate::app_metrics::info() else {
+            return 0;
+        };
+        // SAFETY: the caller passes a writable struct of this layout (its `version` field,
+        // checked by the caller, says which).
+        unsafe { host::write_out(out, info) };
+        1
+    }
+}
+
+entry! {
+    /// Registers one series (see `app_metrics::Table::register`): its index, or -1.
+    #[no_mangle]
+    fn metrics_prometheus_app_register(key: *const u8, key_len: usize, help: *const u8, help_len: usize, kind: u8, mode: u8) -> i64 = -1; {
+        // SAFETY: the caller passes two buffers of these lengths, valid for the call.
+        let (key, help) = unsafe { (host::c_bytes(key, key_len), host::c_bytes(help, help_len)) };
+        crate::app_metrics::register(key, help, kind, mode)
+    }
+}
+
+entry! {
+    /// Series `index` merged over the processes (prometheus_client's `get()`).
+    #[no_mangle]
+    fn metrics_prometheus_app_get(index: usize) -> f64 = 0.0; {
+        crate::app_metrics::merged(index)
+    }
+}
+
+entry! {
+    /// The calling process' row in the values (see `app_metrics::resolve_slot`), or -1.
+    #[no_mangle]
+    fn metrics_prometheus_app_slot() -> i64 = -1; {
+        crate::app_metrics::resolve_slot()
     }
 }
 

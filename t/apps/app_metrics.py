@@ -1,0 +1,73 @@
+"""A WSGI app instrumented with prometheus_client, as an application team writes it: nothing in
+it knows about uWSGI's shared memory (metrics_prometheus is imported by the configuration,
+`shared-pyimport = metrics_prometheus`)."""
+import os
+import time
+
+from prometheus_client import Counter, Gauge, Histogram, Summary, generate_latest
+
+REQUESTS = Counter('app_requests', 'Requests handled, by path.', ['path'])
+LATENCY = Histogram('app_latency_seconds', 'Simulated work time.', buckets=(0.01, 0.1, 1.0))
+SIZES = Summary('app_payload_bytes', 'Payload sizes.')
+MODES = ('all', 'liveall', 'min', 'livemin', 'max', 'livemax', 'sum', 'livesum', 'mostrecent',
+         'livemostrecent')
+GAUGES = {m: Gauge('app_gauge_%s' % m, 'A gauge in mode %s.' % m, multiprocess_mode=m)
+          for m in MODES}
+MULE_TICKS = Counter('app_mule_ticks', 'Ticks of the mule loop.')
+SPOOLED = Counter('app_spooled_tasks', 'Spooler tasks run.')
+
+
+def worker_id():
+    try:
+        import uwsgi
+        return uwsgi.worker_id()
+    except ImportError:
+        return 0
+
+
+def application(environ, start_response):
+    path = environ.get('PATH_INFO', '/')
+    qs = environ.get('QUERY_STRING', '')
+    body = b''
+    if path == '/work':
+        REQUESTS.labels(path).inc()
+        LATENCY.observe(float(qs or 0.05))
+        SIZES.observe(10)
+    elif path == '/gauge':
+        for g in GAUGES.values():
+            g.set(worker_id() * 10)
+    elif path == '/sleep':
+        time.sleep(float(qs or 5))
+    elif path == '/die':
+        # Only the worker named in the query string dies (os._exit: no cleanup, like a crash).
+        if str(worker_id()) == qs:
+            os._exit(1)
+    elif path == '/spool':
+        import uwsgi
+        uwsgi.spool({b'task': b'count'})
+    elif path == '/metrics-app':
+        # The application's own endpoint, as prometheus_client users write it.
+        body = generate_latest()
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('X-Worker', str(worker_id()))])
+    return [body or ('%s worker %d\n' % (path, worker_id())).encode()]
+
+
+def spooler(env):
+    SPOOLED.inc()
+    import uwsgi
+    return uwsgi.SPOOL_OK
+
+
+def mule_loop(ticks):
+    for _ in range(ticks):
+        MULE_TICKS.inc()
+        time.sleep(0.01)
+    while True:
+        time.sleep(60)
+
+
+try:
+    import uwsgi
+    uwsgi.spooler = spooler
+except ImportError:
+    pass
