@@ -823,6 +823,7 @@ pub fn push_float(out: &mut Vec<u8>, v: f64) {
         digits[nd] = b;
         nd += 1;
     }
+    half_even(a, exp, &mut digits[..nd]);
     let digits = &digits[..nd];
     // Python's decimal point position: `digits` × 10^(decpt - nd).
     let decpt = exp + 1;
@@ -994,6 +995,65 @@ impl<'a> Renderer<'a> {
                     out.extend_from_slice(&le.to_le_bytes());
                 }
             }
+        }
+    }
+}
+
+/// Makes the shortest digits `digits` (of `a` = `0.digits` × 10^(exp + 1)) break a tie as
+/// Python's `repr` does. When `a` lies exactly halfway between the two shortest candidates,
+/// Python (David Gay's dtoa) takes the one with an even last digit, Rust's shortest formatting
+/// the upper one (`671661949449316.25` is `671661949449316.2` in Python, `…316.3` in Rust).
+///
+/// A tie needs the exact decimal expansion of `a` to have one digit more than `digits`, the
+/// last a 5: `a` = m × 2^-k with m odd and k > 0 is m × 5^k / 10^k, whose digits are those of
+/// m × 5^k, so only `a` with m × 5^k below 10^18 need a look, with integer arithmetic; the
+/// even candidate is then checked to round-trip (it does unless `a` is at a binade boundary).
+fn half_even(a: f64, exp: i32, digits: &mut [u8]) {
+    const E18: u128 = 1_000_000_000_000_000_000;
+    let bits = a.to_bits();
+    let (biased, frac) = ((bits >> 52) & 0x7ff, bits & ((1 << 52) - 1));
+    let (mut m, mut e2) = if biased == 0 {
+        (frac, -1074i64)
+    } else {
+        (frac | 1 << 52, biased as i64 - 1075)
+    };
+    if m == 0 {
+        return;
+    }
+    let tz = m.trailing_zeros();
+    m >>= tz;
+    e2 += i64::from(tz);
+    if e2 >= 0 || e2 < -30 {
+        return;
+    }
+    let exact = u128::from(m) * 5u128.pow((-e2) as u32);
+    if exact >= E18 || exact.ilog10() as usize != digits.len() {
+        return;
+    }
+    let shortest = digits
+        .iter()
+        .fold(0u128, |acc, &d| acc * 10 + u128::from(d - b'0'));
+    let low = exact / 10;
+    let even = if low % 2 == 0 { low } else { low + 1 };
+    if shortest == even || (shortest != low && shortest != low + 1) || even.ilog10() != low.ilog10()
+    {
+        return;
+    }
+    // `even` × 10^(exp + 1 - n) must read back as `a`.
+    let mut buf = [0u8; 48];
+    let n = {
+        let mut w = &mut buf[..];
+        let _ = write!(w, "{even}e{}", i64::from(exp) + 1 - digits.len() as i64);
+        48 - w.len()
+    };
+    let back: Option<f64> = std::str::from_utf8(&buf[..n])
+        .ok()
+        .and_then(|s| s.parse().ok());
+    if back == Some(a) {
+        let mut v = even;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
         }
     }
 }
