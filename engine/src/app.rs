@@ -1023,7 +1023,7 @@ fn half_even(a: f64, exp: i32, digits: &mut [u8]) {
     let tz = m.trailing_zeros();
     m >>= tz;
     e2 += i64::from(tz);
-    if e2 >= 0 || e2 < -30 {
+    if !(-30..0).contains(&e2) {
         return;
     }
     let exact = u128::from(m) * 5u128.pow((-e2) as u32);

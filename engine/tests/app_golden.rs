@@ -4,6 +4,9 @@
 //! must come out of `render_app` byte for byte. Regenerate them with the command in the
 //! script's docstring.
 
+mod check;
+
+use check::app::check_app;
 use metrics_prometheus_engine::app::{
     push_float, render_app, AppFamily, AppKind, AppSeries, AppValue,
 };
@@ -83,7 +86,9 @@ fn render(fmt: Format) -> String {
         "{stats:?}"
     );
     assert_eq!(stats.families, 40);
-    String::from_utf8(out).expect("UTF-8 output")
+    let out = String::from_utf8(out).expect("UTF-8 output");
+    check_app(&out, fmt, &Options::default()).expect("valid");
+    out
 }
 
 /// Line by line first, for a readable failure.

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use metrics_prometheus_engine::format::{Format, Options};
 
-use super::protobuf::{text_helps, text_samples, PbFamily};
+use super::protobuf::{text_helps, unescape, PbFamily};
 use super::{check_escapes, is_label_name, parse_labels, Labels};
 
 /// `[a-zA-Z_:][a-zA-Z0-9_:]*`.
@@ -60,9 +60,9 @@ fn check_count(v: f64, what: &str) -> Result<(), String> {
     }
 }
 
-/// A sum or counter value: neither NaN nor negative.
+/// A sum or counter value: neither NaN nor negative (`-0.0` is not negative).
 fn check_non_negative(v: f64, what: &str) -> Result<(), String> {
-    if v.is_nan() || v < 0.0 || (v == 0.0 && v.is_sign_negative()) {
+    if v.is_nan() || v < 0.0 {
         Err(format!("{what}: value {v}"))
     } else {
         Ok(())
@@ -157,14 +157,26 @@ impl Family {
     /// Records a sample of a typed histogram or summary.
     fn stat(&mut self, suffix: &str, labels: &Labels, v: f64) -> Result<(), String> {
         let what = format!("{}{suffix}{labels:?}", self.name);
+        // A histogram's `le` is its own; a summary's `quantile` (none here).
+        let special = if self.ty.as_deref() == Some("histogram") {
+            "le"
+        } else {
+            "quantile"
+        };
         let le = labels
             .iter()
-            .find(|(k, _)| k == "le")
+            .find(|(k, _)| k == special)
             .map(|(_, v)| v.clone());
         if (suffix == "_bucket") != le.is_some() {
-            return Err(format!("{what}: le on a non-bucket sample, or missing"));
+            return Err(format!(
+                "{what}: {special} on a non-bucket sample, or missing"
+            ));
         }
-        let without: Labels = labels.iter().filter(|(k, _)| k != "le").cloned().collect();
+        let without: Labels = labels
+            .iter()
+            .filter(|(k, _)| k != special)
+            .cloned()
+            .collect();
         let k = key(&without);
         match self.stats.iter().position(|s| s.key == k) {
             Some(i) if i + 1 != self.stats.len() => return Err(format!("{what}: interleaved")),
@@ -291,11 +303,8 @@ pub fn check_app(out: &str, fmt: Format, opts: &Options) -> Result<usize, String
         match fam.ty.as_deref() {
             Some("histogram") | Some("summary") => fam.stat(&suffix, &labels, v)?,
             Some("counter") => check_non_negative(v, &name)?,
-            Some(_) => {}
-            // Untyped: the counts of a histogram's or summary's `_bucket` and `_count` groups.
-            None if name.ends_with("_bucket") || name.ends_with("_count") => check_count(v, &name)?,
-            None if name.ends_with("_total") => check_non_negative(v, &name)?,
-            None => {}
+            // Untyped samples say nothing of their type (a gauge may be named `x_count`).
+            _ => {}
         }
         if !series.insert((name.clone(), key(&labels))) {
             return Err(format!("duplicate series {line:?}"));
@@ -387,6 +396,36 @@ pub fn check_app_protobuf(fams: &[PbFamily], opts: &Options) -> Result<usize, St
 /// `text_samples` does), value.
 type Sample = (String, Labels, f64);
 
+/// The `le` of a `_bucket` sample written as Rust's shortest rendering of its double when it
+/// reads as a `floatToGoString` number (`1.0` → `1`), so that both sides compare the bound.
+/// Applied to both sides alike (a gauge may have an `le` label of its own).
+fn norm(name: &str, mut labels: Labels) -> Labels {
+    if name.ends_with("_bucket") {
+        for (k, v) in &mut labels {
+            if k == "le" {
+                if let Ok(f) = check_float(v) {
+                    if f.is_finite() {
+                        *v = format!("{f}");
+                    }
+                }
+            }
+        }
+    }
+    labels
+}
+
+/// The samples of a text rendering (checked by [`check_app`]): labels unescaped.
+fn app_text_samples(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (name, labels, v) = parse_sample(l).expect("checked");
+            let labels = labels.into_iter().map(|(k, v)| (k, unescape(&v))).collect();
+            (name.clone(), norm(&name, labels), v)
+        })
+        .collect()
+}
+
 /// The samples a decoded protobuf rendering stands for, in prometheus_client's order.
 pub fn app_pb_samples(fams: &[PbFamily]) -> Vec<Sample> {
     let mut out = Vec::new();
@@ -399,7 +438,7 @@ pub fn app_pb_samples(fams: &[PbFamily]) -> Vec<Sample> {
                 l
             };
             if let Some(v) = m.counter.or(m.gauge) {
-                out.push((f.name.clone(), m.labels.clone(), v));
+                out.push((f.name.clone(), norm(&f.name, m.labels.clone()), v));
             }
             let count_sum = match (&m.summary, &m.histogram) {
                 (Some(s), _) => Some((s.count.unwrap_or(0), s.sum.unwrap_or(f64::NAN))),
@@ -428,10 +467,7 @@ pub fn app_pb_samples(fams: &[PbFamily]) -> Vec<Sample> {
 /// bit, NaN as NaN), in the same order when typed (sorted otherwise), and the same HELP texts.
 pub fn app_pb_matches_text(fams: &[PbFamily], text: &str, opts: &Options) -> Result<(), String> {
     let mut p = app_pb_samples(fams);
-    let mut t: Vec<Sample> = text_samples(text)
-        .into_iter()
-        .map(|(n, l, v)| (n, l, check_float(&v).expect("checked")))
-        .collect();
+    let mut t = app_text_samples(text);
     if !opts.types {
         p.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         t.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
