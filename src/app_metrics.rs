@@ -548,7 +548,7 @@ impl Table {
     /// Gauge `i` merged as `mode` says (`None`: no process wrote it; `all` modes have one
     /// value per process and are merged by the caller).
     fn gauge_value(&self, i: usize, mode: Mode, live: &[bool]) -> Option<f64> {
-        let mut values = self.written(i, mode, live).map(|s| self.value(s, i));
+        let values = self.written(i, mode, live).map(|s| self.value(s, i));
         match mode {
             Mode::All | Mode::LiveAll => None,
             Mode::Min | Mode::LiveMin => values.reduce(f64::min),

@@ -10,7 +10,9 @@
 //! - [`http`]: request heads for the dedicated server (limits, RFC 9112 framing, basic auth);
 //! - [`config`]: every option, declared once, and its parsed value; [`defaults`]: their defaults;
 //! - [`emperor`]: the Emperor's own families, one series per vassal (`emperor = prometheus://`);
-//! - [`merge`]: the vassals' expositions merged into the Emperor's (`--prometheus-vassal-socket`).
+//! - [`merge`]: the vassals' expositions merged into the Emperor's (`--prometheus-vassal-socket`);
+//! - [`app`]: the Python applications' prometheus_client families, rendered after uWSGI's in
+//!   every format, as prometheus_client prints them.
 //!
 //! Dependencies point one way: `config` → `http` → `format`; `compat` → `plan` → `catalogue` → `format`.
 //! No build script and no FFI: `cargo test -p metrics_prometheus_engine`, the fuzz targets and

@@ -146,13 +146,13 @@ const MAX_SPAN: usize = 2 + 12;
 const MAX_NATIVE_HEAD: usize = 2 + 9 + 11;
 
 /// Bytes of the varint encoding of `v`.
-pub(super) fn varint_len(v: u64) -> usize {
+pub(crate) fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Appends the varint encoding of `v`.
 #[inline]
-pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     if v < 0x80 {
         out.push(v as u8);
         return;

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 
 use metrics_prometheus_engine::format::{Format, Options};
 
+pub mod app;
 pub mod protobuf;
 
 // ---------------------------------------------------------------------------

@@ -152,12 +152,38 @@ pub struct PbHistogram {
     pub exemplars: Vec<PbExemplar>,
 }
 
+/// A `Summary` (only the applications' families have them, without quantiles).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PbSummary {
+    pub count: Option<u64>,
+    pub sum: Option<f64>,
+    pub quantiles: usize,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PbMetric {
     pub labels: Labels,
     pub counter: Option<f64>,
     pub gauge: Option<f64>,
     pub histogram: Option<PbHistogram>,
+    pub summary: Option<PbSummary>,
+}
+
+fn summary(b: &[u8]) -> Result<PbSummary, String> {
+    let mut r = Reader::new(b);
+    let mut s = PbSummary::default();
+    while !r.done() {
+        match r.field()? {
+            (1, v) => once(&mut s.count, varint(1, v)?, "Summary.sample_count")?,
+            (2, v) => once(&mut s.sum, double(2, v)?, "Summary.sample_sum")?,
+            (3, v) => {
+                bytes(3, v)?;
+                s.quantiles += 1;
+            }
+            (f, _) => return Err(format!("Summary: unexpected field {f}")),
+        }
+    }
+    Ok(s)
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -309,6 +335,7 @@ fn metric(b: &[u8]) -> Result<PbMetric, String> {
             (1, v) => m.labels.push(label_pair(bytes(1, v)?)?),
             (2, v) => once(&mut m.gauge, scalar(bytes(2, v)?, "Gauge")?, "gauge")?,
             (3, v) => once(&mut m.counter, scalar(bytes(3, v)?, "Counter")?, "counter")?,
+            (4, v) => once(&mut m.summary, summary(bytes(4, v)?)?, "summary")?,
             (7, v) => once(&mut m.histogram, histogram(bytes(7, v)?)?, "histogram")?,
             (f, _) => return Err(format!("Metric: unexpected field {f}")),
         }
