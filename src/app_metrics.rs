@@ -843,8 +843,8 @@ mod tests {
     #[test]
     fn refusals_are_counted() {
         let t = table(2, 1);
-        reg(&t, &["a", "a_total"], Kind::Counter, Mode::Sum);
-        reg(&t, &["b", "b_total"], Kind::Counter, Mode::Sum);
+        reg(t, &["a", "a_total"], Kind::Counter, Mode::Sum);
+        reg(t, &["b", "b_total"], Kind::Counter, Mode::Sum);
         let c = key(&["c", "c_total"]);
         assert_eq!(t.register(&c, b"", 1, 0, 1, |_| true), Err(Refused::Full));
         let long = key(&["d", "d_total", "l", &"x".repeat(KEY_BYTES)]);
@@ -873,35 +873,35 @@ mod tests {
     fn counters_histograms_and_summaries_sum_every_slot() {
         let t = table(16, 2);
         let c = reg(
-            &t,
+            t,
             &["jobs", "jobs_total", "q", "a"],
             Kind::Counter,
             Mode::Sum,
         );
-        let s = reg(&t, &["lat", "lat_sum"], Kind::Histogram, Mode::Sum);
+        let s = reg(t, &["lat", "lat_sum"], Kind::Histogram, Mode::Sum);
         let b1 = reg(
-            &t,
+            t,
             &["lat", "lat_bucket", "le", "0.1"],
             Kind::Histogram,
             Mode::Sum,
         );
         let b2 = reg(
-            &t,
+            t,
             &["lat", "lat_bucket", "le", "+Inf"],
             Kind::Histogram,
             Mode::Sum,
         );
-        let sc = reg(&t, &["sz", "sz_count"], Kind::Summary, Mode::Sum);
-        let ss = reg(&t, &["sz", "sz_sum"], Kind::Summary, Mode::Sum);
+        let sc = reg(t, &["sz", "sz_count"], Kind::Summary, Mode::Sum);
+        let ss = reg(t, &["sz", "sz_sum"], Kind::Summary, Mode::Sum);
         for slot in [0, 1, 2] {
-            write(&t, slot, c, 1.5, 0.0);
-            write(&t, slot, s, 0.25, 0.0);
-            write(&t, slot, b1, 2.0, 0.0);
-            write(&t, slot, b2, 1.0, 0.0);
-            write(&t, slot, sc, 3.0, 0.0);
-            write(&t, slot, ss, 7.0, 0.0);
+            write(t, slot, c, 1.5, 0.0);
+            write(t, slot, s, 0.25, 0.0);
+            write(t, slot, b1, 2.0, 0.0);
+            write(t, slot, b2, 1.0, 0.0);
+            write(t, slot, sc, 3.0, 0.0);
+            write(t, slot, ss, 7.0, 0.0);
         }
-        let f = families(&t, |_| false);
+        let f = families(t, |_| false);
         assert_eq!(f.len(), 3);
         assert_eq!((f[0].name.as_str(), f[0].kind), ("jobs", AppKind::Counter));
         assert_eq!(f[0].series[0].labels, [("q".to_string(), "a".to_string())]);
@@ -939,7 +939,7 @@ mod tests {
             .iter()
             .map(|&m| {
                 reg(
-                    &t,
+                    t,
                     &[&format!("g{}", m as u8), &format!("g{}", m as u8)],
                     Kind::Gauge,
                     m,
@@ -951,10 +951,10 @@ mod tests {
         }
         // Slot 3 never writes; slot 2's process is dead; slot 1 wrote last.
         for &i in &idx {
-            write(&t, 1, i, 5.0, 200.0);
-            write(&t, 2, i, 9.0, 100.0);
+            write(t, 1, i, 5.0, 200.0);
+            write(t, 2, i, 9.0, 100.0);
         }
-        let f = families(&t, |pid| pid != 12);
+        let f = families(t, |pid| pid != 12);
         let one = |n: usize| match &f[n].series[..] {
             [s] => s.value.clone(),
             other => panic!("{other:?}"),
@@ -980,7 +980,7 @@ mod tests {
         assert_eq!(one(6), AppValue::Gauge(5.0));
         // The respawned worker 2 starts without its predecessor's live gauges, keeps the rest.
         t.take_slot(2, 22);
-        let f = families(&t, |_| true);
+        let f = families(t, |_| true);
         assert_eq!(f[4].series[0].value, AppValue::Gauge(14.0));
         assert_eq!(f[5].series[0].value, AppValue::Gauge(5.0));
         assert_eq!(f[1].series.len(), 1);
@@ -989,8 +989,8 @@ mod tests {
     #[test]
     fn a_scribbled_entry_is_skipped() {
         let t = table(8, 1);
-        let good = reg(&t, &["ok", "ok_total"], Kind::Counter, Mode::Sum);
-        let bad = reg(&t, &["bad", "bad_total"], Kind::Counter, Mode::Sum);
+        let good = reg(t, &["ok", "ok_total"], Kind::Counter, Mode::Sum);
+        let bad = reg(t, &["bad", "bad_total"], Kind::Counter, Mode::Sum);
         // A worker scribbles over the entry: impossible lengths, then a key that does not parse.
         t.entry(bad)[2].store(u64::MAX, Ordering::Relaxed);
         assert!(t.parse(bad).is_none());
@@ -999,8 +999,8 @@ mod tests {
         assert!(t.parse(bad).is_none());
         // Or over the order list.
         t.order[1].store(u64::MAX, Ordering::Relaxed);
-        write(&t, 0, good, 1.0, 0.0);
-        let f = families(&t, |_| true);
+        write(t, 0, good, 1.0, 0.0);
+        let f = families(t, |_| true);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].series[0].value, AppValue::Counter(1.0));
     }

@@ -245,7 +245,12 @@ fn render_app_families(
         scratch.out.extend_from_slice(EOF);
     }
     let skips = (stats.skipped_families, stats.skipped_series);
-    if skips != (scratch.app_skips.skipped_families, scratch.app_skips.skipped_series) {
+    if skips
+        != (
+            scratch.app_skips.skipped_families,
+            scratch.app_skips.skipped_series,
+        )
+    {
         if let Some(first) = stats.first_skip {
             let name = scratch
                 .app_families

@@ -216,7 +216,7 @@ def _install():
     _values, _stamps, _base = _api.values, _api.stamps, _api.base
     values.ValueClass = UwsgiValue
     _say(logging.INFO, 'prometheus_client values now live in uWSGI\'s shared memory '
-                       '(%d samples, %d processes)' % (_api.capacity, _api.slots - 1))
+                       '(%d samples, %d process slots)' % (_api.capacity, _api.slots - 1))
     return True, None
 
 

@@ -446,8 +446,10 @@ entry! {
     /// Registers one series (see `app_metrics::Table::register`): its index, or -1.
     #[no_mangle]
     fn metrics_prometheus_app_register(key: *const u8, key_len: usize, help: *const u8, help_len: usize, kind: u8, mode: u8) -> i64 = -1; {
-        // SAFETY: the caller passes two buffers of these lengths, valid for the call.
-        let (key, help) = unsafe { (host::c_bytes(key, key_len), host::c_bytes(help, help_len)) };
+        // SAFETY: the caller passes a buffer of this length, valid for the call.
+        let key = unsafe { host::c_bytes(key, key_len) };
+        // SAFETY: as above.
+        let help = unsafe { host::c_bytes(help, help_len) };
         crate::app_metrics::register(key, help, kind, mode)
     }
 }
