@@ -414,6 +414,25 @@ fn parse_key(key: &[u8]) -> Option<Vec<&[u8]>> {
     (fields.len() >= 2 && fields.len() % 2 == 0).then_some(fields)
 }
 
+/// A slot's owner at merge time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// No process ever took the slot: it holds nothing, and its pages are not read.
+    None,
+    Dead,
+    Alive,
+}
+
+impl Owner {
+    fn of(pid: u32, alive: impl Fn(u32) -> bool) -> Owner {
+        match pid {
+            0 => Owner::None,
+            p if alive(p) => Owner::Alive,
+            _ => Owner::Dead,
+        }
+    }
+}
+
 /// One registered series, as the master understands it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Parsed {
@@ -452,7 +471,7 @@ impl Table {
             .iter()
             .map(|o| u32::try_from(o.load(Ordering::Relaxed)).unwrap_or(0))
             .collect();
-        let live: Vec<bool> = owners.iter().map(|&p| p != 0 && alive(p)).collect();
+        let live: Vec<Owner> = owners.iter().map(|&p| Owner::of(p, &alive)).collect();
         for p in parsed.iter().flatten() {
             let fam = match out.iter().position(|f| f.name == p.family) {
                 Some(f) => &mut out[f],
@@ -475,9 +494,15 @@ impl Table {
         }
     }
 
-    fn merge_into(&self, fam: &mut AppFamily, p: &Parsed, owners: &[u32], live: &[bool]) {
+    fn merge_into(&self, fam: &mut AppFamily, p: &Parsed, owners: &[u32], live: &[Owner]) {
         let i = p.index;
-        let total = || (0..owners.len()).map(|s| self.value(s, i)).sum::<f64>();
+        // A slot no process ever took holds nothing: its pages are not even read.
+        let total = || {
+            (0..owners.len())
+                .filter(|&s| owners[s] != 0)
+                .map(|s| self.value(s, i))
+                .sum::<f64>()
+        };
         let suffix = p.sample.strip_prefix(p.family.as_str()).unwrap_or("");
         match (p.kind, fam.kind, suffix) {
             (Kind::Counter, AppKind::Counter, "_total") => {
@@ -514,7 +539,7 @@ impl Table {
         }
     }
 
-    fn merge_gauge(&self, fam: &mut AppFamily, p: &Parsed, owners: &[u32], live: &[bool]) {
+    fn merge_gauge(&self, fam: &mut AppFamily, p: &Parsed, owners: &[u32], live: &[Owner]) {
         let i = p.index;
         if matches!(p.mode, Mode::All | Mode::LiveAll) {
             for s in self.written(i, p.mode, live) {
@@ -540,14 +565,18 @@ impl Table {
         &'a self,
         i: usize,
         mode: Mode,
-        live: &'a [bool],
+        live: &'a [Owner],
     ) -> impl Iterator<Item = usize> + 'a {
-        (0..live.len()).filter(move |&s| self.stamp(s, i) > 0.0 && (!mode.live() || live[s]))
+        (0..live.len()).filter(move |&s| {
+            live[s] != Owner::None
+                && (!mode.live() || live[s] == Owner::Alive)
+                && self.stamp(s, i) > 0.0
+        })
     }
 
     /// Gauge `i` merged as `mode` says (`None`: no process wrote it; `all` modes have one
     /// value per process and are merged by the caller).
-    fn gauge_value(&self, i: usize, mode: Mode, live: &[bool]) -> Option<f64> {
+    fn gauge_value(&self, i: usize, mode: Mode, live: &[Owner]) -> Option<f64> {
         let values = self.written(i, mode, live).map(|s| self.value(s, i));
         match mode {
             Mode::All | Mode::LiveAll => None,
@@ -573,16 +602,20 @@ impl Table {
             return 0.0;
         };
         if p.kind != Kind::Gauge {
-            return (0..slots).map(|s| self.value(s, i)).sum();
+            return (0..slots)
+                .filter(|&s| self.owners[s].load(Ordering::Relaxed) != 0)
+                .map(|s| self.value(s, i))
+                .sum();
         }
         if matches!(p.mode, Mode::All | Mode::LiveAll) {
             return self.value(own_slot.min(self.slots - 1), i);
         }
-        let live: Vec<bool> = self.owners[..slots]
+        let live: Vec<Owner> = self.owners[..slots]
             .iter()
             .map(|o| {
                 let pid = u32::try_from(o.load(Ordering::Relaxed)).unwrap_or(0);
-                pid != 0 && (!p.mode.live() || alive(pid))
+                // Liveness costs a syscall per slot: only live modes ask.
+                Owner::of(pid, |pid| !p.mode.live() || alive(pid))
             })
             .collect();
         self.gauge_value(i, p.mode, &live).unwrap_or(0.0)
@@ -797,7 +830,14 @@ mod tests {
             .expect("registered")
     }
 
+    /// A write of the process owning `slot` (one that never took it takes it first).
     fn write(t: &Table, slot: usize, i: usize, v: f64, stamp: f64) {
+        let _ = t.owners[slot].compare_exchange(
+            0,
+            1000 + slot as u64,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
         t.values[slot * t.capacity + i].store(v.to_bits(), Ordering::Relaxed);
         t.stamps[slot * t.capacity + i].store(stamp.to_bits(), Ordering::Relaxed);
     }
@@ -901,6 +941,8 @@ mod tests {
             write(t, slot, sc, 3.0, 0.0);
             write(t, slot, ss, 7.0, 0.0);
         }
+        // A slot no process took is not read (what is there is nobody's).
+        t.values[(t.slots - 2) * t.capacity + c].store(100f64.to_bits(), Ordering::Relaxed);
         let f = families(t, |_| false);
         assert_eq!(f.len(), 3);
         assert_eq!((f[0].name.as_str(), f[0].kind), ("jobs", AppKind::Counter));
