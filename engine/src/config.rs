@@ -9,6 +9,80 @@ use std::net::IpAddr;
 use crate::http::BasicAuth;
 use std::path::PathBuf;
 
+/// Why an option value does not parse (one variant per way it can be wrong; the text is what
+/// the operator reads in the startup error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueError {
+    EmptyAddress,
+    /// `[...]` without `]:port`.
+    BracketedWithoutPort(String),
+    NotIpv6 {
+        value: String,
+        host: String,
+    },
+    NoPort(String),
+    UnbracketedIpv6(String),
+    BadPort {
+        value: String,
+        port: String,
+    },
+    NotNetwork(String),
+    BadPrefixLength {
+        value: String,
+        max: u8,
+    },
+    BadBucket(String),
+    /// A bucket bound given twice, in µs.
+    DuplicateBucket(u64),
+    TooManyBuckets,
+    NotBoolean(String),
+}
+
+impl std::fmt::Display for ValueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ValueError::EmptyAddress => {
+                f.write_str("empty address; use host:port, :port, [v6]:port or a UNIX socket path")
+            }
+            ValueError::BracketedWithoutPort(v) => write!(f, "'{v}': expected [v6-address]:port"),
+            ValueError::NotIpv6 { value, host } => {
+                write!(f, "'{value}': '{host}' is not an IPv6 address")
+            }
+            ValueError::NoPort(v) => write!(
+                f,
+                "'{v}': expected host:port, :port, [v6]:port or a path containing '/'"
+            ),
+            ValueError::UnbracketedIpv6(v) => {
+                write!(f, "'{v}': write IPv6 addresses as [address]:port")
+            }
+            ValueError::BadPort { value, port } => {
+                write!(f, "'{value}': '{port}' is not a port number (0-65535)")
+            }
+            ValueError::NotNetwork(v) => {
+                write!(f, "'{v}' is not an IP address or network (e.g. 10.0.0.0/8)")
+            }
+            ValueError::BadPrefixLength { value, max } => {
+                write!(f, "'{value}': prefix length must be 0-{max}")
+            }
+            ValueError::BadBucket(p) => write!(
+                f,
+                "'{p}' is not a duration in seconds between 0.000001 and 3600 written as a \
+                 plain decimal with at most 6 decimals (e.g. 0.005)"
+            ),
+            ValueError::DuplicateBucket(us) => {
+                write!(f, "bucket {} given twice", *us as f64 / 1e6)
+            }
+            ValueError::TooManyBuckets => write!(f, "at most {MAX_BUCKETS} buckets"),
+            ValueError::NotBoolean(v) => write!(
+                f,
+                "'{v}' is not a boolean (true/false, yes/no, on/off, 1/0)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ValueError {}
+
 /// Where `--prometheus-server` listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerAddr {
@@ -29,10 +103,10 @@ impl std::fmt::Display for ServerAddr {
 }
 
 /// Parses a `--prometheus-server` value.
-pub fn parse_server_addr(v: &str) -> Result<ServerAddr, String> {
+pub fn parse_server_addr(v: &str) -> Result<ServerAddr, ValueError> {
     let v = v.trim();
     if v.is_empty() {
-        return Err("empty address; use host:port, :port, [v6]:port or a UNIX socket path".into());
+        return Err(ValueError::EmptyAddress);
     }
     if v.contains('/') {
         return Ok(ServerAddr::Unix(PathBuf::from(v)));
@@ -40,23 +114,27 @@ pub fn parse_server_addr(v: &str) -> Result<ServerAddr, String> {
     let (host, port) = if let Some(rest) = v.strip_prefix('[') {
         let (h, p) = rest
             .split_once("]:")
-            .ok_or_else(|| format!("'{v}': expected [v6-address]:port"))?;
+            .ok_or_else(|| ValueError::BracketedWithoutPort(v.into()))?;
         if h.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("'{v}': '{h}' is not an IPv6 address"));
+            return Err(ValueError::NotIpv6 {
+                value: v.into(),
+                host: h.into(),
+            });
         }
         (h.to_string(), p)
     } else {
-        let (h, p) = v.rsplit_once(':').ok_or_else(|| {
-            format!("'{v}': expected host:port, :port, [v6]:port or a path containing '/'")
-        })?;
+        let (h, p) = v
+            .rsplit_once(':')
+            .ok_or_else(|| ValueError::NoPort(v.into()))?;
         if h.contains(':') {
-            return Err(format!("'{v}': write IPv6 addresses as [address]:port"));
+            return Err(ValueError::UnbracketedIpv6(v.into()));
         }
         (if h.is_empty() { "0.0.0.0" } else { h }.to_string(), p)
     };
-    let port = port
-        .parse::<u16>()
-        .map_err(|_| format!("'{v}': '{port}' is not a port number (0-65535)"))?;
+    let port = port.parse::<u16>().map_err(|_| ValueError::BadPort {
+        value: v.into(),
+        port: port.into(),
+    })?;
     Ok(ServerAddr::Tcp { host, port })
 }
 
@@ -68,23 +146,22 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    pub fn parse(v: &str) -> Result<Cidr, String> {
+    pub fn parse(v: &str) -> Result<Cidr, ValueError> {
         let v = v.trim();
         let (addr, bits) = match v.split_once('/') {
             Some((a, b)) => (a, Some(b)),
             None => (v, None),
         };
-        let net: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("'{v}' is not an IP address or network (e.g. 10.0.0.0/8)"))?;
+        let net: IpAddr = addr.parse().map_err(|_| ValueError::NotNetwork(v.into()))?;
         let max = if net.is_ipv4() { 32 } else { 128 };
         let bits = match bits {
             None => max,
-            Some(b) => b
-                .parse::<u8>()
-                .ok()
-                .filter(|b| *b <= max)
-                .ok_or_else(|| format!("'{v}': prefix length must be 0-{max}"))?,
+            Some(b) => b.parse::<u8>().ok().filter(|b| *b <= max).ok_or_else(|| {
+                ValueError::BadPrefixLength {
+                    value: v.into(),
+                    max,
+                }
+            })?,
         };
         Ok(Cidr { net, bits })
     }
@@ -162,24 +239,18 @@ pub const MAX_BUCKETS: usize = 32;
 
 /// Parses `--prometheus-buckets`: seconds as plain decimals (`0.005,0.01,1`), at microsecond
 /// resolution, positive, at most one hour, no duplicates; sorted.
-pub fn parse_buckets(v: &str) -> Result<Vec<u64>, String> {
+pub fn parse_buckets(v: &str) -> Result<Vec<u64>, ValueError> {
     let mut out = Vec::new();
     for part in v.split(',') {
         let p = part.trim();
-        let us = parse_seconds_us(p).ok_or_else(|| {
-            format!(
-                "'{p}' is not a duration in seconds between 0.000001 and 3600 written as a \
-                 plain decimal with at most 6 decimals (e.g. 0.005)"
-            )
-        })?;
-        out.push(us);
+        out.push(parse_seconds_us(p).ok_or_else(|| ValueError::BadBucket(p.into()))?);
     }
     out.sort_unstable();
     if let Some(w) = out.windows(2).find(|w| w[0] == w[1]) {
-        return Err(format!("bucket {} given twice", w[0] as f64 / 1e6));
+        return Err(ValueError::DuplicateBucket(w[0]));
     }
     if out.len() > MAX_BUCKETS {
-        return Err(format!("at most {MAX_BUCKETS} buckets"));
+        return Err(ValueError::TooManyBuckets);
     }
     Ok(out)
 }
@@ -364,6 +435,16 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl ConfigError {
+    /// Turns a parser's error for `opt` into the startup message.
+    fn of<E: std::fmt::Display>(opt: Opt) -> impl Fn(E) -> ConfigError {
+        move |e| ConfigError {
+            opt,
+            reason: e.to_string(),
+        }
+    }
+}
+
 impl Config {
     /// Applies one option occurrence. `value` is `None` for flags.
     pub fn apply(&mut self, opt: Opt, value: Option<&str>) -> Result<(), ConfigError> {
@@ -388,7 +469,7 @@ impl Config {
             }
             Opt::VassalSocket | Opt::VassalTimeout => self.set_emperor(opt, value),
             Opt::AppMetrics => {
-                self.app_metrics = flag(value).map_err(|reason| ConfigError { opt, reason })?;
+                self.app_metrics = flag(value).map_err(ConfigError::of(opt))?;
                 Ok(())
             }
             Opt::AppSeries => {
@@ -412,10 +493,10 @@ impl Config {
 
     /// The dedicated server: where it listens and who may ask.
     fn set_server(&mut self, opt: Opt, value: Option<&str>) -> Result<(), ConfigError> {
-        let err = |reason: String| ConfigError { opt, reason };
+        let err = ConfigError::of::<String>(opt);
         match opt {
             Opt::Server => {
-                let addr = parse_server_addr(value.unwrap_or("")).map_err(err)?;
+                let addr = parse_server_addr(value.unwrap_or("")).map_err(ConfigError::of(opt))?;
                 if !self.servers.contains(&addr) {
                     self.servers.push(addr);
                 }
@@ -446,19 +527,20 @@ impl Config {
             }
             Opt::Path => {
                 let p = value.unwrap_or("");
-                crate::http::validate_path(p).map_err(err)?;
+                crate::http::validate_path(p).map_err(ConfigError::of(opt))?;
                 self.path = p.to_string();
             }
             Opt::Allow => {
                 for part in value.unwrap_or("").split(',') {
-                    let cidr = Cidr::parse(part).map_err(err)?;
+                    let cidr = Cidr::parse(part).map_err(ConfigError::of(opt))?;
                     if !self.allow.contains(&cidr) {
                         self.allow.push(cidr);
                     }
                 }
             }
             Opt::BasicAuth => {
-                self.basic_auth = Some(BasicAuth::parse(value.unwrap_or("")).map_err(err)?);
+                self.basic_auth =
+                    Some(BasicAuth::parse(value.unwrap_or("")).map_err(ConfigError::of(opt))?);
             }
             _ => unreachable!("server options only"),
         }
@@ -467,22 +549,23 @@ impl Config {
 
     /// What is exported and how it is named.
     fn set_format(&mut self, opt: Opt, value: Option<&str>) -> Result<(), ConfigError> {
-        let err = |reason: String| ConfigError { opt, reason };
+        let err = ConfigError::of::<String>(opt);
         match opt {
             Opt::Prefix => {
                 let p = value.unwrap_or("");
-                crate::format::validate_prefix(p).map_err(err)?;
+                crate::format::validate_prefix(p).map_err(ConfigError::of(opt))?;
                 self.format.prefix = p.to_string();
             }
             // Flags take uWSGI's boolean spellings, so `prometheus-no-help = false` in an ini
             // file means what it says.
-            Opt::NoWorkers => self.format.workers = !flag(value).map_err(err)?,
-            Opt::NoCores => self.format.cores = !flag(value).map_err(err)?,
-            Opt::NoHelp => self.format.help = !flag(value).map_err(err)?,
-            Opt::NoType => self.format.types = !flag(value).map_err(err)?,
-            Opt::NoGzip => self.gzip = !flag(value).map_err(err)?,
+            Opt::NoWorkers => self.format.workers = !flag(value).map_err(ConfigError::of(opt))?,
+            Opt::NoCores => self.format.cores = !flag(value).map_err(ConfigError::of(opt))?,
+            Opt::NoHelp => self.format.help = !flag(value).map_err(ConfigError::of(opt))?,
+            Opt::NoType => self.format.types = !flag(value).map_err(ConfigError::of(opt))?,
+            Opt::NoGzip => self.gzip = !flag(value).map_err(ConfigError::of(opt))?,
             Opt::Label => {
-                let (name, value) = crate::format::parse_label(value.unwrap_or("")).map_err(err)?;
+                let (name, value) = crate::format::parse_label(value.unwrap_or(""))
+                    .map_err(ConfigError::of(opt))?;
                 if self.format.labels.iter().any(|(k, _)| *k == name) {
                     return Err(err(format!("label {name:?} given twice")));
                 }
@@ -509,11 +592,14 @@ impl Config {
 
     /// The request histograms.
     fn set_histograms(&mut self, opt: Opt, value: Option<&str>) -> Result<(), ConfigError> {
-        let err = |reason: String| ConfigError { opt, reason };
+        let err = ConfigError::of::<String>(opt);
         match opt {
-            Opt::Buckets => self.buckets_us = parse_buckets(value.unwrap_or("")).map_err(err)?,
-            Opt::NoHistograms => self.histograms = !flag(value).map_err(err)?,
-            Opt::Exemplars => self.exemplars = flag(value).map_err(err)?,
+            Opt::Buckets => {
+                self.buckets_us =
+                    parse_buckets(value.unwrap_or("")).map_err(ConfigError::of(opt))?
+            }
+            Opt::NoHistograms => self.histograms = !flag(value).map_err(ConfigError::of(opt))?,
+            Opt::Exemplars => self.exemplars = flag(value).map_err(ConfigError::of(opt))?,
             Opt::NativeSchema => {
                 let v = value.unwrap_or("").trim();
                 self.native_schema = v
@@ -529,7 +615,7 @@ impl Config {
 
     /// The Emperor's merge of its vassals' expositions.
     fn set_emperor(&mut self, opt: Opt, value: Option<&str>) -> Result<(), ConfigError> {
-        let err = |reason: String| ConfigError { opt, reason };
+        let err = ConfigError::of::<String>(opt);
         match opt {
             Opt::VassalSocket => {
                 let v = value.unwrap_or("").trim();
@@ -686,13 +772,11 @@ impl Config {
     }
 }
 
-fn flag(value: Option<&str>) -> Result<bool, String> {
+fn flag(value: Option<&str>) -> Result<bool, ValueError> {
     match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
         None | Some("") | Some("1") | Some("true") | Some("yes") | Some("on") => Ok(true),
         Some("0") | Some("false") | Some("no") | Some("off") => Ok(false),
-        Some(v) => Err(format!(
-            "'{v}' is not a boolean (true/false, yes/no, on/off, 1/0)"
-        )),
+        Some(v) => Err(ValueError::NotBoolean(v.into())),
     }
 }
 

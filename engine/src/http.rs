@@ -22,21 +22,35 @@ impl std::fmt::Debug for BasicAuth {
     }
 }
 
+/// A `--prometheus-basic-auth` value not of the form `USER:sha256:HEX`. Carries nothing of the
+/// value: it holds a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthFormError;
+
+impl std::fmt::Display for AuthFormError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "expected USER:sha256:HEX (HEX: the password's SHA-256 in hex, e.g. from \
+             `printf %s \"$PASSWORD\" | sha256sum`)",
+        )
+    }
+}
+
+impl std::error::Error for AuthFormError {}
+
 impl BasicAuth {
     /// Parses `USER:sha256:HEX` (HEX = the 64 hex digits of the password's SHA-256, e.g.
     /// `printf %s "$PASSWORD" | sha256sum`). Errors never echo the value.
-    pub fn parse(v: &str) -> Result<BasicAuth, String> {
-        const FORM: &str = "expected USER:sha256:HEX (HEX: the password's SHA-256 in hex, \
-                            e.g. from `printf %s \"$PASSWORD\" | sha256sum`)";
-        let (user, rest) = v.split_once(':').ok_or(FORM)?;
-        let hex = rest.strip_prefix("sha256:").ok_or(FORM)?;
+    pub fn parse(v: &str) -> Result<BasicAuth, AuthFormError> {
+        let (user, rest) = v.split_once(':').ok_or(AuthFormError)?;
+        let hex = rest.strip_prefix("sha256:").ok_or(AuthFormError)?;
         if user.is_empty() || hex.len() != 64 {
-            return Err(FORM.into());
+            return Err(AuthFormError);
         }
         let mut sha256 = [0u8; 32];
         for (i, out) in sha256.iter_mut().enumerate() {
-            *out = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or(FORM)?, 16)
-                .map_err(|_| FORM.to_string())?;
+            let byte = hex.get(2 * i..2 * i + 2).ok_or(AuthFormError)?;
+            *out = u8::from_str_radix(byte, 16).map_err(|_| AuthFormError)?;
         }
         Ok(BasicAuth {
             user: user.to_string(),
@@ -368,22 +382,44 @@ fn html_escape(s: &str) -> String {
     o
 }
 
+/// Why a `--prometheus-path` value is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathError {
+    TooLong,
+    NoLeadingSlash(String),
+    ForbiddenByte(String),
+}
+
+/// Far below HEAD_LIMIT, so a request for the path always fits in an accepted head.
+const MAX_PATH: usize = 1024;
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathError::TooLong => write!(f, "longer than {MAX_PATH} bytes"),
+            PathError::NoLeadingSlash(p) => write!(f, "'{p}' must start with '/'"),
+            PathError::ForbiddenByte(p) => write!(
+                f,
+                "'{p}' may not contain spaces, control characters, '?' or '#'"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PathError {}
+
 /// Checks a `--prometheus-path` value.
-pub fn validate_path(p: &str) -> Result<(), String> {
-    // Far below HEAD_LIMIT, so a request for the path always fits in an accepted head.
-    const MAX_PATH: usize = 1024;
+pub fn validate_path(p: &str) -> Result<(), PathError> {
     if p.len() > MAX_PATH {
-        return Err(format!("longer than {MAX_PATH} bytes"));
+        return Err(PathError::TooLong);
     }
     if !p.starts_with('/') {
-        return Err(format!("'{p}' must start with '/'"));
+        return Err(PathError::NoLeadingSlash(p.into()));
     }
     if p.bytes()
         .any(|b| b <= b' ' || b == b'?' || b == b'#' || b >= 0x7f)
     {
-        return Err(format!(
-            "'{p}' may not contain spaces, control characters, '?' or '#'"
-        ));
+        return Err(PathError::ForbiddenByte(p.into()));
     }
     Ok(())
 }
