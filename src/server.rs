@@ -486,10 +486,10 @@ impl Server {
             Action::Metrics { fmt, head, gzip } => {
                 self.rendered = true;
                 #[cfg(feature = "fault-injection")]
-                let before = host::alloc_count::allocations();
+                let before = host::alloc::allocations();
                 let rendered = scrape::render_source(self.source, fmt, &mut self.scratch);
                 #[cfg(feature = "fault-injection")]
-                let allocations = host::alloc_count::allocations() - before;
+                let allocations = host::alloc::allocations() - before;
                 #[cfg(not(feature = "fault-injection"))]
                 let allocations = 0;
                 return self.answer(slot, fmt, head, gzip, rendered, allocations);

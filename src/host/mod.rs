@@ -11,11 +11,11 @@
 //! - [`net`], [`epoll`], [`fork`]: the dedicated server's sockets, poller and fork hygiene;
 //! - [`request`]: requests, the after-request chain, and routes for the route action;
 //! - [`shm`]: zeroed shared memory mapped before fork (the request histograms);
+//! - [`alloc`]: the global allocator, and read-only mappings for data built before fork;
 //! - [`emperor`]: imperial monitors, their scanners and the Emperor's vassal list.
 
 pub(crate) mod abi;
-#[cfg(feature = "fault-injection")]
-pub(crate) mod alloc_count;
+pub(crate) mod alloc;
 pub(crate) mod emperor;
 pub(crate) mod epoll;
 pub(crate) mod fork;
