@@ -159,6 +159,17 @@ pub(crate) struct Scratch {
     pub(crate) out: Vec<u8>,
 }
 
+impl Scratch {
+    /// Gives the pages of the large buffers back to the kernel, keeping their capacity (see
+    /// `host::alloc::release_pages`): the next scrape faults them in again, allocation-free.
+    pub(crate) fn release_pages(&mut self) {
+        host::alloc::release_pages(&mut self.out);
+        host::alloc::release_pages(&mut self.values);
+        host::alloc::release_pages(&mut self.hist);
+        host::alloc::release_pages(&mut self.exemplars);
+    }
+}
+
 /// What a server exposes: this uWSGI instance (`--prometheus-server`), or the Emperor it runs
 /// in (`emperor = prometheus://ADDR`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

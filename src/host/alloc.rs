@@ -380,6 +380,29 @@ fn freeze_claimed<T: Clone + Sync>(value: &T, slot: usize) -> Option<&'static T>
     Some(frozen)
 }
 
+/// Clears `v` and gives the whole pages of its buffer back to the kernel (`MADV_DONTNEED`),
+/// keeping the allocation: its next use faults zero-filled pages in again, without allocating.
+/// For large buffers kept between rare uses (a scrape every 15 s or more).
+pub(crate) fn release_pages<T>(v: &mut Vec<T>) {
+    v.clear();
+    let page = page_size();
+    let base = v.as_mut_ptr() as usize;
+    let Some(bytes) = v.capacity().checked_mul(std::mem::size_of::<T>()) else {
+        return;
+    };
+    let start = base.next_multiple_of(page);
+    let end = (base + bytes) / page * page;
+    if end > start {
+        // SAFETY: `start..end` is whole pages inside `v`'s buffer (the allocator's own data
+        // lies outside it), all of it spare capacity now that `v` is empty: memory Rust treats
+        // as uninitialised and nothing refers to (`v` is borrowed mutably). The pages of a
+        // private anonymous mapping read back as zeros after MADV_DONTNEED.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
 /// What [`with_scratch`] did with its region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scratch {

@@ -31,9 +31,8 @@ pub(crate) mod uwsgi;
 pub(crate) use log::log;
 
 /// Returns the free pages of the heap to the kernel (glibc's `malloc_trim`): the master calls
-/// it once after building the exporter, whose temporaries (the topology, the planner's and the
-/// layout's intermediate strings) would otherwise stay resident in the master and, shared
-/// until written, in every worker forked from it.
+/// it after building the exporter, and the dedicated server when it has been idle for a while
+/// (the heap pages its buffers used while they grew).
 pub(crate) fn release_free_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks glibc's own arenas under their locks; no pointer is given.
