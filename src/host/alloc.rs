@@ -504,6 +504,31 @@ mod tests {
         assert!(in_scratch(survivor.as_ptr() as *mut u8));
         drop(survivor);
         assert_eq!(SCRATCH_LIVE.load(Ordering::Relaxed), 0);
+        // The pages of a released buffer are gone; its capacity stays.
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        buf.resize(1 << 20, 1);
+        let resident = |b: &Vec<u8>| {
+            let page = page_size();
+            let start = (b.as_ptr() as usize).next_multiple_of(page);
+            let mut vec = vec![0u8; (1 << 20) / page];
+            // SAFETY: a whole-page range inside `b`'s buffer, and one status byte per page.
+            let rc = unsafe {
+                libc::mincore(
+                    start as *mut libc::c_void,
+                    (1 << 20) - page,
+                    vec.as_mut_ptr(),
+                )
+            };
+            assert_eq!(rc, 0);
+            vec.iter().filter(|&&v| v & 1 == 1).count()
+        };
+        assert!(resident(&buf) > 200);
+        release_pages(&mut buf);
+        assert_eq!((buf.len(), buf.capacity()), (0, 1 << 20));
+        assert_eq!(resident(&buf), 0);
+        buf.extend_from_slice(&[2; 4096]);
+        assert_eq!(buf[4095], 2);
+
         // One scratch region per process: later calls run as usual.
         let (v, scratch) = with_scratch(|| vec![1u8; 10]);
         assert_eq!(scratch, Scratch::Unused);
