@@ -420,7 +420,9 @@ def part_memory(a, tmp, uwsgi, so):
                     fetch(prom, '/metrics', headers)
                     if kw.get('route'):
                         fetch(u.http_port, '/metrics', headers)
-        time.sleep(1)
+        # Between scrapes: the dedicated server gives its buffers' pages back after 1 s
+        # without a connection (at its next master cycle, within another second).
+        time.sleep(3)
         m = smaps(u.pid)
         ws = [smaps(k) for k in children(u.pid)]
         mem[label] = (m, ws)
@@ -429,16 +431,18 @@ def part_memory(a, tmp, uwsgi, so):
     for i, (label, (m, ws)) in enumerate(mem.items()):
         wr = median([w['Rss'] for w in ws])
         wp = median([w['Pss'] for w in ws])
+        wmax = max(w['Pss'] for w in ws)
         total = m['Pss'] + sum(w['Pss'] for w in ws)
         note = '%d workers' % len(ws)
         if prev:
+            # The largest worker too: with a route, the one(s) that served its scrapes.
             note += '; vs %s: master RSS %+d KB, PSS %+d KB; per worker RSS %+d KB, ' \
-                    'PSS %+d KB; total PSS %+d KB' % (
+                    'PSS %+d KB (largest worker %+d KB); total PSS %+d KB' % (
                         'the row above' if i == 1 else '`--enable-metrics`',
                         m['Rss'] - prev[0]['Rss'], m['Pss'] - prev[0]['Pss'], wr - prev[1],
-                        wp - prev[2], total - prev[3])
+                        wp - prev[2], wmax - prev[4], total - prev[3])
         if i <= 1:
-            prev = (m, wr, wp, total)  # the plugin rows are compared with --enable-metrics
+            prev = (m, wr, wp, total, wmax)  # the plugin rows are compared with --enable-metrics
         row('memory', '16 x 32 threads, %s' % label,
             'master RSS %d KB, PSS %d KB; worker (median) RSS %d KB, PSS %d KB; total PSS %d KB'
             % (m['Rss'], m['Pss'], wr, wp, total), note)

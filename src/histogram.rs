@@ -10,9 +10,10 @@
 //! then, for each series, the native (exponential) buckets: the zero bucket and one counter per
 //! native bucket from 1 µs to 1 h (`plan::native_spec`). [`collect`] puts them back in the order
 //! the engine's `Layout::render_all` reads (per series: classic, sum, native). The native
-//! counters are summed only for protobuf scrapes (the only format that carries them), so that
-//! text scrapes read only the classic region: a few pages per worker instead of the whole
-//! stripe (the mapping is shared memory: every page the master reads is a page it holds).
+//! counters are summed only for protobuf scrapes (the only format that carries them), and only
+//! for the series a worker has recorded, so that scrapes read the classic region and the few
+//! native pages in use: a few pages per worker instead of the whole stripe (the mapping is
+//! shared memory: every page the master reads is a page it holds).
 //!
 //! Exemplars (`--prometheus-exemplars`): per worker, series and bucket, one 64-byte cell with
 //! the latest trace id, duration and time, written under a per-cell sequence counter (odd while
@@ -268,22 +269,26 @@ impl Recorder {
         for w in 1..=r.workers {
             let stripe = &r.counts[w * r.stride..w * r.stride + words];
             let (classic_region, native_region) = stripe.split_at(r.classic_region);
-            // Native first, classic second (the reverse of `record`'s order): every request
-            // found in the native buckets is in the classic ones too, and the engine leaves
-            // out the few found in the classic ones only (requests ending between the two
-            // reads), so that the sample's parts agree (`consistent_count`).
-            if native {
-                for (hs, ns) in hist
-                    .chunks_exact_mut(r.per_series)
-                    .zip(native_region.chunks_exact(r.per_series - classic))
-                {
-                    add(&mut hs[classic..], ns, Ordering::Acquire);
-                }
-            }
-            for (hs, cs) in hist
+            for ((hs, cs), ns) in hist
                 .chunks_exact_mut(r.per_series)
                 .zip(classic_region.chunks_exact(classic))
+                .zip(native_region.chunks_exact(r.per_series - classic))
             {
+                if native {
+                    // A series this worker never recorded (its classic counts, which `record`
+                    // bumps first, still 0) has native counters it never wrote: reading them
+                    // would make the master fault in, and hold, pages of shared memory only
+                    // to add zeros. (One that starts meanwhile shows in the next scrape.)
+                    if cs.iter().all(|c| c.load(Ordering::Relaxed) == 0) {
+                        continue;
+                    }
+                    // Native first, classic second (the reverse of `record`'s order): every
+                    // request found in the native buckets is in the classic ones too, and the
+                    // engine leaves out the few found in the classic ones only (requests
+                    // ending between the two reads), so that the sample's parts agree
+                    // (`consistent_count`).
+                    add(&mut hs[classic..], ns, Ordering::Acquire);
+                }
                 add(&mut hs[..classic], cs, Ordering::Relaxed);
             }
         }

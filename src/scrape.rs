@@ -34,30 +34,57 @@ impl ScrapeError {
 }
 
 struct Exporter {
-    layout: Layout,
-    /// Where each value of the layout comes from (metrics list first, then extras).
-    sources: Vec<Source>,
-    live: Live,
-    /// Rendering options of the application's families (constant labels, HELP, TYPE).
-    format: Options,
+    /// In a read-only mapping of its own (`host::alloc::freeze`): built before fork, its pages
+    /// stay shared by the master and every worker.
+    frozen: &'static Frozen,
     /// Answers may be gzipped (`--prometheus-no-gzip` not given); the dedicated server has
     /// its own copy of the setting.
     #[cfg(uwsgi_routing)]
     gzip: bool,
 }
 
+/// What a scrape only reads, built once.
+#[derive(Clone)]
+struct Frozen {
+    layout: Layout,
+    /// Where each value of the layout comes from (metrics list first, then extras).
+    sources: Vec<Source>,
+    live: Live,
+    /// Rendering options of the application's families (constant labels, HELP, TYPE).
+    format: Options,
+}
+
 static EXPORTER: OnceLock<Exporter> = OnceLock::new();
 
-/// Reads uWSGI's shape and precomputes the exposition, once, in the master: before fork when
-/// routes use the action (every worker renders then, from the pages it shares with the
-/// master), else at the first master cycle, so that no worker carries it.
+/// Reads uWSGI's shape and precomputes the exposition, once, in the master before fork (the
+/// workers render from the pages they share with it).
+///
+/// What a scrape reads is copied into a read-only mapping of its own (`host::alloc::freeze`),
+/// and everything else the building allocates lives in a scratch mapping, unmapped at the end
+/// (`host::alloc::with_scratch`): the heap is left as it was, so the allocations uWSGI and the
+/// application make next, and the workers' own, pack as they would without the plugin.
 pub(crate) fn install(cfg: &Config) {
     if EXPORTER.get().is_some() || !host::uwsgi::has_metrics() {
         return;
     }
-    let Some(list) = host::metrics::read_metrics_list() else {
-        return;
-    };
+    // The only allocation of the building that outlives it (written at scrapes): made first,
+    // in the heap; `live::read`'s own call is then a no-op.
+    host::procfs::setup(host::uwsgi::numproc() + 1);
+    let (exporter, scratch) = host::alloc::with_scratch(|| build(cfg));
+    if let Some(exporter) = exporter {
+        let _ = EXPORTER.set(exporter);
+    }
+    if let host::alloc::Scratch::Kept(bytes) = scratch {
+        host::log(&format!(
+            "{bytes} bytes allocated while building the exposition are still in use; its \
+             scratch memory is kept"
+        ));
+    }
+    host::release_free_memory();
+}
+
+fn build(cfg: &Config) -> Option<Exporter> {
+    let list = host::metrics::read_metrics_list()?;
     let (mut topology, live) = live::read(list);
     topology.app_series = app_metrics::table().map(|t| t.capacity());
     if histogram::enabled() {
@@ -95,18 +122,26 @@ pub(crate) fn install(cfg: &Config) {
             host::log(&format!("not exported: {s}"));
         }
     }
-    let mut sources = plan.sources;
-    // Kept for the life of the process: no spare capacity from the planner's pushes.
-    sources.shrink_to_fit();
-    let _ = EXPORTER.set(Exporter {
+    let frozen = keep(Frozen {
         layout,
-        sources,
+        sources: plan.sources,
         live,
         format: cfg.format.clone(),
+    });
+    Some(Exporter {
+        frozen,
         #[cfg(uwsgi_routing)]
         gzip: cfg.gzip,
-    });
-    host::release_free_memory();
+    })
+}
+
+/// `value` for the life of the process: copied out of the heap into a read-only mapping (see
+/// `host::alloc::freeze`), the heap's copy freed; where no mapping can be made, the heap's.
+fn keep<T: Clone + Sync>(value: T) -> &'static T {
+    match host::alloc::freeze(&value) {
+        Some(frozen) => frozen,
+        None => Box::leak(Box::new(value)),
+    }
 }
 
 /// Whether the route action may gzip its answers (set at [`install`]).
@@ -133,6 +168,17 @@ pub(crate) struct Scratch {
     app_skips: AppRenderStats,
     /// The rendered exposition.
     pub(crate) out: Vec<u8>,
+}
+
+impl Scratch {
+    /// Gives the pages of the large buffers back to the kernel, keeping their capacity (see
+    /// `host::alloc::release_pages`): the next scrape faults them in again, allocation-free.
+    pub(crate) fn release_pages(&mut self) {
+        host::alloc::release_pages(&mut self.out);
+        host::alloc::release_pages(&mut self.values);
+        host::alloc::release_pages(&mut self.hist);
+        host::alloc::release_pages(&mut self.exemplars);
+    }
 }
 
 /// What a server exposes: this uWSGI instance (`--prometheus-server`), or the Emperor it runs
@@ -202,6 +248,7 @@ pub(crate) fn render(fmt: Format, scratch: &mut Scratch) -> Result<(), ScrapeErr
     if !host::uwsgi::has_master() {
         return Err(ScrapeError::NoMaster);
     }
+    let exp = exp.frozen;
     exp.live
         .fill(&exp.sources, &mut scratch.values, &mut scratch.live);
     histogram::collect(

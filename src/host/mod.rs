@@ -13,11 +13,11 @@
 //! - [`net`], [`epoll`], [`fork`]: the dedicated server's sockets, poller and fork hygiene;
 //! - [`request`]: requests, the after-request chain, and routes for the route action;
 //! - [`shm`]: zeroed shared memory mapped before fork (the request histograms);
+//! - [`alloc`]: the global allocator, and read-only mappings for data built before fork;
 //! - [`emperor`]: imperial monitors, their scanners and the Emperor's vassal list.
 
 pub(crate) mod abi;
-#[cfg(feature = "fault-injection")]
-pub(crate) mod alloc_count;
+pub(crate) mod alloc;
 pub(crate) mod emperor;
 pub(crate) mod epoll;
 pub(crate) mod fork;
@@ -71,9 +71,8 @@ pub(crate) unsafe fn c_string(p: *const std::ffi::c_char) -> String {
 pub(crate) use log::log;
 
 /// Returns the free pages of the heap to the kernel (glibc's `malloc_trim`): the master calls
-/// it once after building the exporter, whose temporaries (the topology, the planner's and the
-/// layout's intermediate strings) would otherwise stay resident in the master and, shared
-/// until written, in every worker forked from it.
+/// it after building the exporter, and the dedicated server when it has been idle for a while
+/// (the heap pages its buffers used while they grew).
 pub(crate) fn release_free_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks glibc's own arenas under their locks; no pointer is given.

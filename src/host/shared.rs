@@ -100,6 +100,14 @@ unsafe impl<T> Send for SharedSlice<T> {}
 // SAFETY: see Send.
 unsafe impl<T> Sync for SharedSlice<T> {}
 
+// A copy is the same handle (no `T: Clone` needed, unlike a derive).
+impl<T> Clone for SharedSlice<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SharedSlice<T> {}
+
 impl<T> SharedSlice<T> {
     pub(crate) const fn empty() -> Self {
         SharedSlice {

@@ -27,12 +27,14 @@ use crate::host::procfs::{proc_stat, ProcStat};
 use crate::host::shared::{field, Int, SharedSlice};
 use crate::host::{self, net};
 
+#[derive(Clone)]
 struct SocketFd {
     fd: i32,
     unix: bool,
 }
 
 /// Handles into uWSGI's shared memory, captured in the master before fork.
+#[derive(Clone)]
 pub(crate) struct Live {
     slots: Vec<Slot>,
     workers: SharedSlice<ffi::uwsgi_worker>,

@@ -269,26 +269,9 @@ entry! {
             // Scrapes keep /proc files open (host::procfs): from here on every fork closes
             // them in the child.
             host::fork::install_atfork(atfork_child);
-            if route_action_used() {
-                crate::scrape::install(&config());
-            }
+            // Before fork: the workers share it (see scrape::install for how it stays shared).
+            crate::scrape::install(&config());
         }
-    }
-}
-
-/// Whether a route uses the action: then workers render, and the precomputed exposition is
-/// built before fork to be shared with them. Otherwise only the master's server needs it, and
-/// building it after fork keeps it, and the heap holes its building leaves, out of every
-/// worker (measured at 16 x 32: a worker's heap then grows by nothing, against 0.5 MB
-/// private dirty when the workers inherit it).
-fn route_action_used() -> bool {
-    #[cfg(uwsgi_routing)]
-    {
-        crate::router::configured_routes() > 0
-    }
-    #[cfg(not(uwsgi_routing))]
-    {
-        false
     }
 }
 
@@ -302,8 +285,6 @@ entry! {
             return;
         };
         if !server.is_registered() {
-            // Built here unless postinit_apps did (see route_action_used); a no-op then.
-            crate::scrape::install(&config());
             // master_queue is -1 until master_loop creates it, just before the first cycle.
             let mq = host::uwsgi::master_queue();
             if mq < 0 {
