@@ -121,7 +121,7 @@ pub(crate) enum Refused {
     Stalled,
 }
 
-/// The shared table. Plain safe code over atomics in a mapping made by `host::shm`.
+/// The shared table. Plain safe code over atomics in a mapping made by `host::shared_counters`.
 pub(crate) struct Table {
     capacity: usize,
     numproc: usize,
@@ -682,7 +682,7 @@ static MASTER_PID: AtomicI64 = AtomicI64::new(0);
 /// Maps the table for `capacity` series and `numproc` workers. Master, before fork (and before
 /// any application code: `post_init`). Returns the bytes mapped.
 pub(crate) fn setup(capacity: usize, numproc: usize) -> std::io::Result<usize> {
-    let mem = host::shm::counters(Table::words(capacity, numproc))?;
+    let mem = host::shared_counters::map(Table::words(capacity, numproc))?;
     MASTER_PID.store(i64::from(host::uwsgi::pid()), Ordering::Relaxed);
     let _ = TABLE.set(Table::new(mem, capacity, numproc));
     Ok(mem.len() * 8)

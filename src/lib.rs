@@ -8,7 +8,7 @@
 //!    target binary's `uwsgi.h` and the C shim) and `cflags`;
 //! 2. [`host`]: every touch of uWSGI's memory and every raw syscall, behind typed wrappers;
 //! 3. [`live`]: uWSGI's shape read once into a plain `Topology`, its values per scrape;
-//!    [`histogram`]: request durations recorded by the after-request hook in shared memory;
+//!    [`latency`]: request durations recorded by the after-request hook in shared memory;
 //!    [`app_metrics`]: the application's prometheus_client values, in shared memory;
 //! 4. [`scrape`]: the exporter state and one scrape, shared by both front ends;
 //! 5. the front ends: [`router`] (the `prometheus-metrics` route action) and [`server`]
@@ -20,8 +20,8 @@ pub(crate) mod app_metrics;
 pub(crate) mod cflags;
 pub(crate) mod ffi;
 pub(crate) mod gather;
-pub(crate) mod histogram;
 pub(crate) mod host;
+pub(crate) mod latency;
 pub(crate) mod live;
 pub(crate) mod plugin;
 #[cfg(uwsgi_routing)]

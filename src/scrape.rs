@@ -13,8 +13,8 @@ use metrics_prometheus_engine::format::{
 use metrics_prometheus_engine::plan::{plan, Source};
 
 use crate::app_metrics::{self, Parsed};
-use crate::histogram;
 use crate::host;
+use crate::latency;
 use crate::live::{self, Live};
 
 /// Why a scrape cannot be answered (the front ends send it as a 503 body).
@@ -87,7 +87,7 @@ fn build(cfg: &Config) -> Option<Exporter> {
     let list = host::metrics::read_metrics_list()?;
     let (mut topology, live) = live::read(list);
     topology.app_series = app_metrics::table().map(|t| t.capacity());
-    if histogram::enabled() {
+    if latency::enabled() {
         topology.buckets_us = Some(cfg.buckets_us.clone());
         topology.native_schema = Some(cfg.native_schema);
     }
@@ -251,7 +251,7 @@ pub(crate) fn render(fmt: Format, scratch: &mut Scratch) -> Result<(), ScrapeErr
     let exp = exp.frozen;
     exp.live
         .fill(&exp.sources, &mut scratch.values, &mut scratch.live);
-    histogram::collect(
+    latency::collect(
         &mut scratch.hist,
         &mut scratch.exemplars,
         fmt == Format::Protobuf,

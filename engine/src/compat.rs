@@ -18,7 +18,8 @@
 use crate::catalogue::{self as cat, def, FamilyDef};
 use crate::format::Kind::{Counter, Gauge};
 use crate::plan::{
-    self, labels, AppField, CoreField, Plan, SharedField, Source, Status, Topology, WorkerField,
+    self, labels, AppField, CoreField, Plan, SharedField, Source, Topology, WorkerField,
+    WorkerStatus,
 };
 
 /// What the compat plan needs besides the topology.
@@ -445,9 +446,9 @@ fn add_worker(c: &mut Compat, t: &Topology, w: usize, cores: bool) {
         c.add(def, &l, Source::Worker(w, f));
     }
     for (def, st) in [
-        (&WORKER_BUSY, Status::Busy),
-        (&WORKER_IDLE, Status::Idle),
-        (&WORKER_CHEAP, Status::Cheap),
+        (&WORKER_BUSY, WorkerStatus::Busy),
+        (&WORKER_IDLE, WorkerStatus::Idle),
+        (&WORKER_CHEAP, WorkerStatus::Cheap),
     ] {
         c.add(def, &l, Source::Status(w, st));
     }

@@ -98,7 +98,7 @@ pub enum CoreField {
 
 /// A worker's state as uWSGI's stats server names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Status {
+pub enum WorkerStatus {
     Busy,
     #[default]
     Idle,
@@ -107,37 +107,37 @@ pub enum Status {
     Sig,
 }
 
-impl Status {
-    pub const ALL: [Status; 5] = [
-        Status::Busy,
-        Status::Idle,
-        Status::Cheap,
-        Status::Pause,
-        Status::Sig,
+impl WorkerStatus {
+    pub const ALL: [WorkerStatus; 5] = [
+        WorkerStatus::Busy,
+        WorkerStatus::Idle,
+        WorkerStatus::Cheap,
+        WorkerStatus::Pause,
+        WorkerStatus::Sig,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::Busy => "busy",
-            Status::Idle => "idle",
-            Status::Cheap => "cheap",
-            Status::Pause => "pause",
-            Status::Sig => "sig",
+            WorkerStatus::Busy => "busy",
+            WorkerStatus::Idle => "idle",
+            WorkerStatus::Cheap => "cheap",
+            WorkerStatus::Pause => "pause",
+            WorkerStatus::Sig => "sig",
         }
     }
 
     /// Decides the state from the worker's flags, in the stats server's order.
-    pub fn decide(cheaped: bool, suspended: bool, sig: bool, busy: bool) -> Status {
+    pub fn decide(cheaped: bool, suspended: bool, sig: bool, busy: bool) -> WorkerStatus {
         if cheaped {
-            Status::Cheap
+            WorkerStatus::Cheap
         } else if suspended && !busy {
-            Status::Pause
+            WorkerStatus::Pause
         } else if sig {
-            Status::Sig
+            WorkerStatus::Sig
         } else if busy {
-            Status::Busy
+            WorkerStatus::Busy
         } else {
-            Status::Idle
+            WorkerStatus::Idle
         }
     }
 }
@@ -203,7 +203,7 @@ pub enum Source {
     Metric(usize),
     Worker(usize, WorkerField),
     Core(usize, usize, CoreField),
-    Status(usize, Status),
+    Status(usize, WorkerStatus),
     App(usize, usize, AppField),
     /// `Topology::sockets[i]`; `metric` is its `socket.K.listen_queue`, the fallback where
     /// TCP_INFO is not available.
@@ -520,7 +520,7 @@ fn add_caches_spoolers_mules(p: &mut Plan, t: &Topology) {
 /// Worker `w`'s state: status, counters, its cores' activity, its oldest request.
 fn add_worker_state(p: &mut Plan, t: &Topology, w: usize) {
     let ws = w.to_string();
-    for st in Status::ALL {
+    for st in WorkerStatus::ALL {
         p.add(
             &cat::WORKER_STATUS,
             labels([("worker", &ws), ("status", st.as_str())]),
@@ -717,7 +717,7 @@ pub(crate) mod tests {
         let st = sources_of(&p, "worker_status");
         assert_eq!(st.len(), 2 * 5);
         for (w, chunk) in st.chunks(5).enumerate() {
-            for ((e, s), want) in chunk.iter().zip(Status::ALL) {
+            for ((e, s), want) in chunk.iter().zip(WorkerStatus::ALL) {
                 assert_eq!(*s, Source::Status(w + 1, want));
                 assert_eq!(e.labels[1].1, want.as_str());
             }
@@ -824,11 +824,26 @@ pub(crate) mod tests {
 
     #[test]
     fn status_decision_order() {
-        assert_eq!(Status::decide(true, true, true, true), Status::Cheap);
-        assert_eq!(Status::decide(false, true, false, false), Status::Pause);
-        assert_eq!(Status::decide(false, true, false, true), Status::Busy);
-        assert_eq!(Status::decide(false, false, true, true), Status::Sig);
-        assert_eq!(Status::decide(false, false, false, false), Status::Idle);
+        assert_eq!(
+            WorkerStatus::decide(true, true, true, true),
+            WorkerStatus::Cheap
+        );
+        assert_eq!(
+            WorkerStatus::decide(false, true, false, false),
+            WorkerStatus::Pause
+        );
+        assert_eq!(
+            WorkerStatus::decide(false, true, false, true),
+            WorkerStatus::Busy
+        );
+        assert_eq!(
+            WorkerStatus::decide(false, false, true, true),
+            WorkerStatus::Sig
+        );
+        assert_eq!(
+            WorkerStatus::decide(false, false, false, false),
+            WorkerStatus::Idle
+        );
     }
 
     #[test]

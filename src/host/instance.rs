@@ -9,7 +9,7 @@ use std::ffi::c_char;
 use metrics_prometheus_engine::plan::SocketDesc;
 
 use super::abi::server;
-use super::shared::{field, SharedSlice};
+use super::uwsgi_shared::{field, SharedSlice};
 use crate::ffi;
 
 /// Lists longer than this are cut: they are acyclic by construction, but a corrupt one must not

@@ -8,11 +8,13 @@
 //! - [`metrics`]: uWSGI's metrics list and its rwlock;
 //! - [`instance`]: the one walk over uWSGI's pointers (workers, cores, apps, caches, spoolers,
 //!   sockets), before fork;
-//! - [`shared`]: bounds-checked, typed reads of the shared worker table and friends;
+//! - [`uwsgi_shared`]: bounds-checked, typed reads of uWSGI's shared structures (the worker
+//!   table and friends);
 //! - [`procfs`]: allocation-free /proc figures;
 //! - [`net`], [`epoll`], [`fork`]: the dedicated server's sockets, poller and fork hygiene;
 //! - [`request`]: requests, the after-request chain, and routes for the route action;
-//! - [`shm`]: zeroed shared memory mapped before fork (the request histograms);
+//! - [`shared_counters`]: zeroed shared memory the plugin maps before fork (the request
+//!   histograms, the application metrics, the stale-read count);
 //! - [`alloc`]: the global allocator, and read-only mappings for data built before fork;
 //! - [`emperor`]: imperial monitors, their scanners and the Emperor's vassal list.
 
@@ -27,9 +29,9 @@ pub(crate) mod metrics;
 pub(crate) mod net;
 pub(crate) mod procfs;
 pub(crate) mod request;
-pub(crate) mod shared;
-pub(crate) mod shm;
+pub(crate) mod shared_counters;
 pub(crate) mod uwsgi;
+pub(crate) mod uwsgi_shared;
 
 /// Writes `v` to `out` unless NULL.
 ///

@@ -206,7 +206,7 @@ entry! {
         } else if cfg.histograms {
             // Mapped before fork so that every worker, respawned ones included, shares it.
             let workers = host::uwsgi::numproc();
-            match crate::histogram::setup(
+            match crate::latency::setup(
                 &cfg.buckets_us,
                 cfg.native_schema,
                 workers,
@@ -386,7 +386,7 @@ entry! {
     fn metrics_prometheus_after_request(req: *mut ffi::wsgi_request) {
         // SAFETY: uWSGI passes the request it is closing, valid for the call.
         if let Some(req) = unsafe { host::request::Request::from_raw(req) } {
-            crate::histogram::observe(&req);
+            crate::latency::observe(&req);
         }
     }
 }
@@ -394,7 +394,7 @@ entry! {
 entry! {
     /// In each new worker, before its apps and threads start (uWSGI's `post_fork`).
     fn post_fork() {
-        crate::histogram::heal_after_respawn();
+        crate::latency::heal_after_respawn();
     }
 }
 

@@ -15,7 +15,7 @@
 
 use metrics_prometheus_engine::plan::{
     AppField, CacheField, CoreField, MuleField, Proc, ProcField, SharedField, Source, SpoolerField,
-    Status, Topology, WorkerField,
+    Topology, WorkerField, WorkerStatus,
 };
 
 use crate::ffi;
@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::host::instance::fixed_cstr;
 use crate::host::metrics::{MetricsList, MetricsReadLock, Slot, TryRead};
 use crate::host::procfs::{proc_stat, ProcStat};
-use crate::host::shared::{field, Int, SharedSlice};
+use crate::host::uwsgi_shared::{field, Int, SharedSlice};
 use crate::host::{self, net};
 
 #[derive(Clone)]
@@ -61,7 +61,7 @@ pub(crate) struct Live {
 #[derive(Default)]
 pub(crate) struct Scratch {
     /// Each worker's state, decided once per scrape (index: worker id).
-    statuses: Vec<Status>,
+    statuses: Vec<WorkerStatus>,
     /// /proc figures, read at most once per process per scrape (0: master, N: worker N).
     procs: Vec<Option<ProcStat>>,
     /// The values of uWSGI's metrics list as this scraper last read them, served again when a
@@ -133,7 +133,7 @@ pub(crate) fn read(list: MetricsList) -> (Topology, Live) {
         listen_backlog: inst.listen_backlog,
         master_pid: host::uwsgi::pid(),
         is_busy: host::uwsgi::worker_is_busy,
-        stale: host::shm::counters(1).unwrap_or_else(|e| {
+        stale: host::shared_counters::map(1).unwrap_or_else(|e| {
             host::log(&format!("cannot map the stale-read counter: {e}"));
             &[]
         }),
@@ -220,14 +220,14 @@ impl Live {
     }
 
     /// The worker's state, decided as uWSGI's stats server does.
-    fn status(&self, w: usize) -> Status {
+    fn status(&self, w: usize) -> WorkerStatus {
         if w == 0 || w > self.numproc {
-            return Status::Idle;
+            return WorkerStatus::Idle;
         }
         let ws = &self.workers;
         let flag = |v: Option<i32>| v.is_some_and(|v| v != 0);
         let busy = (self.is_busy)(w);
-        Status::decide(
+        WorkerStatus::decide(
             flag(ws.read(w, field!(ffi::uwsgi_worker, cheaped))),
             flag(ws.read(w, field!(ffi::uwsgi_worker, suspended))),
             flag(ws.read(w, field!(ffi::uwsgi_worker, sig))),
@@ -492,7 +492,7 @@ mod tests {
     }
 
     fn zeroed_workers(n: usize) -> &'static mut [ffi::uwsgi_worker] {
-        host::shared::zeroed_workers(n + 1).leak()
+        host::uwsgi_shared::zeroed_workers(n + 1).leak()
     }
 
     static CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -546,8 +546,8 @@ mod tests {
         );
         assert_eq!(live.worker_field(2, WorkerField::Accepting), 0);
         assert_eq!(live.worker_field(3, WorkerField::Requests), 0);
-        assert_eq!(live.status(2), Status::Cheap);
-        assert_eq!(live.status(1), Status::Idle);
+        assert_eq!(live.status(2), WorkerStatus::Cheap);
+        assert_eq!(live.status(1), WorkerStatus::Idle);
         assert_eq!(live.core_field(1, 0, CoreField::Requests), 0);
         assert_eq!(live.socket_queue(0, None, true), 0);
     }

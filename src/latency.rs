@@ -2,7 +2,7 @@
 //! hook, in shared memory, and summed at scrape time.
 //!
 //! Storage: one cache-line-aligned stripe of counters per worker id, in a shared mapping made by
-//! the master before fork (`host::shm`), so no two workers ever write the same cache line and a
+//! the master before fork (`host::shared_counters`), so no two workers ever write the same cache line and a
 //! respawned worker continues its predecessor's counters (they never go down while the master
 //! lives). The threads and async cores of one worker share its stripe through relaxed atomic
 //! adds. A stripe holds two regions: first, for each of the 48 (method, status class) series,
@@ -68,9 +68,9 @@ pub(crate) fn setup(
     exemplars: bool,
 ) -> std::io::Result<usize> {
     let shape = Recorder::shape(bounds_us, native_schema, workers, exemplars);
-    let counts = host::shm::counters(shape.0)?;
+    let counts = host::shared_counters::map(shape.0)?;
     let cells = if exemplars {
-        host::shm::counters(shape.1)?
+        host::shared_counters::map(shape.1)?
     } else {
         &[]
     };

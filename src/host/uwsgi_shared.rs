@@ -80,7 +80,7 @@ impl<T, F: Pod> Field<T, F> {
 /// `field!(ffi::uwsgi_core, req.start_of_request)`: a field of a nested struct.
 macro_rules! field {
     ($t:ty, $($f:ident).+) => {
-        $crate::host::shared::Field::<$t, _>::new(
+        $crate::host::uwsgi_shared::Field::<$t, _>::new(
             std::mem::offset_of!($t, $($f).+),
             |s: &$t| &s.$($f).+,
         )

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 
 /// `n` zeroed `AtomicU64`s in shared memory for the rest of the process' life, starting on a
 /// cache line.
-pub(crate) fn counters(n: usize) -> io::Result<&'static [AtomicU64]> {
+pub(crate) fn map(n: usize) -> io::Result<&'static [AtomicU64]> {
     if n == 0 {
         return Ok(&[]);
     }
