@@ -172,7 +172,7 @@ def main():
     ap.add_argument('--paired-time', type=float, default=8,
                     help='paired rounds per case and run (default %(default)s s)')
     ap.add_argument('--no-criterion', action='store_true', help='paired rounds only')
-    ap.add_argument('--tolerance', type=float, default=0.10,
+    ap.add_argument('--tolerance', type=float, default=0.05,
                     help='allowed rise of the ratio over the reference (default %(default)s)')
     ap.add_argument('--update-reference', action='store_true',
                     help='write this run\'s figures to bench/engine_baseline.json')
