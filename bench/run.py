@@ -30,6 +30,9 @@ Parts (a script, not a test; real uWSGI 2.0 from pip, $UWSGI_PIP_ROUTING of t/se
             the action too), after requests and scrapes
   criterion the formatter's criterion medians (cargo bench -p metrics_prometheus_engine
             --bench format, group render*), ns per series
+  baseline  bench/engine_baseline.py: the 16 x 32 text render of this tree's engine against the
+            baseline commit's (bench/engine_baseline.json), same binary, paired rounds; the
+            ratio beside the reference one, REGRESSION when it is over it by more than 5 %
   scaling   bench/scaling.py: scrape time and body size from ~50 to ~100 000 series
             (docs/bench/scaling.png)
 """
@@ -51,7 +54,7 @@ from benchlib import (HERE, OM_ACCEPT, PB_ACCEPT, ROOT, cleanup, count_series, f
                       Scraper, session_cpu_s, start, stop, uwsgi_instance, wait_log, wait_port,
                       build_plugin)
 
-PARTS = ('scrape', 'wrk', 'master', 'alloc', 'memory', 'criterion', 'scaling')
+PARTS = ('scrape', 'wrk', 'master', 'alloc', 'memory', 'criterion', 'baseline', 'scaling')
 ROWS = []  # (part, case, result, notes): the one table
 
 
@@ -475,6 +478,26 @@ def part_criterion(a):
             '%.1f µs%s' % (ns / 1e3, per), 'median, one core')
 
 
+def part_baseline(a, tmp):
+    out = os.path.join(tmp, 'engine_baseline.json')
+    cmd = [sys.executable, os.path.join(HERE, 'engine_baseline.py'), '--no-criterion', '--json',
+           out, '--repeat', '1' if a.quick else '3']
+    log('baseline: ' + ' '.join(cmd[1:]))
+    # Exit 1 is a regression: reported in the row, not a failed run.
+    r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
+    if not os.path.exists(out):
+        raise RuntimeError('engine_baseline.py failed (%d)' % r.returncode)
+    res = json.load(open(out))
+    ref = json.load(open(os.path.join(HERE, 'engine_baseline.json')))
+    for case, fig in res['cases'].items():
+        p = fig['paired']
+        refc = (ref.get('cases', {}).get(case) or {}).get('paired') if ref.get('base') == res['base'] else None
+        row('baseline', 'render %s, against %s' % (case, res['base']),
+            '%.2f µs vs %.2f µs: ratio %.3f' % (p['current_us'], p['baseline_us'], p['ratio']),
+            'reference %s%s' % ('%.3f' % refc['ratio'] if refc else '-',
+                                ', REGRESSION' if r.returncode == 1 else ''))
+
+
 # ---------------------------------------------------------------------------------------------
 
 def main():
@@ -515,7 +538,7 @@ def main():
     print(head, flush=True)
     try:
         so = so_faults = None
-        needs = set(parts) - {'criterion'}
+        needs = set(parts) - {'criterion', 'baseline'}
         if needs:
             if a.no_build:
                 so = os.path.join(ROOT, 'build', 'bench-pip-routing', 'metrics_prometheus_plugin.so')
@@ -545,6 +568,8 @@ def main():
             part_wrk(a, tmp, uwsgi, so, site)
         if 'criterion' in parts:
             part_criterion(a)
+        if 'baseline' in parts:
+            part_baseline(a, tmp)
         if 'scaling' in parts:
             import scaling
             for r in scaling.run(uwsgi, so, tmp, quick=a.quick):

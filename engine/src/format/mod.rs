@@ -1108,6 +1108,10 @@ fn push_value(out: &mut Vec<u8>, v: i64, scale: u8) {
 }
 
 /// Appends `±u / 10^scale` (`-` when `neg` and `u != 0`) as [`push_value`] does.
+// Once the histogram and protobuf writers called it too, LLVM stopped inlining it into the
+// per-series loop of the text formats: a call per series made the 16 x 32 text render 12 %
+// slower (b71d89a; bench/engine_baseline.py).
+#[inline]
 fn push_scaled(out: &mut Vec<u8>, neg: bool, u: u64, scale: u8) {
     let mut buf = itoa::Buffer::new();
     if neg && u != 0 {
