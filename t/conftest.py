@@ -272,24 +272,21 @@ class Uwsgi:
         and raises AssertionError when they blame the plugin or are inconclusive."""
         if self.proc is None:
             return
-        if self.proc.poll() is None and not self.wrapper:
-            try:
-                self.proc.send_signal(signal.SIGINT)
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        elif self.proc.poll() is None:
-            # A worker still in its post-fork setup (seconds under valgrind) when the master's
-            # SIGINT reaches it does not die of it (uWSGI 2.0.31): the master waits out its
-            # mercy (60 s) and SIGKILLs it, with no leak check. So SIGINT the group's other
-            # processes (the workers) again every few seconds until the master is gone.
+        if self.proc.poll() is None:
+            # A worker still in its post-fork setup (seconds under valgrind, or on a loaded
+            # machine) when the master's SIGINT reaches it does not die of it (uWSGI 2.0.31):
+            # the master waits out its mercy (60 s) and SIGKILLs it, with no exit path run
+            # (no leak check, UNIX socket files left). So SIGINT the group's other processes
+            # (the workers) again every few seconds (every second without a wrapper) until the
+            # master is gone.
             self.proc.send_signal(signal.SIGINT)
             deadline = time.time() + scaled(10)
-            nudge = time.time() + 3
+            every = 3 if self.wrapper else 1
+            nudge = time.time() + every
             while self.proc.poll() is None and time.time() < deadline:
-                time.sleep(0.1)
+                time.sleep(0.05)
                 if time.time() > nudge:
-                    nudge = time.time() + 3
+                    nudge = time.time() + every
                     for pid in _group_pids(self.proc.pid) - {self.proc.pid}:
                         try:
                             os.kill(pid, signal.SIGINT)
