@@ -54,7 +54,8 @@ STARTED = []  # Popen objects of session leaders we started
 
 
 def log(msg):
-    print('[request_overhead +%3.0fs] %s' % (time.monotonic() - T0, msg), file=sys.stderr, flush=True)
+    print('[request_overhead +%3.0fs] %s' % (time.monotonic() - T0, msg), file=sys.stderr,
+          flush=True)
 
 
 def start(cmd, logpath, env=None):
@@ -152,13 +153,14 @@ def calibrate(tmp, native_n, cg_n):
     best = {'plain': 1e300, 'atomic': 1e300}
     for _ in range(3):  # best of 3 x 5 repeats, alternated: other load on the machine only slows
         for mode in best:
-            r = subprocess.run([exe, mode, str(native_n)], check=True, capture_output=True, text=True)
+            r = subprocess.run([exe, mode, str(native_n)], check=True, capture_output=True,
+                               text=True)
             best[mode] = min(best[mode], float(r.stdout.split()[2]))
     for mode in ('plain', 'atomic'):
         ns_iter = best[mode]
         cg = os.path.join(tmp, 'calib.%s.cg' % mode)
-        subprocess.run(['valgrind', '--tool=callgrind', '--compress-strings=no', '--compress-pos=no',
-                        '--callgrind-out-file=' + cg, exe, mode, str(cg_n)],
+        subprocess.run(['valgrind', '--tool=callgrind', '--compress-strings=no',
+                        '--compress-pos=no', '--callgrind-out-file=' + cg, exe, mode, str(cg_n)],
                        check=True, capture_output=True)
         _, calls, incl = parse_callgrind(cg, 'run_' + mode)
         ir_iter = incl / (calls * cg_n)  # run_<mode>(n) is called 5 times (5 repeats)
@@ -198,7 +200,7 @@ def callgrind_variant(tmp, name, uwsgi, extra, n):
     try:
         p.wait(timeout=180)
     except subprocess.TimeoutExpired:
-        raise RuntimeError('%s: uWSGI did not stop' % name)
+        raise RuntimeError('%s: uWSGI did not stop' % name) from None
     kill_group(p)
     workers = [f for f in glob.glob(os.path.join(d, 'cg.*.out'))
                if not f.endswith('cg.%d.out' % p.pid)]
@@ -248,7 +250,8 @@ def throughput(tmp, uwsgi, plugin, rounds, duration, threads, conns, workers, so
     variants = [
         ('A plain', ports[0], None, []),
         ('B histograms', ports[1], ports[3], ['--need-plugin', plugin]),
-        ('C no-histograms', ports[2], ports[4], ['--need-plugin', plugin, '--prometheus-no-histograms']),
+        ('C no-histograms', ports[2], ports[4],
+         ['--need-plugin', plugin, '--prometheus-no-histograms']),
     ]
     procs = {}
     for name, port, sport, extra in variants:
@@ -262,10 +265,11 @@ def throughput(tmp, uwsgi, plugin, rounds, duration, threads, conns, workers, so
         text = open(logpath, errors='replace').read()
         hooked = HOOK in text
         if hooked != (name.startswith('B')):
-            raise RuntimeError('%s: after-request hook %s' % (name, 'present' if hooked else 'missing'))
+            raise RuntimeError('%s: after-request hook %s'
+                               % (name, 'present' if hooked else 'missing'))
     scraper = Scraper([(ports[3], '/metrics'), (ports[4], '/metrics')], b'uwsgi_up 1')
     scraper.start()
-    for name, port, _, _ in variants:  # warm-up: imports done, caches warm
+    for _name, port, _, _ in variants:  # warm-up: imports done, caches warm
         wrk(port, threads, conns, 2)
     base_count = histogram_count(ports[3])
     results = {name: [] for name, _, _, _ in variants}
@@ -338,10 +342,11 @@ def run(a, tmp):
         log('calibration (hook-shaped C loop, native and under callgrind)')
         cal = calibrate(tmp, 10_000_000, 200_000)
         cg = []
-        for name, extra in (('plain', []),
-                            ('no-histograms', ['--need-plugin', a.plugin, '--prometheus-no-histograms']),
-                            ('histograms', ['--need-plugin', a.plugin]),
-                            ('hist+exemplars', ['--need-plugin', a.plugin, '--prometheus-exemplars'])):
+        for name, extra in (
+                ('plain', []),
+                ('no-histograms', ['--need-plugin', a.plugin, '--prometheus-no-histograms']),
+                ('histograms', ['--need-plugin', a.plugin]),
+                ('hist+exemplars', ['--need-plugin', a.plugin, '--prometheus-exemplars'])):
             cg.append(callgrind_variant(tmp, name, a.uwsgi, extra, a.cg_requests))
     tp = None
     if not a.skip_wrk:
@@ -360,22 +365,23 @@ def run(a, tmp):
     if cal:
         modes, ns_per_ir, atomic_extra = cal
         print()
-        print('calibration (bench/request_overhead_calib.c, best of 15 x 10M iterations; Ir from callgrind):')
+        print('calibration (bench/request_overhead_calib.c, best of 15 x 10M iterations; '
+              'Ir from callgrind):')
         for mode in ('plain', 'atomic'):
             ns_iter, ir_iter, nspi = modes[mode]
             print('  %-7s %6.1f Ir/iter  %6.2f ns/iter  %.3f ns/Ir  (%.2f Ir/ns)'
                   % (mode, ir_iter, ns_iter, nspi, 1 / nspi))
-        print('  => estimate(ns) = Ir x %.3f ns/Ir + 2 x %.1f ns (one uncontended relaxed atomic add, '
-              'extra over a plain add); hot caches' % (ns_per_ir, atomic_extra))
+        print('  => estimate(ns) = Ir x %.3f ns/Ir + 2 x %.1f ns (one uncontended relaxed '
+              'atomic add, extra over a plain add); hot caches' % (ns_per_ir, atomic_extra))
         plain_req = cg[0]['path'] / cg[0]['n']
         print()
         print('callgrind: 1 worker, no threads, --http-socket, %d sequential requests with a '
               'traceparent header' % a.cg_requests)
         ghz = re.search(r'@\s*([\d.]+)\s*GHz', model)
         ns_1ipc = 1 / float(ghz.group(1)) if ghz else None
-        print('  %-16s %11s %11s %9s %12s %11s %14s %9s' % ('variant', 'hook calls', 'hook Ir', 'Ir/call',
-                                                          'est. ns/call', 'ns @1 IPC', 'request Ir/req',
-                                                          'vs plain'))
+        print('  %-16s %11s %11s %9s %12s %11s %14s %9s'
+              % ('variant', 'hook calls', 'hook Ir', 'Ir/call', 'est. ns/call', 'ns @1 IPC',
+                 'request Ir/req', 'vs plain'))
         for v in cg:
             req_ir = v['path'] / v['n']
             if v['calls']:
@@ -395,8 +401,8 @@ def run(a, tmp):
                     if c:
                         print('  %-16s   of which %s: %d calls, %.1f Ir/call, ~%.0f ns'
                               % ('', fn, c, ir / c, ir / c * ns_per_ir))
-        print('  hook Ir: inclusive (the hook and all it calls). request Ir/req: inclusive Ir of the '
-              'worker\'s request path (%s) / requests; the "vs plain" difference also holds '
+        print('  hook Ir: inclusive (the hook and all it calls). request Ir/req: inclusive Ir '
+              'of the worker\'s request path (%s) / requests; the "vs plain" difference also holds '
               'uWSGI/Python run-to-run jitter' % ', '.join(REQUEST_PATH))
         print('  est. ns/call: calibrated (above), hot caches. ns @1 IPC: Ir x 1/nominal GHz, a '
               'pessimistic bound (this code runs at several instructions per cycle)')
@@ -413,29 +419,30 @@ def run(a, tmp):
                                                        'rounds'))
         for name, xs in results.items():
             med = statistics.median(xs)
-            paired = [x / b for x, b in zip(xs, base)]
+            paired = [x / b for x, b in zip(xs, base, strict=True)]
             print('  %-16s %10.0f %10.0f %10.0f %14.4f %8.4f [%.4f-%.4f]   %s'
                   % (name, med, min(xs), max(xs), med / med_a, statistics.median(paired),
                      min(paired), max(paired), ' '.join('%.0f' % x for x in xs)))
             if name.startswith('B'):
                 cb = cpu['B histograms']
-                verdicts.append(('CPU per request B/A: %.4f by medians (%.2f us more per request), '
-                                 'for information' % (statistics.median(cb) / statistics.median(cbase),
-                                                      statistics.median(cb) - statistics.median(cbase)),
-                                 True))
+                mb, mbase = statistics.median(cb), statistics.median(cbase)
+                verdicts.append(('CPU per request B/A: %.4f by medians (%.2f us more per '
+                                 'request), for information' % (mb / mbase, mb - mbase), True))
                 verdicts.append(('throughput B/A: %.4f by medians, %.4f paired (goal >= 0.99); '
                                  'spread of A %.1f%%, of B %.1f%% (max/min-1)'
                                  % (med / med_a, statistics.median(paired),
-                                    100 * (max(base) / min(base) - 1), 100 * (max(xs) / min(xs) - 1)),
+                                    100 * (max(base) / min(base) - 1),
+                                    100 * (max(xs) / min(xs) - 1)),
                                  med / med_a >= 0.99))
         print('  uWSGI CPU time (master + workers, user + sys, from /proc) per request served, us:')
         for name, xs in cpu.items():
-            paired = [x / b for x, b in zip(xs, cbase)]
+            paired = [x / b for x, b in zip(xs, cbase, strict=True)]
             print('  %-16s %10.1f %10.1f %10.1f %14.4f %8.4f [%.4f-%.4f]   %s'
                   % (name, statistics.median(xs), min(xs), max(xs),
                      statistics.median(xs) / statistics.median(cbase), statistics.median(paired),
                      min(paired), max(paired), ' '.join('%.1f' % x for x in xs)))
-        print('  background scrapes of B and C (1/s each): %d ok, %d failed' % (scraper.ok, scraper.failed))
+        print('  background scrapes of B and C (1/s each): %d ok, %d failed'
+              % (scraper.ok, scraper.failed))
         print('  B histogram _count grew by %d; wrk counted %d completed requests on B (wrk stops '
               'mid-request: the histogram may count a few more)' % (counted, served_b))
         if counted < served_b:

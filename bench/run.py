@@ -79,7 +79,8 @@ def bench_venv():
     venv = os.path.join(os.environ['MP_ENV'], 'bench-venv')
     py = os.path.join(venv, 'bin', 'python')
     ok = os.path.exists(py) and subprocess.run(
-        [py, '-c', 'import uwsgi_prometheus, prometheus_client'], capture_output=True).returncode == 0
+        [py, '-c', 'import uwsgi_prometheus, prometheus_client'],
+        capture_output=True).returncode == 0
     if not ok:
         log('creating %s (pip install uwsgi-prometheus prometheus_client)' % venv)
         subprocess.run([sys.executable, '-m', 'venv', venv], check=True)
@@ -90,7 +91,8 @@ def bench_venv():
                           check=True, capture_output=True, text=True).stdout.strip()
     ver = subprocess.run([py, '-m', 'pip', 'list', '--format=freeze'], capture_output=True,
                          text=True).stdout
-    vers = [line for line in ver.split() if line.lower().startswith(('uwsgi-prometheus', 'prometheus'))]
+    vers = [line for line in ver.split()
+            if line.lower().startswith(('uwsgi-prometheus', 'prometheus'))]
     return py, site, vers
 
 
@@ -260,7 +262,8 @@ def part_wrk(a, tmp, uwsgi, so, site):
             rps, total = wrk(procs[name].http_port, 2, 16, a.duration)
             cpu[name].append((session_cpu_s(procs[name].pid) - c0) / total * 1e6)
             res[name].append(rps)
-        log('wrk round %d/%d: %s' % (r + 1, a.rounds, ', '.join('%.0f' % res[n][-1] for n, _ in variants)))
+        log('wrk round %d/%d: %s'
+            % (r + 1, a.rounds, ', '.join('%.0f' % res[n][-1] for n, _ in variants)))
     scraper.stop.set()
     scraper.join(5)
     _, _, _, body = fetch(procs[variants[2][0]].http_port, '/metrics')
@@ -271,7 +274,7 @@ def part_wrk(a, tmp, uwsgi, so, site):
     base = res['plain uWSGI']
     for name, _ in variants:
         xs = res[name]
-        paired = [x / b for x, b in zip(xs, base)]
+        paired = [x / b for x, b in zip(xs, base, strict=True)]
         cs = cpu[name]
         result = 'uWSGI CPU per request %.1f µs; %.0f req/s' % (median(cs), median(xs))
         note = 'req/s min %.0f, max %.0f' % (min(xs), max(xs))
@@ -281,7 +284,8 @@ def part_wrk(a, tmp, uwsgi, so, site):
             note += '; paired req/s ratio %.3f [%.3f-%.3f]' % (
                 median(paired), min(paired), max(paired))
         row('wrk', name, result, note)
-    row('wrk', 'background scrapes (1/s each of 2)', '%d ok, %d failed' % (scraper.ok, scraper.failed),
+    row('wrk', 'background scrapes (1/s each of 2)',
+        '%d ok, %d failed' % (scraper.ok, scraper.failed),
         'wrk -t2 -c16, %d rounds x %d s, %d workers, --http-socket, 3-byte answer'
         % (a.rounds, a.duration, workers))
 
@@ -354,7 +358,7 @@ def part_alloc(a, tmp, uwsgi, so_faults):
             seen[name].append(allocations(prom, headers))
     mixed = []
     for _ in range(5):  # then the formats in turn (buffers change hands between formats)
-        for name, headers in fmts:
+        for _name, headers in fmts:
             mixed.append(allocations(prom, headers))
     stop(u)
     for name, xs in seen.items():
@@ -464,7 +468,8 @@ def part_criterion(a):
     target = os.environ.get('CARGO_TARGET_DIR') or os.path.join(ROOT, 'target')
     found = []
     for dirpath, _, files in os.walk(os.path.join(target, 'criterion')):
-        if dirpath.endswith(os.sep + 'new') and 'estimates.json' in files and 'benchmark.json' in files:
+        if (dirpath.endswith(os.sep + 'new') and 'estimates.json' in files
+                and 'benchmark.json' in files):
             est = os.path.join(dirpath, 'estimates.json')
             if os.path.getmtime(est) < t0:
                 continue
@@ -502,7 +507,8 @@ def part_baseline(a, tmp):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__)
     ap.add_argument('--only', help='comma-separated parts: ' + ','.join(PARTS))
     ap.add_argument('--quick', action='store_true', help='a quick try (fewer scrapes and rounds)')
     ap.add_argument('--no-build', action='store_true',
@@ -541,7 +547,8 @@ def main():
         needs = set(parts) - {'criterion', 'baseline'}
         if needs:
             if a.no_build:
-                so = os.path.join(ROOT, 'build', 'bench-pip-routing', 'metrics_prometheus_plugin.so')
+                so = os.path.join(ROOT, 'build', 'bench-pip-routing',
+                                  'metrics_prometheus_plugin.so')
                 so_faults = os.path.join(ROOT, 'build', 'bench-pip-routing-faults',
                                          'metrics_prometheus_plugin.so')
             else:

@@ -150,7 +150,8 @@ def run(uwsgi, so, tmp, quick=False, png=PNG):
         rows.append(('scaling', '%s, %d series' % (r['label'], r['series']),
                      'text %.2f ms (%.0f ns/series), JSON %.2f ms' % (
                          r['text_s'] * 1e3, r['text_s'] * 1e9 / r['series'], r['json_s'] * 1e3),
-                     'text %.0f KB, gzip %.0f KB, JSON %.0f KB; gzip scrape %.2f ms; %.2fx JSON time'
+                     'text %.0f KB, gzip %.0f KB, JSON %.0f KB; gzip scrape %.2f ms; '
+                     '%.2fx JSON time'
                      % (r['text_bytes'] / 1e3, r['gzip_bytes'] / 1e3, r['json_bytes'] / 1e3,
                         r['gzip_s'] * 1e3, r['text_s'] / r['json_s'])))
     return rows

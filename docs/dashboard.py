@@ -135,7 +135,7 @@ def render(prom, instance, start, end, out, subtitle, job=JOB):
                              squeeze=False)
     fig.suptitle('%s  -  %s\n%s' % (dash['title'], instance, stat_line(prom, stats, instance, job)),
                  fontsize=15, y=0.995)
-    for ax, panel in zip(axes.flat, graphs):
+    for ax, panel in zip(axes.flat, graphs, strict=False):  # the grid's last row may have room
         unit = panel['fieldConfig']['defaults'].get('unit', 'short')
         data = series_of(prom, panel, instance, job, start, end, step)
         dashed = dashed_regexes(panel)
@@ -177,11 +177,12 @@ def own_setup(minutes, workdir):
     """Starts uWSGI (pip build with routing) and Prometheus, runs the load for `minutes`;
     returns (prom, instance, start, end, stop) where stop() ends both."""
     from conftest import VARIANTS, Uwsgi, free_port
-    from test_server import server_addrs
+    from helpers import server_addrs
     v = VARIANTS['pip-routing'].require()
     port = free_port()
     u = Uwsgi(v, ['--plugin', v.plugin, '--http-socket', '127.0.0.1:%d' % port, '--die-on-term']
-              + uwsgi_args(max_requests=MAX_REQUESTS, listen=LISTEN), os.path.join(workdir, 'uwsgi'))
+              + uwsgi_args(max_requests=MAX_REQUESTS, listen=LISTEN),
+              os.path.join(workdir, 'uwsgi'))
     os.makedirs(u.tmpdir)
     prom = load = None
 

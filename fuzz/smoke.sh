@@ -8,6 +8,7 @@
 #   FUZZ_SECONDS=10 bash fuzz/smoke.sh
 #   FUZZ_TARGETS="render accept" ...                       # a subset
 #   FUZZ_SANITIZER=none ...                                # faster, no ASan (default: address)
+#   FUZZ_JOBS=2 ...                                        # two targets at a time (default 1)
 #
 # The targets fuzz the pure engine crate (../engine), which needs neither uWSGI
 # nor libclang. It relies on cargo-fuzz, which t/setup.sh installs into
@@ -58,9 +59,11 @@ else
 fi
 [[ ${#targets[@]} -gt 0 ]] || die "no fuzz targets found"
 
-failed=()
-summary=()
-for t in "${targets[@]}"; do
+# One target: fuzzes it, prints its report and writes its summary line to
+# $LOG_DIR/<target>.result (ending in "ok" when nothing crashed). Runs in the background when FUZZ_JOBS > 1, so its report
+# is printed in one piece at its end.
+fuzz_one() {
+    local t=$1 max_len log ts rc secs execs status art out
     # Inputs larger than libFuzzer's default 4096 bytes: http_head must reach the
     # 8 KiB head limit; render inputs are metric lists.
     case "$t" in
@@ -69,7 +72,7 @@ for t in "${targets[@]}"; do
         *) max_len=4096 ;;
     esac
     log="$LOG_DIR/$t.log"
-    echo "== $t: fuzzing for ${SECS}s (log: $log)"
+    out="== $t: fuzzing for ${SECS}s (log: $log)"$'\n'
     ts=$(date +%s)
     cargo_fuzz run --fuzz-dir "$FUZZ_DIR" --sanitizer "$SAN" "$t" -- \
         -max_total_time="$SECS" -max_len="$max_len" -timeout=30 -rss_limit_mb=2048 \
@@ -83,23 +86,47 @@ for t in "${targets[@]}"; do
         status="ok"
     else
         status="CRASH (exit $rc)"
-        failed+=("$t")
-        echo "   $t FAILED:"
-        grep -E -m 1 -A 1 "panicked at" "$log" | sed 's/^/     /'
-        grep -E -m 2 "ERROR: (libFuzzer|AddressSanitizer|LeakSanitizer)|^SUMMARY:" "$log" | sed 's/^/     /'
+        out+="   $t FAILED:"$'\n'
+        out+="$(grep -E -m 1 -A 1 "panicked at" "$log" | sed 's/^/     /')"$'\n'
+        out+="$(grep -E -m 2 "ERROR: (libFuzzer|AddressSanitizer|LeakSanitizer)|^SUMMARY:" "$log" | sed 's/^/     /')"$'\n'
         art=$(grep -o -m 1 'Test unit written to [^ ]*' "$log" | sed 's/^Test unit written to //')
         if [[ -n "$art" ]]; then
-            echo "     crashing input: $art"
-            echo "     reproduce: RUSTC_BOOTSTRAP=1 $CARGO_FUZZ fuzz run --fuzz-dir $FUZZ_DIR --sanitizer $SAN $t $art"
+            out+="     crashing input: $art"$'\n'
+            out+="     reproduce: RUSTC_BOOTSTRAP=1 $CARGO_FUZZ fuzz run --fuzz-dir $FUZZ_DIR --sanitizer $SAN $t $art"$'\n'
         fi
     fi
-    printf '   %s: %s executions in %ss, %s\n' "$t" "$execs" "$secs" "$status"
-    summary+=("$(printf '%-10s %12s executions  %4ss  %s' "$t" "$execs" "$secs" "$status")")
+    out+="$(printf '   %s: %s executions in %ss, %s' "$t" "$execs" "$secs" "$status")"
+    echo "$out"
+    printf '%-10s %12s executions  %4ss  %s\n' "$t" "$execs" "$secs" "$status" >"$LOG_DIR/$t.result"
+}
+
+# FUZZ_JOBS targets at a time (default 1); each fuzzes on one core for its FUZZ_SECONDS.
+JOBS="${FUZZ_JOBS:-1}"
+[[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || die "FUZZ_JOBS must be a positive integer, got '$JOBS'"
+for t in "${targets[@]}"; do
+    rm -f "$LOG_DIR/$t.result"
+    if [[ $JOBS -eq 1 ]]; then
+        fuzz_one "$t"
+        continue
+    fi
+    while [[ $(jobs -rp | wc -l) -ge $JOBS ]]; do
+        wait -n
+    done
+    fuzz_one "$t" &
+done
+wait
+# The verdict comes from each target's result file (a missing one is a failure too).
+failed=()
+summary=()
+for t in "${targets[@]}"; do
+    result=$(cat "$LOG_DIR/$t.result" 2>/dev/null) || result="$t: no result"
+    summary+=("$result")
+    [[ $result == *"  ok" ]] || failed+=("$t")
 done
 
 total=$(($(date +%s) - t0))
 echo
-echo "== summary (${SECS}s per target, sanitizer $SAN; build ${t_build}s, total ${total}s)"
+echo "== summary (${SECS}s per target, $JOBS at a time, sanitizer $SAN; build ${t_build}s, total ${total}s)"
 printf '%s\n' "${summary[@]}"
 if [[ ${#failed[@]} -gt 0 ]]; then
     echo "smoke.sh: crash in: ${failed[*]}" >&2

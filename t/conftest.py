@@ -20,6 +20,7 @@ Running uWSGI under a wrapper (unset: everything as above):
         not scaled: only the tests without tight timing hold under valgrind.
   MP_BUILD_DIR=DIR       where the plugins are looked up (default build/): DIR/<variant>/.
 """
+import importlib
 import io
 import os
 import re
@@ -28,6 +29,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -162,6 +164,9 @@ def stop_session(proc, sig=signal.SIGTERM, timeout=10):
     proc.wait(5)
 
 
+# Bind-and-close ports, for what cannot bind `:0` and report the kernel's choice (uWSGI's
+# --http-socket and --stats can: start_uwsgi and helpers.stats_port read it back). Another
+# process may take such a port between its close and the bind that uses it.
 def free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
@@ -203,7 +208,8 @@ class Uwsgi:
         self.variant = variant
         self.tmpdir = tmpdir
         self.logfile = os.path.join(tmpdir, 'uwsgi.log')
-        self.http_port = None
+        self._http_port = None
+        self.http_port_from_log = False  # set by start_uwsgi: --http-socket 127.0.0.1:0
         self.args = [variant.bin] + variant.base_args() + args
         self.proc = None
         self.wrapper = WRAPPER if wrapper is None else list(wrapper)
@@ -212,6 +218,20 @@ class Uwsgi:
         if any('{logdir}' in w for w in self.wrapper):
             self.logdir = _logdir(tmpdir)
         self.command = [w.replace('{logdir}', self.logdir or '') for w in self.wrapper] + self.args
+
+    @property
+    def http_port(self):
+        """The port of the --http-socket; with `127.0.0.1:0` the kernel's choice, as uWSGI logs
+        it (`uwsgi socket 0 bound to TCP address 127.0.0.1:PORT (port auto-assigned)`)."""
+        if self._http_port is None and self.http_port_from_log:
+            m = self.wait_log(r'uwsgi socket 0 bound to TCP address 127\.0\.0\.1:(\d+) '
+                              r'\(port auto-assigned\)')
+            self._http_port = int(m.group(1))
+        return self._http_port
+
+    @http_port.setter
+    def http_port(self, port):
+        self._http_port = port
 
     def start(self, wait_for=r'spawned uWSGI worker', timeout=20):
         self.log_fh = open(self.logfile, 'wb')
@@ -245,31 +265,28 @@ class Uwsgi:
             return self.proc.wait(scaled(timeout))
         except subprocess.TimeoutExpired:
             raise AssertionError('uWSGI still running after %ss:\n%s'
-                                 % (scaled(timeout), self.log()))
+                                 % (scaled(timeout), self.log())) from None
 
     def stop(self):
         """Stops the instance; under a `{logdir}` wrapper, then checks its valgrind logs (once)
         and raises AssertionError when they blame the plugin or are inconclusive."""
         if self.proc is None:
             return
-        if self.proc.poll() is None and not self.wrapper:
-            try:
-                self.proc.send_signal(signal.SIGINT)
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        elif self.proc.poll() is None:
-            # A worker still in its post-fork setup (seconds under valgrind) when the master's
-            # SIGINT reaches it does not die of it (uWSGI 2.0.31): the master waits out its
-            # mercy (60 s) and SIGKILLs it, with no leak check. So SIGINT the group's other
-            # processes (the workers) again every few seconds until the master is gone.
+        if self.proc.poll() is None:
+            # A worker still in its post-fork setup (seconds under valgrind, or on a loaded
+            # machine) when the master's SIGINT reaches it does not die of it (uWSGI 2.0.31):
+            # the master waits out its mercy (60 s) and SIGKILLs it, with no exit path run
+            # (no leak check, UNIX socket files left). So SIGINT the group's other processes
+            # (the workers) again every few seconds (every second without a wrapper) until the
+            # master is gone.
             self.proc.send_signal(signal.SIGINT)
             deadline = time.time() + scaled(10)
-            nudge = time.time() + 3
+            every = 3 if self.wrapper else 1
+            nudge = time.time() + every
             while self.proc.poll() is None and time.time() < deadline:
-                time.sleep(0.1)
+                time.sleep(0.05)
                 if time.time() > nudge:
-                    nudge = time.time() + 3
+                    nudge = time.time() + every
                     for pid in _group_pids(self.proc.pid) - {self.proc.pid}:
                         try:
                             os.kill(pid, signal.SIGINT)
@@ -290,6 +307,28 @@ class Uwsgi:
         self.log_fh.close()
         self.check_memcheck()
 
+    def kill(self):
+        """Ends the instance at once: SIGKILL to its process group (only what it forked). For
+        teardown: a graceful stop() costs a second per instance (uWSGI's master buries its
+        workers on a one-second tick) and checks nothing; a test that needs the exit path (a
+        socket file removed, an exit status, valgrind's leak check) calls stop() itself."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait(5)
+        self.log_fh.close()
+
+    def teardown(self):
+        """The end of a fixture: kill() unless under a wrapper, where stop() and its memcheck
+        verdict are the point (AssertionError when the logs blame the plugin)."""
+        if self.wrapper:
+            self.stop()
+        else:
+            self.kill()
+
     def check_memcheck(self):
         if self.logdir is None or self.memchecked:
             return
@@ -298,13 +337,14 @@ class Uwsgi:
         plugins = [a for a in self.args if a.endswith('.so')]
         res = memcheck.analyse([self.logdir], plugins, allow_incomplete_children=True)
         problems = res.problems()
-        if res.logs and not any(l.pid == self.proc.pid for l in res.logs):
+        if res.logs and not any(lg.pid == self.proc.pid for lg in res.logs):
             problems.append('no log of the master (pid %d) in %s' % (self.proc.pid, self.logdir))
-        killed = [l for l in res.incomplete if not l.root]
+        killed = [lg for lg in res.incomplete if not lg.root]
         if killed:
             warnings.warn('memcheck: %d forked process(es) of %s ended without a leak check '
                           '(killed): %s' % (len(killed), ' '.join(self.args[:1]),
-                                            ', '.join(str(l.pid) for l in killed)))
+                                            ', '.join(str(lg.pid) for lg in killed)),
+                          stacklevel=2)
         if problems:
             out = io.StringIO()
             memcheck.print_summary(res, out, memcheck.served_requests([self.logdir]))
@@ -339,13 +379,12 @@ def start_uwsgi(tmpdir_path):
         v = VARIANTS[variant].require()
         sub = tempfile.mkdtemp(dir=tmpdir_path)
         full = ['--need-plugin' if need else '--plugin', plugin or v.plugin]
-        port = None
         if http:
-            port = free_port()
-            full += ['--http-socket', '127.0.0.1:%d' % port]
+            # Port 0: the kernel picks a free one at bind time, no race with other tests.
+            full += ['--http-socket', '127.0.0.1:0']
         full += ['--wsgi-file', APP, '--die-on-term'] + list(args)
         u = Uwsgi(v, full, sub)
-        u.http_port = port
+        u.http_port_from_log = http
         started.append(u)
         return u.start(wait_for=wait_for)
 
@@ -353,8 +392,23 @@ def start_uwsgi(tmpdir_path):
     failures = []
     for u in started:  # stop every one, even when a memcheck verdict fails
         try:
-            u.stop()
+            u.teardown()
         except AssertionError as e:
             failures.append(str(e))
     if failures:
         pytest.fail('\n\n'.join(failures), pytrace=False)
+
+
+@pytest.fixture(scope='module')
+def pb():
+    """Prometheus' protobuf messages (engine/tests/data/metrics.proto), compiled by grpcio-tools'
+    protoc: a decoder independent of the plugin (helpers.decode)."""
+    out = tempfile.mkdtemp(prefix='mp-proto-')
+    subprocess.run([sys.executable, '-m', 'grpc_tools.protoc', '-I',
+                    os.path.join(ROOT, 'engine', 'tests', 'data'), '--python_out', out,
+                    'metrics.proto'], check=True)
+    sys.path.insert(0, out)
+    try:
+        return importlib.import_module('metrics_pb2')
+    finally:
+        sys.path.remove(out)

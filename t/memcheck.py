@@ -98,7 +98,8 @@ NOISE = [
          origin=['_PyLong_New', '_PyLong_FromByteArray'], first_frame='libpython3'),
     # glibc: the DTV of a thread still running at exit (uWSGI's metrics collector, cache
     # sweeper, stats server, worker core threads); only referenced from the thread descriptor.
-    dict(name='glibc-thread-dtv', kinds=('possible',), stack=['_dl_allocate_tls', 'pthread_create']),
+    dict(name='glibc-thread-dtv', kinds=('possible',),
+         stack=['_dl_allocate_tls', 'pthread_create']),
     # CPython: GC-tracked objects are referenced by pointers to their body, past the GC header,
     # so memcheck reports the blocks of live objects as "possibly lost" (information only).
     dict(name='cpython-possibly-lost', kinds=('possible',), stack=['libpython3']),
@@ -112,13 +113,14 @@ KINDS = ['invalid read', 'invalid write', 'invalid free', 'uninitialised value',
 
 HEADER = re.compile(r'^==(\d+)== ?(.*)$')
 FRAME = re.compile(r'^\s+(?:at|by) 0x[0-9A-Fa-f]+: (.*) \(([^()]*)\)$')
-LEAK = re.compile(r'^([\d,]+)(?: \(([\d,]+) direct, ([\d,]+) indirect\))? bytes in ([\d,]+) blocks '
-                  r'are (definitely lost|indirectly lost|possibly lost|still reachable) in loss record')
+LEAK = re.compile(r'^([\d,]+)(?: \(([\d,]+) direct, ([\d,]+) indirect\))? bytes '
+                  r'in ([\d,]+) blocks are '
+                  r'(definitely lost|indirectly lost|possibly lost|still reachable) in loss record')
 LEAK_KINDS = {'definitely lost': 'definite leak', 'indirectly lost': 'indirect leak',
               'possibly lost': 'possible leak', 'still reachable': 'reachable'}
 # Rust-only namespaces (C++'s std:: is not in the list; a Rust std:: frame has a .rs file).
-RUST_FUNC = re.compile(r'^<?(?:metrics_prometheus|core|alloc|hashbrown|httparse|parking_lot(?:_core)?'
-                       r'|lock_api|itoa|sha2|base64|digest|block_buffer|libc)::'
+RUST_FUNC = re.compile(r'^<?(?:metrics_prometheus|core|alloc|hashbrown|httparse'
+                       r'|parking_lot(?:_core)?|lock_api|itoa|sha2|base64|digest|block_buffer|libc)::'
                        r'|__rust_|__rdl_|__rg_|rust_begin_unwind|rust_panic')
 LOG_NAME = re.compile(r'(?:^|/)vg\.(\d+)(?:\.\d+)?\.log$')
 
@@ -238,10 +240,11 @@ class Log:
 
     def __init__(self, path, pid, lines):
         self.path, self.pid = path, pid
-        self.complete = any(l.startswith('ERROR SUMMARY:') for l in lines)
-        self.command = next((l[9:] for l in lines if l.startswith('Command: ')), '?')
-        self.summary = next((l for l in lines if l.startswith('ERROR SUMMARY:')), 'no ERROR SUMMARY')
-        self.parent = next((l[12:] for l in lines if l.startswith('Parent PID: ')), '?')
+        self.complete = any(line.startswith('ERROR SUMMARY:') for line in lines)
+        self.command = next((line[9:] for line in lines if line.startswith('Command: ')), '?')
+        self.summary = next((line for line in lines if line.startswith('ERROR SUMMARY:')),
+                            'no ERROR SUMMARY')
+        self.parent = next((line[12:] for line in lines if line.startswith('Parent PID: ')), '?')
         self.root = True        # no parent among the logs of its set (the uWSGI master)
         self.records = []
 
@@ -288,9 +291,9 @@ def parse_dir(logdir, plugin=None):
     """The logs of one instance (one directory); marks each log's `root`."""
     logs = [parse_log(p, plugin) for p in sorted(glob.glob(os.path.join(logdir, 'vg.*.log')),
                                                    key=lambda p: (log_pid(p), p))]
-    pids = {str(l.pid) for l in logs}
-    for l in logs:
-        l.root = l.parent not in pids
+    pids = {str(lg.pid) for lg in logs}
+    for lg in logs:
+        lg.root = lg.parent not in pids
     return logs
 
 
@@ -300,11 +303,11 @@ class Result:
     def __init__(self, logs, allow_incomplete_children=False):
         self.logs = logs
         self.allow_incomplete_children = allow_incomplete_children
-        records = [r for l in logs for r in l.records]
+        records = [r for lg in logs for r in lg.records]
         self.reachable = [r for r in records if r.kind == 'reachable']
         self.records = [r for r in records if r.kind != 'reachable']
         self.control = [r for r in self.reachable if r.plugin_frames]
-        self.incomplete = [l for l in logs if not l.complete]
+        self.incomplete = [lg for lg in logs if not lg.complete]
         # unique contexts (same kind + same top frames, across processes: forked workers inherit
         # the master's heap, so one leak of the master shows up in every worker's log too)
         self.groups = collections.OrderedDict()
@@ -323,7 +326,7 @@ class Result:
     def incomplete_blocking(self):
         """Incomplete logs that make the run inconclusive."""
         if self.allow_incomplete_children:
-            return [l for l in self.incomplete if l.root]
+            return [lg for lg in self.incomplete if lg.root]
         return self.incomplete
 
     def problems(self):
@@ -338,9 +341,9 @@ class Result:
         if not self.control:
             out.append('POSITIVE CONTROL FAILED: no plugin frame recognised anywhere; '
                        'the verdict is void')
-        for l in self.incomplete_blocking():
+        for lg in self.incomplete_blocking():
             out.append('incomplete log %s (pid %d: no ERROR SUMMARY, killed before its leak '
-                       'check)' % (l.path, l.pid))
+                       'check)' % (lg.path, lg.pid))
         return out
 
     def exit_code(self):
@@ -359,7 +362,7 @@ def analyse(logdirs, plugin_paths=(), src=ROOT, allow_incomplete_children=False)
     plugin = Plugin(plugin_paths, src)
     if isinstance(logdirs, str):
         logdirs = [logdirs]
-    logs = [l for d in logdirs for l in parse_dir(d, plugin)]
+    logs = [lg for d in logdirs for lg in parse_dir(d, plugin)]
     return Result(logs, allow_incomplete_children)
 
 
@@ -383,13 +386,13 @@ def print_summary(res, out=sys.stdout, served=None):
     p = lambda *a: print(*a, file=out)  # noqa: E731
     served = served or collections.Counter()
     p('=== valgrind logs: %d processes ===' % len(res.logs))
-    for l in res.logs:
-        role = 'master' if l.root else 'child of %s' % l.parent
-        flag = '' if l.complete else '   <-- INCOMPLETE (process killed before its leak check)'
-        p('  pid %-7d %-16s %s%s' % (l.pid, role, l.summary, flag))
+    for lg in res.logs:
+        role = 'master' if lg.root else 'child of %s' % lg.parent
+        flag = '' if lg.complete else '   <-- INCOMPLETE (process killed before its leak check)'
+        p('  pid %-7d %-16s %s%s' % (lg.pid, role, lg.summary, flag))
 
     table = {k: collections.Counter() for k in KINDS}
-    for key, rs in res.groups.items():
+    for rs in res.groups.values():
         r0 = rs[0]
         col = 'plugin' if r0.plugin_frames else ('noise' if r0.noise else 'other')
         table[r0.kind][col] += 1
@@ -399,10 +402,9 @@ def print_summary(res, out=sys.stdout, served=None):
     p('=== findings: unique contexts (occurrences across processes) ===')
     p('  %-22s %-18s %-26s %s' % ('', 'plugin', 'uWSGI/Python: known noise', 'uWSGI/Python: other'))
     for k in KINDS:
-        c = table[k]
-        cell = lambda col: '%d (%d)' % (c[col], c[col + '_occ'])  # noqa: E731
-        p('  %-22s %-18s %-26s %s' % (k + ('  [info]' if k == 'possible leak' else ''),
-                                      cell('plugin'), cell('noise'), cell('other')))
+        cells = ['%d (%d)' % (table[k][col], table[k][col + '_occ'])
+                 for col in ('plugin', 'noise', 'other')]
+        p('  %-22s %-18s %-26s %s' % (k + ('  [info]' if k == 'possible leak' else ''), *cells))
 
     p()
     p('=== uWSGI/Python records (no plugin frame in any stack), "possibly lost" counted only ===')
@@ -415,7 +417,8 @@ def print_summary(res, out=sys.stdout, served=None):
             possible_rules[r0.noise or 'UNEXPLAINED'] += 1
             continue
         frames = [f[0] for f in r0.frames if f[2] == 0 and not f[0].startswith(ALLOCATORS)][:7]
-        size = ('%d B each' % (sum(r.bytes for r in rs) // len(rs))) if r0.kind.endswith('leak') else ''
+        size = (('%d B each' % (sum(r.bytes for r in rs) // len(rs)))
+                if r0.kind.endswith('leak') else '')
         p('  %-19s %-7s x%-2d %-11s %s' % (r0.kind, r0.owner(), len(rs), size,
                                          r0.noise or 'UNEXPLAINED (not a plugin frame; see stack)'))
         p('      ' + ' <- '.join(frames))
@@ -429,7 +432,7 @@ def print_summary(res, out=sys.stdout, served=None):
             continue
         p()
         p('=== %s: %d ===' % (title, len(items)))
-        for key, rs in items:
+        for _key, rs in items:
             r0 = rs[0]
             p('--- %s, in pids %s (%s)' % (r0.kind, sorted({r.pid for r in rs}),
                                            r0.log.path if r0.log else '?'))
@@ -449,7 +452,7 @@ def print_summary(res, out=sys.stdout, served=None):
     for r in res.control:
         held[r.pid][0] += r.bytes
         held[r.pid][1] += r.blocks
-    roots = {l.pid for l in res.logs if l.root}
+    roots = {lg.pid for lg in res.logs if lg.root}
     p('plugin-held memory at exit (still reachable), per process (a worker forked while the '
       'master\'s server had connections open keeps an untouched copy of their buffers: the fork '
       'child handler only closes fds; bounded by the 64-connection cap):')

@@ -10,6 +10,8 @@ import urllib.request
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 from prometheus_client.parser import text_string_to_metric_families as text_parse
 
+from conftest import scaled
+
 TEXT_CT = 'text/plain; version=0.0.4; charset=utf-8'
 OM_CT = 'application/openmetrics-text; version=1.0.0; charset=utf-8'
 OM_ACCEPT = ('application/openmetrics-text;version=1.0.0,application/openmetrics-text;'
@@ -107,7 +109,7 @@ def expected_series(stats):
             if sample is not None:
                 g = m.groups()
                 nums = [x for x in g if x is not None and x.isdigit()]
-                key = (sample.format(*g), frozenset(zip(labels, nums)))
+                key = (sample.format(*g), frozenset(zip(labels, nums, strict=True)))
                 out[key] = value * scale
             break
         else:
@@ -141,12 +143,16 @@ def compare_with_stats(body, stats):
     return problems
 
 
-def agree_with_stats(scrape, stats_port, tries=6):
-    """Scrape between two identical stats-server readings and compare every value. A scrape
-    through the route action is itself a request: live per-worker counters include it at once,
-    uWSGI's metrics a collector tick later, so a mismatch is retried after that tick."""
+def agree_with_stats(scrape, stats_port, interval=1.5, timeout=10):
+    """Scrape between two identical stats-server readings and compare every value, retried
+    every `interval` seconds for up to `timeout`: uWSGI's collector copies the counters into
+    its metrics about once a second, so right after requests the two may differ for a tick. A
+    scrape through the route action is itself a request (counted live at once, by uWSGI's
+    metrics a tick later): there, retry after more than a tick (the default); a scrape of the
+    dedicated server is not, and can be retried sooner. `timeout` is scaled under a wrapper."""
     problems = None
-    for _ in range(tries):
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
         before = stats_metrics(stats_port)
         body = scrape()
         after = stats_metrics(stats_port)
@@ -154,5 +160,7 @@ def agree_with_stats(scrape, stats_port, tries=6):
             problems = compare_with_stats(body, before)
             if not problems:
                 return body
-        time.sleep(1.5)
+        if time.monotonic() + interval > deadline:
+            break
+        time.sleep(interval)
     raise AssertionError('scrape disagrees with the stats server: %s' % (problems or 'unstable'))

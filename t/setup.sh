@@ -13,8 +13,8 @@
 #       pip-norouting: pip 2.0.31 built with pcre and routing off  -> no routing, no uwsgi_register_router
 #   - a tools venv with pytest (+ pytest-timeout), prometheus_client, hypothesis, protobuf +
 #     grpcio-tools (to decode the protobuf exposition independently), PyYAML (to read the
-#     configurations of docs/recipes.md) and matplotlib (docs/dashboard.py draws
-#     docs/dashboard.png);
+#     configurations of docs/recipes.md), matplotlib (docs/dashboard.py draws
+#     docs/dashboard.png) and ruff (the Python linter of t/test.sh);
 #   - cargo-fuzz for fuzz/smoke.sh, installed into $MP_ENV/cargo/bin (a project-local install
 #     root, never ~/.cargo/bin; fuzz/smoke.sh puts it first on PATH);
 #   - the rustfmt and clippy components, for t/test.sh, if the toolchain lacks them: the one
@@ -23,6 +23,7 @@
 set -euo pipefail
 
 UWSGI_PIP_VERSION=2.0.31
+RUFF_VERSION=0.17.5
 MP_ENV=${MP_ENV:-${XDG_CACHE_HOME:-$HOME/.cache}/metrics_prometheus}
 PY=/usr/bin/python3
 APT_PACKAGES=(
@@ -124,6 +125,12 @@ if [ ! -x "$tools/bin/pytest" ] || ! "$tools/bin/python" -c 'import prometheus_c
   # matplotlib: docs/dashboard.py renders the dashboard's graphs into docs/dashboard.png.
   "$tools/bin/pip" install -q pytest pytest-timeout prometheus_client hypothesis protobuf grpcio-tools \
     pyyaml matplotlib
+fi
+# ruff, the Python linter t/test.sh runs (ruff.toml); pinned, so a new release's rules cannot
+# fail the tests by themselves. Added to an existing venv without rebuilding it.
+if ! "$tools/bin/ruff" --version 2>/dev/null | grep -qx "ruff $RUFF_VERSION"; then
+  log "installing ruff $RUFF_VERSION into $tools"
+  "$tools/bin/pip" install -q "ruff==$RUFF_VERSION"
 fi
 wait "$p1"
 wait "$p2"

@@ -13,8 +13,8 @@ import socket
 import threading
 import time
 
+from helpers import connect, get, raw, server_addrs
 from promcheck import samples
-from test_server import connect, get, raw, server_addrs
 
 
 def statuses_by_worker(body):

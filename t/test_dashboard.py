@@ -11,7 +11,7 @@ import time
 
 from dashload import (JOB, Load, Prometheus, alert_names, dashboard_targets,
                       dashboard_variables, recording_rule_names, substitute, uwsgi_args)
-from test_server import server_addrs
+from helpers import server_addrs
 
 # (panel title, legend) of the queries that may stay 0 all along under this load.
 ZERO_OK = {}

@@ -33,7 +33,8 @@ def test_demo_serves_both_front_ends():
                 except OSError:
                     if p.poll() is not None or time.time() > deadline:
                         log.seek(0)
-                        raise AssertionError('demo did not come up:\n' + log.read().decode()[-3000:])
+                        raise AssertionError('demo did not come up:\n'
+                                             + log.read().decode()[-3000:]) from None
                     time.sleep(0.5)
             assert status == 200
             app = 'http://127.0.0.1:%d' % ports['DEMO_HTTP']

@@ -10,7 +10,6 @@ import contextlib
 import gzip
 import json
 import os
-import re
 import signal
 import socket
 import tempfile
@@ -20,10 +19,9 @@ import time
 import pytest
 
 from conftest import APP, VARIANTS, Uwsgi, free_port, free_ports
+from helpers import alive, descendants, get
 from promcheck import OM_ACCEPT, assert_grouped, promtool_clean, samples
 from promserver import Prometheus
-from test_recipes import alive, descendants
-from test_server import get
 
 
 def vassal_ini(port, extra=''):
@@ -226,7 +224,7 @@ def test_emperor_families_follow_the_vassals(emperor, tmpdir_path, variant, kind
     addr = ('127.0.0.1:%d' % free_port() if kind == 'tcp'
             else os.path.join(tmpdir_path, 'emperor.prom.sock'))
     e = emperor(variant, addr, ['--emperor-on-demand-extension', '.socket'])
-    ports = dict(zip(('alpha', 'beta', 'gamma', 'delta'), free_ports(4)))
+    ports = dict(zip(('alpha', 'beta', 'gamma', 'delta'), free_ports(4), strict=True))
     e.add('alpha.ini', e.ini(ports['alpha']))
     e.add('beta.ini', e.ini(ports['beta']))
     e.add('gamma.ini', e.ini(ports['gamma'], 'heartbeat = 1\n'))

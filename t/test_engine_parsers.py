@@ -14,7 +14,8 @@ Environment:
               required: the tests fail without it.
   PROMTOOL    promtool binary (default `promtool`).
 
-Run (after `cargo build -p metrics_prometheus_engine --example render`): RENDER_BIN=target/debug/examples/render python3 -m pytest t/test_engine_parsers.py
+Run (after `cargo build -p metrics_prometheus_engine --example render`):
+  RENDER_BIN=target/debug/examples/render python3 -m pytest t/test_engine_parsers.py
 """
 
 import os
@@ -103,7 +104,7 @@ metric_list = st.one_of(
     st.lists(metric, max_size=10).flatmap(
         lambda extra: st.lists(st.integers(0, 10**9), min_size=68,
                                max_size=68).map(
-            lambda vals: [(n, t, v) for (n, t), v in zip(BUILTINS, vals)]
+            lambda vals: [(n, t, v) for (n, t), v in zip(BUILTINS, vals, strict=True)]
             + extra)),
 )
 options = st.fixed_dictionaries({

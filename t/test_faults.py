@@ -14,8 +14,8 @@ import urllib.error
 import pytest
 
 from conftest import VARIANTS
+from helpers import get, raw, server_addrs, server_addrs_last
 from promcheck import promtool_clean, samples
-from test_server import connect, get, raw, server_addrs, server_addrs_last
 
 
 def master_pid(u):
@@ -29,7 +29,8 @@ def test_panic_in_the_server_is_caught_and_the_master_keeps_serving(start_uwsgi)
     status, _, _ = raw(addr, b'GET /__panic HTTP/1.1\r\n\r\n', timeout=15)
     assert status is None  # the connection is dropped, nothing half-written
     u.wait_log(r'--prometheus-server: a panic while handling a connection; it was closed')
-    assert re.search(r'\[metrics_prometheus\] panic at src/server\.rs:\d+: fault injection', u.log())
+    assert re.search(r'\[metrics_prometheus\] panic at src/server\.rs:\d+: fault injection',
+                     u.log())
     for _ in range(3):
         assert get(addr)[0] == 200
     assert master_pid(u) == pid and u.proc.poll() is None
@@ -74,7 +75,8 @@ def test_worker_killed_during_scrapes(start_uwsgi):
     try:
         for _ in range(kills):
             workers = [int(p) for p in re.findall(
-                r'(?:spawned uWSGI worker \d+ \(pid: |[Rr]espawned uWSGI worker \d+ \(new pid: )(\d+)',
+                r'(?:spawned uWSGI worker \d+ \(pid: '
+                r'|[Rr]espawned uWSGI worker \d+ \(new pid: )(\d+)',
                 u.log())]
             os.kill(workers[-1], signal.SIGKILL)
             time.sleep(0.7)
@@ -148,7 +150,8 @@ def test_reloads_keep_tcp_and_unix_listening(start_uwsgi, tmpdir_path, how):
     while time.time() < deadline:
         log = u.log()
         if how == 'touch-chain-reload':
-            if len(re.findall(r'[Rr]espawned uWSGI worker|spawned uWSGI worker', log)) >= workers_before + 2:
+            spawned = re.findall(r'[Rr]espawned uWSGI worker|spawned uWSGI worker', log)
+            if len(spawned) >= workers_before + 2:
                 break
         elif log.count('prometheus-server on') > n:
             break
@@ -183,7 +186,8 @@ def test_stop_removes_the_unix_socket(start_uwsgi, tmpdir_path):
 def test_first_second_gives_valid_output(start_uwsgi):
     """Before uWSGI's metrics collector has run once, the output is valid, not garbage."""
     u = start_uwsgi('pip-routing', ['--workers', '2', '--prometheus-server', '127.0.0.1:0',
-                                    '--metric', 'myapp.jobs.done'], wait_for=r'prometheus-server on')
+                                    '--metric', 'myapp.jobs.done'],
+                    wait_for=r'prometheus-server on')
     addr = server_addrs(u)[0]
     # The listener is bound before that log line: the very first scrape, answered as soon as
     # the master loop runs, is the one checked (no retrying until some scrape is fine).

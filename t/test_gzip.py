@@ -12,8 +12,8 @@ import time
 import pytest
 
 from conftest import MAIN_VARIANTS, VARIANTS
+from helpers import get, server_addrs
 from promcheck import OM_ACCEPT, OM_CT, TEXT_CT, promtool_clean, samples
-from test_server import get, server_addrs
 
 PROTOBUF_ACCEPT = ('application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;'
                    'encoding=delimited')

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from conftest import MAIN_VARIANTS
+from helpers import get, server_addrs
 from promcheck import promtool_clean, samples
-from test_server import get, server_addrs
 
 FAMILY = 'uwsgi_request_duration_seconds'
 OM = {'Accept': 'application/openmetrics-text; version=1.0.0'}

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from conftest import APP, VARIANTS, Uwsgi
-from test_server import connect, get, server_addrs
+from helpers import connect, get, server_addrs
 
 MASTER = {}  # pid, fds and socket inodes of the master serving `target` at the start
 
@@ -41,7 +41,7 @@ def target():
     u.base_fds = len(os.listdir('/proc/%d/fd' % pid))
     MASTER.update(pid=pid, base_fds=u.base_fds, base_sockets=master_sockets(pid))
     yield u
-    u.stop()
+    u.teardown()
 
 
 def master_fds():
@@ -128,10 +128,11 @@ def read_all(s, timeout=12):
         try:
             b = s.recv(65536)
         except ConnectionResetError:
-            raise AssertionError('connection reset after %d bytes: %r' % (len(data), data[:80]))
+            raise AssertionError('connection reset after %d bytes: %r'
+                                 % (len(data), data[:80])) from None
         except socket.timeout:
             raise AssertionError('not closed by the server within %ss, after %d bytes: %r'
-                                 % (timeout, len(data), data[:80]))
+                                 % (timeout, len(data), data[:80])) from None
         if not b:
             return data
         data += b
@@ -200,7 +201,8 @@ def c_http09_blank(a):
 
 
 def c_header_1mb(a):
-    return send_background(a, b'GET /metrics HTTP/1.1\r\nX: ' + b'a' * (1 << 20) + b'\r\n\r\n'), {431}
+    head = b'GET /metrics HTTP/1.1\r\nX: ' + b'a' * (1 << 20) + b'\r\n\r\n'
+    return send_background(a, head), {431}
 
 
 def c_10000_headers(a):
@@ -250,11 +252,13 @@ def c_post_body(a):
 
 
 def c_chunked_post(a):
-    return send_and_read(a, b'POST /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n'), {405}
+    return send_and_read(a, b'POST /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n'
+                            b'5\r\nhello\r\n0\r\n\r\n'), {405}
 
 
 def c_expect_continue(a):
-    return send_and_read(a, b'PUT /metrics HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n'), {405}
+    return send_and_read(a, b'PUT /metrics HTTP/1.1\r\nExpect: 100-continue\r\n'
+                            b'Content-Length: 10\r\n\r\n'), {405}
 
 
 def c_half_close_after_request(a):
@@ -469,7 +473,8 @@ def c_garbage_accept(a):
 
 
 def c_long_accept(a):
-    return send_and_read(a, b'GET /metrics HTTP/1.1\r\nAccept: ' + b'a,' * 5000 + b'\r\n\r\n'), {431}
+    head = b'GET /metrics HTTP/1.1\r\nAccept: ' + b'a,' * 5000 + b'\r\n\r\n'
+    return send_and_read(a, head), {431}
 
 
 def c_keep_alive(a):
@@ -560,7 +565,8 @@ def test_hostile_client(target, transport, case):
     assert status in allowed, (status, allowed)
     assert time.monotonic() - t0 < 14  # answered or closed within the deadline
     assert os.path.exists('/proc/%d' % target.master)
-    assert int(re.findall(r'spawned uWSGI master process \(pid: (\d+)', target.log())[-1]) == target.master
+    masters = re.findall(r'spawned uWSGI master process \(pid: (\d+)', target.log())
+    assert int(masters[-1]) == target.master
     t1 = time.monotonic()
     st, h, body = get(a)
     assert st == 200 and b'uwsgi_up 1' in body

@@ -224,7 +224,7 @@ def nginx(tmpdir_path):
             except OSError:
                 if p.poll() is not None or time.time() > deadline:
                     with open(os.path.join(tmp, 'nginx-error.log')) as f:
-                        raise AssertionError('nginx did not start: %s' % f.read())
+                        raise AssertionError('nginx did not start: %s' % f.read()) from None
                 time.sleep(0.05)
 
     yield start

@@ -4,16 +4,15 @@ import time
 
 import pytest
 
+from helpers import PROTO_ACCEPT, decode, get, server_addrs
 from promcheck import OM_ACCEPT, promtool_clean, samples
-from test_protobuf import PROTO_ACCEPT, decode, pb  # noqa: F401 (pb is a fixture)
-from test_server import get, server_addrs
 
 # A value that needs every escape of the text formats.
 ENV = 'a"b\\c'
 CONSTANT = {'host': 'web-1', 'env': ENV}
 
 
-def test_every_sample_carries_the_constant_labels(start_uwsgi, pb):  # noqa: F811
+def test_every_sample_carries_the_constant_labels(start_uwsgi, pb):
     u = start_uwsgi('pip-routing', ['--workers', '2', '--threads', '2',
                                     '--metric', 'myapp.jobs.done', '--prometheus-exemplars',
                                     '--cache2', 'name=mycache,items=10',

@@ -9,9 +9,8 @@ import urllib.request
 
 import pytest
 
-from conftest import free_port
+from helpers import get, server_addrs, stats_port
 from promcheck import assert_grouped, promtool_clean, samples
-from test_server import get, server_addrs
 
 
 def L(**kw):
@@ -26,10 +25,9 @@ def stats(port):
 @pytest.fixture
 def instance(start_uwsgi):
     def _start(args, variant='pip-routing'):
-        st = free_port()
         u = start_uwsgi(variant, ['--prometheus-server', '127.0.0.1:0',
-                                  '--stats', '127.0.0.1:%d' % st, '--stats-http'] + list(args))
-        u.stats_port = st
+                                  '--stats', '127.0.0.1:0', '--stats-http'] + list(args))
+        u.stats_port = stats_port(u)
         return u, server_addrs(u)[0]
     return _start
 
@@ -68,7 +66,8 @@ def test_harakiri_and_exceptions(instance):
             u.get('/error')  # uWSGI closes the connection of a request whose app raised
     time.sleep(0.5)
     s = samples(get(addr)[2])
-    harakiri = {dict(k)['worker']: v for (n, k), v in s.items() if n == 'uwsgi_worker_harakiri_total'}
+    harakiri = {dict(k)['worker']: v for (n, k), v in s.items()
+                if n == 'uwsgi_worker_harakiri_total'}
     assert sorted(harakiri.values()) == [0, 1], harakiri
     exc = sum(v for (n, _), v in s.items() if n == 'uwsgi_worker_exceptions_total')
     app_exc = sum(v for (n, _), v in s.items() if n == 'uwsgi_worker_app_exceptions_total')

@@ -52,7 +52,7 @@ def summary(res):
 
 def test_real_route_run_is_clean_and_every_leak_is_explained_noise():
     res = memcheck.analyse(data('route'))
-    assert [(l.pid, l.root, l.complete) for l in res.logs] == [(10944, True, True),
+    assert [(lg.pid, lg.root, lg.complete) for lg in res.logs] == [(10944, True, True),
                                                                (10966, False, True)]
     assert res.exit_code() == 0 and res.problems() == [] and res.verdict == []
     leaks = [r for r in res.records if r.kind in ('definite leak', 'indirect leak')]
@@ -65,7 +65,8 @@ def test_real_route_run_is_clean_and_every_leak_is_explained_noise():
     uninit = [r for r in res.records if r.kind == 'uninitialised value']
     assert uninit and {r.noise for r in uninit} == {'cpython-int-from-bytes'}
     # The worker inherits the master's heap: the master's leak is one context, two occurrences.
-    (key, rs), = [(k, rs) for k, rs in res.groups.items() if rs[0].noise == 'uwsgi-load-plugin-path']
+    (key, rs), = [(k, rs) for k, rs in res.groups.items()
+                  if rs[0].noise == 'uwsgi-load-plugin-path']
     assert key[0] == 'other' and sorted(r.pid for r in rs) == [10944, 10966]
     assert [r.owner() for r in rs] == ['uWSGI', 'uWSGI']
 
@@ -90,7 +91,7 @@ def test_uwsgi_auto_port_leak_is_known_noise():
 
 def test_no_plugin_frame_anywhere_makes_the_verdict_void():
     res = memcheck.analyse(data('no-plugin'))
-    assert len(res.logs) == 2 and all(l.complete for l in res.logs)
+    assert len(res.logs) == 2 and all(lg.complete for lg in res.logs)
     assert res.reachable and res.records  # plenty to read, none of it the plugin's
     assert res.control == [] and res.verdict == []
     assert res.exit_code() == 2
@@ -100,7 +101,7 @@ def test_no_plugin_frame_anywhere_makes_the_verdict_void():
 
 def test_killed_worker_log_is_incomplete(tmp_path):
     res = memcheck.analyse(data('killed-worker'))
-    assert [(l.pid, l.complete) for l in res.logs] == [(11774, True), (11775, False)]
+    assert [(lg.pid, lg.complete) for lg in res.logs] == [(11774, True), (11775, False)]
     assert res.logs[1].summary == 'no ERROR SUMMARY'
     # What the worker logged before the kill is still read.
     assert [r for r in res.records if r.pid == 11775]
@@ -112,11 +113,11 @@ def test_killed_worker_log_is_incomplete(tmp_path):
     # ...never for the master.
     d = copy_set('killed-worker', tmp_path)
     master = d / 'vg.11774.log'
-    master.write_text(''.join(l for l in master.read_text().splitlines(True)
-                              if 'ERROR SUMMARY' not in l))
+    master.write_text(''.join(line for line in master.read_text().splitlines(True)
+                              if 'ERROR SUMMARY' not in line))
     res = memcheck.analyse(str(d), allow_incomplete_children=True)
     assert res.exit_code() == 2
-    assert [l.pid for l in res.incomplete_blocking()] == [11774]
+    assert [lg.pid for lg in res.incomplete_blocking()] == [11774]
 
 
 def test_no_logs_is_inconclusive(tmp_path):

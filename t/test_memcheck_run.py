@@ -15,8 +15,8 @@ import time
 import pytest
 
 from conftest import APP, VARIANTS, Uwsgi, scaled
+from helpers import get, server_addrs
 from promcheck import OM_ACCEPT, OM_CT, TEXT_CT, samples
-from test_server import get, server_addrs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, 'data', 'valgrind')

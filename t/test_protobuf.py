@@ -5,53 +5,21 @@ compiled by grpcio-tools' protoc), independently of the plugin, and compared wit
 output of the same instance; a real Prometheus with native histograms on scrapes both front
 ends and answers histogram_quantile from the native histogram.
 """
-import importlib
 import math
-import os
-import subprocess
-import sys
 import tempfile
 import time
 
 import pytest
 
-from conftest import ROOT
+from helpers import PROTO_ACCEPT, decode, get, server_addrs
 from promcheck import samples
 from promserver import Prometheus
-from test_server import get, server_addrs
 
-PROTO_ACCEPT = ('application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;'
-                'encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.2')
 PROTO_CT = ('application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; '
             'encoding=delimited')
 # Values of these families move between two scrapes (the scrape itself costs CPU, memory, fds).
 MOVING = ('uwsgi_master_', 'uwsgi_worker_cpu_', 'uwsgi_worker_resident_', 'uwsgi_worker_open_fds',
           'uwsgi_worker_oldest_request_')
-
-
-@pytest.fixture(scope='module')
-def pb():
-    out = tempfile.mkdtemp(prefix='mp-proto-')
-    subprocess.run([sys.executable, '-m', 'grpc_tools.protoc', '-I',
-                    os.path.join(ROOT, 'engine', 'tests', 'data'), '--python_out', out,
-                    'metrics.proto'], check=True)
-    sys.path.insert(0, out)
-    try:
-        return importlib.import_module('metrics_pb2')
-    finally:
-        sys.path.remove(out)
-
-
-def decode(pb, body):
-    from google.protobuf.internal.decoder import _DecodeVarint
-    fams, pos = [], 0
-    while pos < len(body):
-        n, pos = _DecodeVarint(body, pos)
-        f = pb.MetricFamily()
-        f.ParseFromString(body[pos:pos + n])
-        fams.append(f)
-        pos += n
-    return fams
 
 
 def proto_samples(fams):

@@ -26,9 +26,9 @@ import pytest
 import yaml
 
 from conftest import APP, ROOT, VARIANTS, Uwsgi, free_port
+from helpers import alive, descendants, get, server_addrs
 from promcheck import samples
 from promserver import Prometheus
-from test_server import get, server_addrs
 
 DOC = os.path.join(ROOT, 'docs', 'recipes.md')
 PLUGIN_LINE = 'need-plugin = /usr/lib/uwsgi/plugins/metrics_prometheus_plugin.so'
@@ -120,7 +120,7 @@ def ini_uwsgi(tmp):
 
     yield _start
     for u in started:
-        u.stop()
+        u.teardown()
 
 
 @pytest.fixture
@@ -283,37 +283,6 @@ def test_constant_labels_two_instances_on_one_host(ini_uwsgi, prometheus):
         ('blog', 'web'), ('shop', 'web')]
 
 
-def descendants(pid):
-    """Pids of every process below pid (from /proc)."""
-    children = {}
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            try:
-                with open('/proc/%s/stat' % entry) as f:
-                    ppid = int(f.read().rsplit(')', 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = set(), [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.add(c)
-            todo.append(c)
-    return out
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except OSError:
-        return False
-
-
 def requests_total(addr):
     status, _, body = get(addr)
     assert status == 200, body
@@ -379,8 +348,8 @@ def test_emperor_one_socket_and_port_per_vassal(prometheus, tmp):
             tcp['shop']: '3', tcp['blog']: '0'}
         for name in sock:
             body = get(sock[name])[2].decode()
-            lines = [l for l in body.splitlines() if l and not l.startswith('#')]
-            assert lines and all('vassal="%s"' % name in l for l in lines), lines[:5]
+            lines = [line for line in body.splitlines() if line and not line.startswith('#')]
+            assert lines and all('vassal="%s"' % name in line for line in lines), lines[:5]
         assert {r['metric']['vassal']: r['value'][1] for r in prom.query(
             'uwsgi_requests_total')} == {'shop': '3', 'blog': '0'}
 

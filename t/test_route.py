@@ -4,11 +4,11 @@ import concurrent.futures
 import http.client
 import os
 import re
-import time
 
 import pytest
 
-from conftest import ROUTING_VARIANTS, free_port
+from conftest import ROUTING_VARIANTS
+from helpers import stats_port
 from promcheck import (OM_ACCEPT, OM_CT, TEXT_CT, agree_with_stats, assert_grouped,
                        promtool_clean, samples)
 
@@ -87,24 +87,23 @@ def test_503_when_metrics_are_disabled(start_uwsgi, tmpdir_path, variant):
 
 @pytest.mark.parametrize('variant', ROUTING_VARIANTS)
 def test_values_agree_with_stats_server(start_uwsgi, variant):
-    stats = free_port()
     u = start_uwsgi(variant, ROUTE + ['--workers', '2', '--threads', '2',
                                       '--metric', 'myapp.jobs.done',
-                                      '--stats', '127.0.0.1:%d' % stats, '--stats-http'])
+                                      '--stats', '127.0.0.1:0', '--stats-http'])
     for path in ['/', '/metric', '/metric', '/x']:
         assert u.get(path)[0] == 200
     with pytest.raises(http.client.RemoteDisconnected):
         u.get('/error')  # an exception counts too; uWSGI closes the connection
-    # Wait for the collector (about once a second) to copy the counters.
-    time.sleep(2.5)
-    agree_with_stats(lambda: u.get('/metrics')[2], stats)
+    # uWSGI's collector copies the counters about once a second: agree_with_stats retries.
+    agree_with_stats(lambda: u.get('/metrics')[2], stats_port(u))
 
 
 @pytest.mark.parametrize('variant', ROUTING_VARIANTS)
 def test_basicauth_in_front(start_uwsgi, variant):
     # Debian ships the basicauth router as a plugin; pip builds embed it.
     extra = ['--plugin', 'router_basicauth'] if variant == 'debian' else []
-    u = start_uwsgi(variant, extra + ['--route', '^/metrics$ basicauth:metrics,prom:s3cret'] + ROUTE)
+    u = start_uwsgi(variant,
+                    extra + ['--route', '^/metrics$ basicauth:metrics,prom:s3cret'] + ROUTE)
     status, _, _ = u.get('/metrics')
     assert status == 401
     bad = base64.b64encode(b'prom:wrong').decode()
