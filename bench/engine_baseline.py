@@ -47,7 +47,7 @@ from benchlib import ROOT, loadavg, log, machine  # noqa: E402
 REFERENCE = os.path.join(ROOT, 'bench', 'engine_baseline.json')
 HARNESS = os.path.join(ROOT, 'bench', 'engine_baseline.rs')
 DEFAULT_CASES = ['builtin_16x32/Text']
-ALL_CASES = ['%s/%s' % (l, f) for l in ('builtin_16x32', 'builtin_64x64', 'escapable_4096')
+ALL_CASES = ['%s/%s' % (c, f) for c in ('builtin_16x32', 'builtin_64x64', 'escapable_4096')
              for f in ('Text', 'OpenMetrics')]
 
 

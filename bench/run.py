@@ -496,7 +496,8 @@ def part_baseline(a, tmp):
     ref = json.load(open(os.path.join(HERE, 'engine_baseline.json')))
     for case, fig in res['cases'].items():
         p = fig['paired']
-        refc = (ref.get('cases', {}).get(case) or {}).get('paired') if ref.get('base') == res['base'] else None
+        same_base = ref.get('base') == res['base']
+        refc = (ref.get('cases', {}).get(case) or {}).get('paired') if same_base else None
         row('baseline', 'render %s, against %s' % (case, res['base']),
             '%.2f µs vs %.2f µs: ratio %.3f' % (p['current_us'], p['baseline_us'], p['ratio']),
             'reference %s%s' % ('%.3f' % refc['ratio'] if refc else '-',

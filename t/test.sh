@@ -64,8 +64,8 @@ cargo_in() {
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "ruff check (Python: t/, bench/, docs/*.py; ruff.toml)"
-"$MP_TOOLS/bin/ruff" check t bench docs
+step "ruff check (Python: t/, bench/, docs/*.py, python/; ruff.toml)"
+"$MP_TOOLS/bin/ruff" check t bench docs python
 
 # The pure engine needs no uWSGI and no libclang: prove it with a uWSGI path that does not
 # exist (the plugin crate's build script would fail on it, the engine has none). Its tests run

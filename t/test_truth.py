@@ -10,9 +10,8 @@ import time
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from helpers import PROTO_ACCEPT, decode, get, server_addrs
 from promcheck import promtool_clean, samples
-from test_protobuf import PROTO_ACCEPT, decode, pb  # noqa: F401  (pb is a fixture)
-from test_server import get, server_addrs
 
 TRACE = '4bf92f3577b34da6a3ce929d0e0e4736'
 OM_ACCEPT = 'application/openmetrics-text; version=1.0.0'
@@ -37,7 +36,7 @@ def protobuf_problems(fams):
             if not m.HasField('histogram'):
                 continue
             h = m.histogram
-            labels = {l.name: l.value for l in m.label}
+            labels = {lp.name: lp.value for lp in m.label}
             cums = [b.cumulative_count for b in h.bucket]
             if cums != sorted(cums) or (cums and cums[-1] > h.sample_count):
                 out.append('%s %s: classic %s, count %d' % (f.name, labels, cums, h.sample_count))
@@ -89,7 +88,7 @@ def wrk():
 
 
 @pytest.mark.parametrize('variant', ['pip-routing', 'debian'])
-def test_every_histogram_sample_is_consistent_under_load(start_uwsgi, wrk, pb, variant):  # noqa: F811
+def test_every_histogram_sample_is_consistent_under_load(start_uwsgi, wrk, pb, variant):
     u = start_uwsgi(variant, ['--workers', '2', '--threads', '4', '--prometheus-exemplars',
                               '--prometheus-server', '127.0.0.1:0'])
     addr = server_addrs(u)[0]
@@ -119,7 +118,7 @@ def test_every_histogram_sample_is_consistent_under_load(start_uwsgi, wrk, pb, v
     assert not problems, '%d inconsistent samples in %s scrapes, first: %s' % (
         len(problems), scrapes, problems[:5])
     # It was under load: requests completed between nearly every two scrapes.
-    moved = sum(1 for a, b in zip(counts, counts[1:]) if b > a)
+    moved = sum(1 for a, b in zip(counts[:-1], counts[1:], strict=True) if b > a)
     assert scrapes['protobuf'] >= 1000 and moved >= 0.5 * len(counts), (scrapes, moved, out)
     assert counts == sorted(counts), 'a count went down'
     _, _, om = get(addr, headers={'Accept': OM_ACCEPT})

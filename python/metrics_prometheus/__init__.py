@@ -80,7 +80,7 @@ def _key(metric_name, name, labelnames, labelvalues):
     """The series' identity as the plugin parses it: [u16 length, UTF-8 bytes] fields."""
     out = bytearray()
     fields = [metric_name, name]
-    for k, v in zip(labelnames, labelvalues):
+    for k, v in zip(labelnames, labelvalues, strict=True):
         fields += [k, v]
     for f in fields:
         b = str(f).encode('utf-8')
