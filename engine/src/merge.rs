@@ -100,17 +100,82 @@ fn value_ok(rest: &[u8], om: bool) -> bool {
         })
 }
 
+/// Why a vassal's answer is left out of the merge (its `uwsgi_vassal_scrape_up` is 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VassalError {
+    NotUtf8,
+    /// A line (1-based) of the body that is not what `fmt` allows.
+    Line(usize, BadLine),
+    NoEof,
+    NoHead,
+    HeadNotUtf8,
+    Status(String),
+    BadContentLength,
+    ContentEncoding(String),
+    TransferEncoding(String),
+    WrongContentType(&'static str),
+    ShortBody,
+}
+
+/// What is wrong with a body line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadLine {
+    AfterEof,
+    Empty,
+    MetadataName,
+    Comment,
+    NotASample,
+    Labels,
+    Value,
+}
+
+impl std::fmt::Display for BadLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BadLine::AfterEof => "data after # EOF",
+            BadLine::Empty => "empty line",
+            BadLine::MetadataName => "bad metric name in metadata",
+            BadLine::Comment => "comment in OpenMetrics",
+            BadLine::NotASample => "not a sample",
+            BadLine::Labels => "bad labels",
+            BadLine::Value => "no valid value",
+        })
+    }
+}
+
+impl std::fmt::Display for VassalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VassalError::NotUtf8 => f.write_str("not UTF-8"),
+            VassalError::Line(n, why) => write!(f, "line {n}: {why}"),
+            VassalError::NoEof => f.write_str("no # EOF (cut short?)"),
+            VassalError::NoHead => f.write_str("no complete response head"),
+            VassalError::HeadNotUtf8 => f.write_str("response head not UTF-8"),
+            VassalError::Status(s) => write!(f, "status line {s:?}"),
+            VassalError::BadContentLength => f.write_str("bad Content-Length"),
+            VassalError::ContentEncoding(v) => write!(f, "Content-Encoding {v}"),
+            VassalError::TransferEncoding(v) => write!(f, "Transfer-Encoding {v}"),
+            VassalError::WrongContentType(want) => write!(f, "not {want}"),
+            VassalError::ShortBody => {
+                f.write_str("body length differs from Content-Length (cut short?)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for VassalError {}
+
 /// Splits and validates one vassal's body; Err says why it is left out.
-fn parse(body: &[u8], fmt: Format) -> Result<Vec<Family<'_>>, String> {
-    let text = std::str::from_utf8(body).map_err(|_| "not UTF-8".to_string())?;
+fn parse(body: &[u8], fmt: Format) -> Result<Vec<Family<'_>>, VassalError> {
+    let text = std::str::from_utf8(body).map_err(|_| VassalError::NotUtf8)?;
     let om = fmt == Format::OpenMetrics;
     let mut fams: Vec<Family<'_>> = Vec::new();
     let mut eof = false;
     for (n, line) in text.split('\n').enumerate() {
-        let bad = |why: &str| Err(format!("line {}: {why}", n + 1));
+        let bad = |why| Err(VassalError::Line(n + 1, why));
         if eof {
             if !line.is_empty() {
-                return bad("data after # EOF");
+                return bad(BadLine::AfterEof);
             }
             continue;
         }
@@ -118,7 +183,7 @@ fn parse(body: &[u8], fmt: Format) -> Result<Vec<Family<'_>>, String> {
             // OpenMetrics has none before `# EOF` (the piece after its final newline is
             // handled above); text lines end in a newline, which leaves one empty piece.
             if om {
-                return bad("empty line");
+                return bad(BadLine::Empty);
             }
             continue;
         }
@@ -131,7 +196,7 @@ fn parse(body: &[u8], fmt: Format) -> Result<Vec<Family<'_>>, String> {
             let (word, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
             if matches!(word, "HELP" | "TYPE" | "UNIT") && rest.starts_with(' ') {
                 if name_len(name.as_bytes()) != name.len() || name.is_empty() {
-                    return bad("bad metric name in metadata");
+                    return bad(BadLine::MetadataName);
                 }
                 if fams
                     .last()
@@ -152,22 +217,22 @@ fn parse(body: &[u8], fmt: Format) -> Result<Vec<Family<'_>>, String> {
                 continue;
             }
             if om {
-                return bad("comment in OpenMetrics");
+                return bad(BadLine::Comment);
             }
             continue; // a text-format comment
         }
         let b = line.as_bytes();
         let nl = name_len(b);
         if nl == 0 {
-            return bad("not a sample");
+            return bad(BadLine::NotASample);
         }
         let mut rest = &b[nl..];
         if rest.first() == Some(&b'{') {
-            let (len, _) = labels(rest).ok_or_else(|| format!("line {}: bad labels", n + 1))?;
+            let (len, _) = labels(rest).ok_or(VassalError::Line(n + 1, BadLine::Labels))?;
             rest = &rest[len..];
         }
         if rest.first() != Some(&b' ') || !value_ok(&rest[1..], om) {
-            return bad("no valid value");
+            return bad(BadLine::Value);
         }
         let name = &line[..nl];
         let belongs = fams.last().is_some_and(|f| {
@@ -188,7 +253,7 @@ fn parse(body: &[u8], fmt: Format) -> Result<Vec<Family<'_>>, String> {
         fams.last_mut().expect("pushed above").samples.push(b);
     }
     if om && !eof {
-        return Err("no # EOF (cut short?)".into());
+        return Err(VassalError::NoEof);
     }
     Ok(fams)
 }
@@ -209,17 +274,17 @@ pub fn vassal_request(path: &str, fmt: Format) -> Vec<u8> {
 /// Checks a vassal's whole answer (read until the server closed): `200`, the content type of
 /// `fmt`, no content or transfer coding, the exact `Content-Length` when given, and a body
 /// that [`check`] accepts. Ok: where the body starts.
-pub fn vassal_response(resp: &[u8], fmt: Format) -> Result<usize, String> {
+pub fn vassal_response(resp: &[u8], fmt: Format) -> Result<usize, VassalError> {
     let end = resp
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or("no complete response head")?
+        .ok_or(VassalError::NoHead)?
         + 4;
-    let head = std::str::from_utf8(&resp[..end]).map_err(|_| "response head not UTF-8")?;
+    let head = std::str::from_utf8(&resp[..end]).map_err(|_| VassalError::HeadNotUtf8)?;
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap_or("");
     if !status.starts_with("HTTP/1.") || status.split(' ').nth(1) != Some("200") {
-        return Err(format!("status line {status:?}"));
+        return Err(VassalError::Status(status.into()));
     }
     let want = match fmt {
         Format::OpenMetrics => "application/openmetrics-text",
@@ -233,19 +298,24 @@ pub fn vassal_response(resp: &[u8], fmt: Format) -> Result<usize, String> {
         let v = v.trim();
         match k.trim().to_ascii_lowercase().as_str() {
             "content-type" => ct = v.to_ascii_lowercase().starts_with(want),
-            "content-length" => len = Some(v.parse::<usize>().map_err(|_| "bad Content-Length")?),
-            "content-encoding" if !v.eq_ignore_ascii_case("identity") => {
-                return Err(format!("Content-Encoding {v}"))
+            "content-length" => {
+                len = Some(
+                    v.parse::<usize>()
+                        .map_err(|_| VassalError::BadContentLength)?,
+                )
             }
-            "transfer-encoding" => return Err(format!("Transfer-Encoding {v}")),
+            "content-encoding" if !v.eq_ignore_ascii_case("identity") => {
+                return Err(VassalError::ContentEncoding(v.into()))
+            }
+            "transfer-encoding" => return Err(VassalError::TransferEncoding(v.into())),
             _ => {}
         }
     }
     if !ct {
-        return Err(format!("not {want}"));
+        return Err(VassalError::WrongContentType(want));
     }
     if len.is_some_and(|l| l != resp.len() - end) {
-        return Err("body length differs from Content-Length (cut short?)".into());
+        return Err(VassalError::ShortBody);
     }
     if let Some(why) = check(&resp[end..], fmt) {
         return Err(why);
@@ -254,7 +324,7 @@ pub fn vassal_response(resp: &[u8], fmt: Format) -> Result<usize, String> {
 }
 
 /// Checks one vassal's body without keeping anything: None when it can be merged.
-pub fn check(body: &[u8], fmt: Format) -> Option<String> {
+pub fn check(body: &[u8], fmt: Format) -> Option<VassalError> {
     parse(body, fmt).err()
 }
 
