@@ -31,6 +31,8 @@ use crate::host::{self, net};
 struct SocketFd {
     fd: i32,
     unix: bool,
+    /// Its inode, for sock_diag (UNIX sockets only).
+    inode: Option<u64>,
 }
 
 /// Handles into uWSGI's shared memory, captured in the master before fork.
@@ -67,6 +69,10 @@ pub(crate) struct Scratch {
     /// The values of uWSGI's metrics list as this scraper last read them, served again when a
     /// writer holds the lock.
     metrics: Vec<i64>,
+    /// The UNIX sockets' inodes and their `(waiting, backlog)` from the kernel, read once per
+    /// scrape (index: socket).
+    inodes: Vec<u64>,
+    unix_queues: Vec<Option<(u32, u32)>>,
 }
 
 /// Reads uWSGI's shape. Master, pre-fork, after `uwsgi_setup_workers` and the socket binding.
@@ -93,9 +99,15 @@ pub(crate) fn read(list: MetricsList) -> (Topology, Live) {
     t.spoolers = dirs;
     let mut sockets = Vec::with_capacity(inst.sockets.len());
     for (desc, fd) in inst.sockets {
+        let unix = desc.is_unix();
         sockets.push(SocketFd {
             fd,
-            unix: desc.is_unix(),
+            unix,
+            inode: if unix {
+                host::sock_diag::socket_inode(fd)
+            } else {
+                None
+            },
         });
         t.sockets.push(desc);
     }
@@ -255,14 +267,18 @@ impl Live {
         v.map_or(0, Int::saturating_i64)
     }
 
-    fn socket_queue(&self, si: usize, metric: Option<usize>, max: bool) -> i64 {
+    fn socket_queue(&self, si: usize, metric: Option<usize>, max: bool, scratch: &Scratch) -> i64 {
         let Some(s) = self.sockets.get(si) else {
             return 0;
         };
         if s.unix {
-            // As uWSGI on stock kernels: no queue length for UNIX sockets; the limit is the
-            // configured backlog.
-            return if max { self.listen_backlog } else { 0 };
+            // From the kernel (sock_diag); where it cannot tell, as uWSGI: no queue length for
+            // UNIX sockets, and the configured backlog as the limit.
+            return match scratch.unix_queues.get(si).copied().flatten() {
+                Some((queue, limit)) => i64::from(if max { limit } else { queue }),
+                None if max => self.listen_backlog,
+                None => 0,
+            };
         }
         match net::tcp_listen_queue(s.fd) {
             Some((queue, limit)) => i64::from(if max { limit } else { queue }),
@@ -410,6 +426,30 @@ impl Live {
         }
     }
 
+    /// The accept queues of the UNIX sockets, one netlink exchange for all of them (index:
+    /// socket; `None` for TCP ones and where the kernel cannot tell).
+    fn read_unix_queues(&self, scratch: &mut Scratch) {
+        scratch.unix_queues.clear();
+        if !self.sockets.iter().any(|s| s.inode.is_some()) {
+            return;
+        }
+        scratch.inodes.clear();
+        scratch
+            .inodes
+            .extend(self.sockets.iter().map(|s| s.inode.unwrap_or(0)));
+        if let Err(e) =
+            host::sock_diag::unix_listen_queues(&scratch.inodes, &mut scratch.unix_queues)
+        {
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, Ordering::Relaxed) {
+                host::log(&format!(
+                    "cannot read UNIX sockets' listen queues from the kernel (netlink sock_diag: \
+                     {e}); uwsgi_socket_listen_queue keeps uWSGI's figure for them (0)"
+                ));
+            }
+        }
+    }
+
     /// Sets `values` to one value per source.
     pub(crate) fn fill(&self, sources: &[Source], values: &mut Vec<i64>, scratch: &mut Scratch) {
         values.clear();
@@ -430,6 +470,7 @@ impl Live {
             .extend((0..=self.numproc).map(|w| self.status(w)));
         scratch.procs.clear();
         scratch.procs.resize(self.numproc + 1, None);
+        self.read_unix_queues(scratch);
         let now_us = host::uwsgi::now_us();
         for (v, src) in values.iter_mut().zip(sources) {
             *v = match *src {
@@ -441,8 +482,10 @@ impl Live {
                     i64::from(scratch.statuses.get(w).is_some_and(|&s| s == st))
                 }
                 Source::App(w, a, f) => self.app_field(w, a, f),
-                Source::SocketQueue { socket, metric } => self.socket_queue(socket, metric, false),
-                Source::SocketQueueMax(si) => self.socket_queue(si, None, true),
+                Source::SocketQueue { socket, metric } => {
+                    self.socket_queue(socket, metric, false, scratch)
+                }
+                Source::SocketQueueMax(si) => self.socket_queue(si, None, true, scratch),
                 Source::Shared(f) => self.shared_field(f),
                 Source::SignalQueue => self.signal_queue(),
                 Source::Cache(ci, f) => self.cache_field(ci, f),
@@ -549,6 +592,6 @@ mod tests {
         assert_eq!(live.status(2), WorkerStatus::Cheap);
         assert_eq!(live.status(1), WorkerStatus::Idle);
         assert_eq!(live.core_field(1, 0, CoreField::Requests), 0);
-        assert_eq!(live.socket_queue(0, None, true), 0);
+        assert_eq!(live.socket_queue(0, None, true, &Scratch::default()), 0);
     }
 }

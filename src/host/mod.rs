@@ -12,6 +12,7 @@
 //!   table and friends);
 //! - [`procfs`]: allocation-free /proc figures;
 //! - [`net`], [`epoll`], [`fork`]: the dedicated server's sockets, poller and fork hygiene;
+//! - [`sock_diag`]: the accept queue of listening UNIX sockets, from netlink;
 //! - [`request`]: requests, the after-request chain, and routes for the route action;
 //! - [`shared_counters`]: zeroed shared memory the plugin maps before fork (the request
 //!   histograms, the application metrics, the stale-read count);
@@ -30,6 +31,7 @@ pub(crate) mod net;
 pub(crate) mod procfs;
 pub(crate) mod request;
 pub(crate) mod shared_counters;
+pub(crate) mod sock_diag;
 pub(crate) mod uwsgi;
 pub(crate) mod uwsgi_shared;
 
