@@ -419,7 +419,7 @@ def part_memory(a, tmp, uwsgi, so, out, keep):
                 fetch(keep[workers][True].prom)
                 fetch(keep[workers][False].prom)
     rows = []
-    delta = {}
+    delta, mapped = {}, {}
     for workers, inst in sorted(keep.items()):
         m = {}
         for on, u in inst.items():
@@ -431,6 +431,8 @@ def part_memory(a, tmp, uwsgi, so, out, keep):
         tm = table_mapping(inst[True].pid, table_bytes(4096, workers))
         d = {k: m[True][k] - m[False][k] for k in ('master', 'worker', 'total')}
         delta[workers] = d
+        if tm:
+            mapped[workers] = tm['Rss']
         rows.append(['%d workers, %d app samples' % (workers, SAMPLES),
                      '%.0f / %.0f KB (%+.0f KB)' % (m[True]['master'] / 1e3,
                                                     m[False]['master'] / 1e3, d['master'] / 1e3),
@@ -460,6 +462,19 @@ def part_memory(a, tmp, uwsgi, so, out, keep):
                     'sample and worker); %.0f KB fixed (%.0f bytes per sample)' % (
                         per_worker / 1e3, per_worker / SAMPLES, fixed / 1e3, fixed / SAMPLES),
                     'from the total PSS deltas at 16 and 64 workers'))
+    if 16 in mapped and 64 in mapped:
+        slot = (mapped[64] - mapped[16]) / 48
+        slots16 = 1 + 16 + 64 + 1
+        fixed = mapped[16] - slots16 * slot
+        rows.append(['the table\'s resident pages: fixed + slots x row', '', '',
+                     '', 'per slot %.1f KB (%.1f bytes per sample; %d slots at 16 workers: '
+                     'master, workers, 64 for mules and spoolers, 1 discard); fixed %.0f KB '
+                     '(%.0f bytes per sample)' % (slot / 1e3, slot / SAMPLES, slots16,
+                                                  fixed / 1e3, fixed / SAMPLES)])
+        out.append(('app memory', 'the table\'s mapping, resident', '%.1f KB per slot (%.1f '
+                    'bytes per sample and slot), %.0f KB fixed (%.0f bytes per sample)' % (
+                        slot / 1e3, slot / SAMPLES, fixed / 1e3, fixed / SAMPLES),
+                    'slots = 1 + workers + 64 + 1, every one read by the master\'s merge'))
     return [('memory: PSS with the table / without (--prometheus-app-metrics off), same app and '
              'writes, after the scrapes', ['instance', 'master', 'worker (median)',
                                            'total (master + workers)', 'the table\'s mapping '
