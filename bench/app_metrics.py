@@ -4,8 +4,8 @@ speed of prometheus_client's hot paths with each value class, the scrape time of
 against prometheus_client's MultiProcessCollector, and the memory the table takes. A script,
 not a test; one table per part, medians, ratios to the baselines measured in the same run.
 
-  python3 bench/app_metrics.py                 # all three parts (builds first; ~3-4 minutes)
-  python3 bench/app_metrics.py --quick         # fewer rounds (~1-2 minutes)
+  python3 bench/app_metrics.py                 # all three parts (builds first; ~1 minute)
+  python3 bench/app_metrics.py --quick         # fewer rounds (~40 s)
   python3 bench/app_metrics.py --only calls    # a subset: calls,scrape,memory
   python3 bench/app_metrics.py --compare main  # part calls also times the UwsgiValue of
                                                # python/ at that git revision ("ref" column)
@@ -352,7 +352,7 @@ def part_scrape(a, tmp, uwsgi, so, out, keep):
             out.append(('app scrape', '%d workers: 404 probe of the dedicated server every '
                         '10 ms while it is scraped in a loop' % workers,
                         'p50 %s, p99 %s' % (fmt_ms(median(during)), fmt_ms(pct(during, 99))),
-                        'between scrape loops: p99 %s; %d failed' % (
+                        'otherwise (idle, or the other two timed): p99 %s; %d failed' % (
                             fmt_ms(pct(between, 99)) if between else '-', fails)))
     tables.append(('scrape: the master\'s responsiveness, a 404 probe to the dedicated server '
                    'every 10 ms from a separate process, across the rounds and two phases of '
