@@ -4,7 +4,7 @@
   python3 bench/run.py                    # everything (builds first; about 10-15 minutes)
   python3 bench/run.py --quick            # fewer scrapes/rounds, shorter phases (a few minutes)
   python3 bench/run.py --only scrape,wrk  # a subset: build,scrape,wrk,master,alloc,memory,
-                                          # criterion,scaling (build is implied when needed)
+                                          # criterion,scaling,app (build is implied when needed)
   python3 bench/run.py --markdown out.md  # also write the table (and machine line) to a file
 
 Parts (a script, not a test; real uWSGI 2.0 from pip, $UWSGI_PIP_ROUTING of t/setup.sh):
@@ -35,6 +35,10 @@ Parts (a script, not a test; real uWSGI 2.0 from pip, $UWSGI_PIP_ROUTING of t/se
             ratio beside the reference one, REGRESSION when it is over it by more than 5 %
   scaling   bench/scaling.py: scrape time and body size from ~50 to ~100 000 series
             (docs/bench/scaling.png)
+  app       bench/app_metrics.py: application metrics (--prometheus-app-metrics, python/):
+            ns per prometheus_client call with MutexValue, MultiProcessValue and UwsgiValue in
+            one uWSGI worker; scrape time of 16 / 64 workers x 1,012 app samples against
+            MultiProcessCollector, a 404 probe meanwhile; PSS with the table on and off
 """
 import argparse
 import json
@@ -54,8 +58,9 @@ from benchlib import (HERE, OM_ACCEPT, PB_ACCEPT, ROOT, cleanup, count_series, f
                       Scraper, session_cpu_s, start, stop, uwsgi_instance, wait_log, wait_port,
                       build_plugin)
 
-PARTS = ('scrape', 'wrk', 'master', 'alloc', 'memory', 'criterion', 'baseline', 'scaling')
+PARTS = ('scrape', 'wrk', 'master', 'alloc', 'memory', 'criterion', 'baseline', 'scaling', 'app')
 ROWS = []  # (part, case, result, notes): the one table
+APP_TABLES = []  # bench/app_metrics.py's own tables (markdown), when the app part runs
 
 
 def row(part, case, result, notes=''):
@@ -582,6 +587,12 @@ def main():
             import scaling
             for r in scaling.run(uwsgi, so, tmp, quick=a.quick):
                 row(*r)
+        if 'app' in parts:
+            import app_metrics
+            tables, rows = app_metrics.run(uwsgi, so, tmp, quick=a.quick)
+            for part, case, result, notes in rows:
+                row('app', '%s: %s' % (part[4:], case), result, notes)
+            APP_TABLES.extend(tables)  # printed after the one table
     finally:
         cleanup()
         if a.keep:
@@ -593,6 +604,8 @@ def main():
              '| part | case | result | notes |', '|---|---|---|---|']
     ROWS.sort(key=lambda r: PARTS.index(r[0]))  # stable: the master part runs amid the scrapes
     lines += ['| %s | %s | %s | %s |' % r for r in ROWS]
+    for t in APP_TABLES:
+        lines += ['', t]
     print('\n'.join(lines[1:]))
     if a.markdown:
         with open(a.markdown, 'w') as f:

@@ -103,6 +103,10 @@ class UwsgiValue:
     ``multiprocess_mode`` as in prometheus_client's multiprocess mode. A series the table
     cannot hold (full, or labels too long) keeps its value in this process only, as
     prometheus_client would, and is not exported by the master.
+
+    Each value ends up as an instance of the subclass for its case (a counter-like sample in
+    the table, a gauge, a gauge in a ``mostrecent`` mode, a sample kept in-process), so that
+    the hot path tests nothing but this process' row.
     """
 
     _multiprocess = False
@@ -117,41 +121,45 @@ class UwsgiValue:
         kind = _KINDS.get(typ)
         key = _key(metric_name, name, labelnames, labelvalues)
         index = -1
+        mode = 0
         if kind is not None and key is not None and _api is not None:
             mode = _MODES.get(multiprocess_mode or 'all', 1) if self._gauge else 0
             help_bytes = str(help_text or '').encode('utf-8')[:0xFFFF]
             index = _api.register(key, help_bytes, kind, mode)
         self._index = index
+        if index < 0:
+            self.__class__ = _LocalValue
+        elif mode in _RECENT_MODES:
+            self.__class__ = _RecentGauge
+        elif self._gauge:
+            self.__class__ = _Gauge
 
-    # The hot path: module globals bound as defaults (no attribute lookups), one read of this
-    # process' row, one memoryview update under the lock.
-    def inc(self, amount, _time=time.time):
-        i = self._index
-        if i < 0:
-            with self._lock:
-                self._local += amount
-            return
+    # The hot path (counters, histograms, summaries): one read of this process' row, one
+    # memoryview update under the lock. acquire()/release() rather than `with`: ~30 ns less
+    # per call on CPython 3.11 (no bound __enter__/__exit__); the one difference is that an
+    # exception raised by a Python signal handler between acquire() returning and the `try`
+    # would leave the lock held, where `with` cannot be interrupted there.
+    def inc(self, amount):
         row = _base[0]
         if row < 0:
             row = _api.row()
-        with self._lock:
-            _values[row + i] += amount
-        if self._gauge:
-            _stamps[row + i] = _time()
+        lock = self._lock
+        lock.acquire()
+        try:
+            _values[row + self._index] += amount
+        finally:
+            lock.release()
 
-    def set(self, value, timestamp=None, _time=time.time):
-        i = self._index
-        if i < 0:
-            with self._lock:
-                self._local = value
-            return
+    def set(self, value, timestamp=None):
         row = _base[0]
         if row < 0:
             row = _api.row()
-        with self._lock:
-            _values[row + i] = value
-        if self._gauge:
-            _stamps[row + i] = timestamp or _time()
+        lock = self._lock
+        lock.acquire()
+        try:
+            _values[row + self._index] = value
+        finally:
+            lock.release()
 
     def set_exemplar(self, exemplar):
         with self._lock:
@@ -159,14 +167,103 @@ class UwsgiValue:
 
     def get(self):
         """The value merged over the processes, as the uWSGI master exports it."""
-        if self._index < 0:
-            with self._lock:
-                return self._local
         return _api.get(self._index)
 
     def get_exemplar(self):
         with self._lock:
             return self._exemplar
+
+
+class _Gauge(UwsgiValue):
+    """A gauge in the table. Its time cell says that this process wrote it (the master merges
+    only the processes that did); its modes compare no times, so the time of the first write
+    is as good as the last, and later writes need not read the clock."""
+
+    __slots__ = ()
+
+    def inc(self, amount, _time=time.time):
+        row = _base[0]
+        if row < 0:
+            row = _api.row()
+        k = row + self._index
+        lock = self._lock
+        lock.acquire()
+        try:
+            _values[k] += amount
+        finally:
+            lock.release()
+        if not _stamps[k]:
+            _stamps[k] = _time()
+
+    def set(self, value, timestamp=None, _time=time.time):
+        row = _base[0]
+        if row < 0:
+            row = _api.row()
+        k = row + self._index
+        lock = self._lock
+        lock.acquire()
+        try:
+            _values[k] = value
+        finally:
+            lock.release()
+        if timestamp:
+            _stamps[k] = timestamp
+        elif not _stamps[k]:
+            _stamps[k] = _time()
+
+
+class _RecentGauge(UwsgiValue):
+    """A gauge in a ``mostrecent`` mode: the master exports the value written last, by its
+    time (prometheus_client passes one to ``set``)."""
+
+    __slots__ = ()
+
+    def inc(self, amount, _time=time.time):
+        row = _base[0]
+        if row < 0:
+            row = _api.row()
+        k = row + self._index
+        lock = self._lock
+        lock.acquire()
+        try:
+            _values[k] += amount
+        finally:
+            lock.release()
+        _stamps[k] = _time()
+
+    def set(self, value, timestamp=None, _time=time.time):
+        row = _base[0]
+        if row < 0:
+            row = _api.row()
+        k = row + self._index
+        lock = self._lock
+        lock.acquire()
+        try:
+            _values[k] = value
+        finally:
+            lock.release()
+        _stamps[k] = timestamp or _time()
+
+
+class _LocalValue(UwsgiValue):
+    """A sample the table does not hold: its value stays in this process."""
+
+    __slots__ = ()
+
+    def inc(self, amount):
+        with self._lock:
+            self._local += amount
+
+    def set(self, value, timestamp=None):
+        with self._lock:
+            self._local = value
+
+    def get(self):
+        with self._lock:
+            return self._local
+
+
+_RECENT_MODES = (_MODES['mostrecent'], _MODES['livemostrecent'])
 
 
 def _say(level, msg):
