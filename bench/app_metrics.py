@@ -32,7 +32,8 @@ venv; the package from this checkout's python/, put first on the path with --pyt
           fake pids written in one process, generate_latest timed in a second one), rounds
           interleaved; then an idle phase and a tight scrape loop of a few seconds.
           Throughout, a separate process sends a 404 probe to the dedicated server every
-          10 ms (p50/p99 while it is being scraped and otherwise). Goals: <= 2 ms at 16 workers, <= 8 ms at 64 (medians).
+          10 ms (p50/p99 while it is being scraped and otherwise). Goals: <= 2 ms at 16 workers,
+          <= 8 ms at 64 (medians).
   memory  PSS (/proc/PID/smaps_rollup) of the master and of the workers of the same two
           instances after the scrapes (table on vs off, same app, same writes), and the
           table's own mapping in the master (/proc/PID/smaps): bytes per series, per worker.
@@ -124,13 +125,13 @@ def part_calls(a, tmp, uwsgi, so, out):
     met_all = True
     for op in ops:
         med = {c: median(res[c][op]) for c in classes}
-        ra = median([c / s for c, s in zip(res['uwsgi'][op], res['single'][op])])
-        rb = median([c / m for c, m in zip(res['uwsgi'][op], res['multiprocess'][op])])
+        ra = median([c / s for c, s in zip(res['uwsgi'][op], res['single'][op], strict=True)])
+        rb = median([c / m for c, m in zip(res['uwsgi'][op], res['multiprocess'][op], strict=True)])
         met = ra <= GOAL_RATIO and rb < 1
         met_all &= met
         r = [op] + ['%.0f' % med[c] for c in classes] + ['%.2fx' % ra, '%.2fx' % rb]
         if 'ref' in classes:
-            r.append('%.2fx' % median([c / f for c, f in zip(res['uwsgi'][op], res['ref'][op])]))
+            r.append('%.2fx' % median([c / f for c, f in zip(res['uwsgi'][op], res['ref'][op], strict=True)]))
         r.append('met' if met else '**not met**')
         rows.append(r)
         out.append(('app calls', op, '(c) %.0f ns, %.2fx (a) %.0f ns, %.2fx (b) %.0f ns' % (
@@ -523,7 +524,8 @@ def run(uwsgi, so, tmp, parts=PARTS, quick=False, compare=None):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__)
     ap.add_argument('--only', help='comma-separated parts: ' + ','.join(PARTS))
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--no-build', action='store_true',

@@ -242,7 +242,8 @@ def application(environ, start_response):
                            'installed': bool(metrics_prometheus and metrics_prometheus.installed),
                            'reason': metrics_prometheus and metrics_prometheus.reason,
                            'prometheus_client': prometheus_client.__file__,
-                           'metrics_prometheus': metrics_prometheus and metrics_prometheus.__file__})
+                           'metrics_prometheus':
+                               metrics_prometheus and metrics_prometheus.__file__})
     else:
         start_response('404 Not Found', [('Content-Type', 'text/plain')])
         return [b'not found\n']
