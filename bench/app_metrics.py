@@ -131,7 +131,8 @@ def part_calls(a, tmp, uwsgi, so, out):
         met_all &= met
         r = [op] + ['%.0f' % med[c] for c in classes] + ['%.2fx' % ra, '%.2fx' % rb]
         if 'ref' in classes:
-            r.append('%.2fx' % median([c / f for c, f in zip(res['uwsgi'][op], res['ref'][op], strict=True)]))
+            pairs = zip(res['uwsgi'][op], res['ref'][op], strict=True)
+            r.append('%.2fx' % median([c / f for c, f in pairs]))
         r.append('met' if met else '**not met**')
         rows.append(r)
         out.append(('app calls', op, '(c) %.0f ns, %.2fx (a) %.0f ns, %.2fx (b) %.0f ns' % (
