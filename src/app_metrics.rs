@@ -6,24 +6,26 @@
 //! - a header: the count of series refused because the table was full or a key too long, and
 //!   the count of series registered;
 //! - per slot, the pid of the process that owns it now (see [`Table::take_slot`]);
-//! - the registered entries' indexes, in registration order (plus one, 0: not written yet), so
-//!   that readers touch only the entries in use, not the pages of the whole table;
-//! - `capacity` entries of [`ENTRY_WORDS`] words: a state word (empty, being written by a pid,
-//!   ready), the key's hash, its kind, gauge mode and lengths, then the key itself (the metric
-//!   name, the sample name, label names and values) and as much of the HELP text as fits;
+//! - a hash index of the keys: each slot empty, claimed by a registering pid, or pointing to
+//!   its entry;
+//! - `capacity` entries of [`ENTRY_WORDS`] words, handed out in registration order (so those in
+//!   use are contiguous and readers touch only their pages): a state word, the key's hash, its
+//!   kind, gauge mode and lengths, then the key itself (the metric name, the sample name, label
+//!   names and values) and as much of the HELP text as fits;
 //! - the values, slot-major (each process writes only its own slot's row, so no two processes
 //!   ever write one cache line), as f64 bits;
 //! - the same shape again for the time of each gauge's last write (0: never written by that
 //!   slot), which gauge modes need (`min`, `max`, `mostrecent`, `all`).
 //!
-//! A series first seen in any process is registered once: the first process claims an empty
-//! entry with a compare-exchange, writes the key and publishes it (Release); a process that
-//! finds the same key ready uses its index. Values are written by the Python side through a
+//! A series first seen in any process is registered once: the first process claims its slot of
+//! the index with a compare-exchange, takes the next entry, writes the key, publishes it
+//! (Release) and points the index at it; a process that finds the same key there uses it. Values are written by the Python side through a
 //! memoryview of the values (one writer per cell: the process owning the slot, its threads
 //! serialised by a lock there); the master only reads, and never trusts the table: an entry is
 //! parsed only when ready, every length is checked against the entry's bounds, and a key that
 //! does not parse is skipped.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -42,6 +44,7 @@ pub(crate) const EXTRA_SLOTS: usize = 64;
 const HEADER_WORDS: usize = 8;
 
 const EMPTY: u64 = 0;
+const CLAIMED: u64 = 1;
 const READY: u64 = 2;
 
 /// A waiting registration gives up after this many yields (a writer dies or stalls between
@@ -128,7 +131,9 @@ pub(crate) struct Table {
     slots: usize,
     header: &'static [AtomicU64],
     owners: &'static [AtomicU64],
-    order: &'static [AtomicU64],
+    /// Open addressing by the key's hash: 0 empty, `CLAIMED | pid << 2` being registered,
+    /// `READY | (entry + 1) << 2` registered.
+    index: &'static [AtomicU64],
     entries: &'static [AtomicU64],
     values: &'static [AtomicU64],
     stamps: &'static [AtomicU64],
@@ -149,7 +154,7 @@ impl Table {
     /// Words of the whole mapping for `capacity` series and `numproc` workers.
     pub(crate) fn words(capacity: usize, numproc: usize) -> usize {
         let slots = Self::slot_count(numproc);
-        HEADER_WORDS + slots + capacity + capacity * ENTRY_WORDS + 2 * slots * capacity
+        HEADER_WORDS + slots + 2 * capacity + capacity * ENTRY_WORDS + 2 * slots * capacity
     }
 
     /// The master (0), the workers, mules and spoolers, and a last slot where processes that
@@ -163,7 +168,7 @@ impl Table {
         let slots = Self::slot_count(numproc);
         let (header, rest) = mem.split_at(HEADER_WORDS);
         let (owners, rest) = rest.split_at(slots);
-        let (order, rest) = rest.split_at(capacity);
+        let (index, rest) = rest.split_at(2 * capacity);
         let (entries, rest) = rest.split_at(capacity * ENTRY_WORDS);
         let (values, stamps) = rest.split_at(slots * capacity);
         Table {
@@ -172,7 +177,7 @@ impl Table {
             slots,
             header,
             owners,
-            order,
+            index,
             entries,
             values,
             stamps,
@@ -207,6 +212,11 @@ impl Table {
 
     /// The index of the series `key` (`[u16 length, bytes]` fields: metric name, sample name,
     /// then label name and value pairs), registering it if no process has yet.
+    ///
+    /// Entries are handed out in registration order (a counter), so the ones in use are
+    /// contiguous: readers touch only their pages, and a process' row of values only the
+    /// first cells. The hash index finds an existing key; a process claims an index slot
+    /// before it takes an entry, so that two processes never register one key twice.
     pub(crate) fn register(
         &self,
         key: &[u8],
@@ -228,32 +238,38 @@ impl Table {
         }
         let help = &help[..help.len().min(KEY_BYTES - key.len())];
         let h = hash(key);
-        let claim = u64::from(pid) << 2 | 1;
-        for probe in 0..self.capacity {
-            let i = (h as usize).wrapping_add(probe) % self.capacity;
-            let e = self.entry(i);
+        let claim = u64::from(pid) << 2 | CLAIMED;
+        for probe in 0..self.index.len() {
+            let slot = &self.index[(h as usize).wrapping_add(probe) % self.index.len()];
             let mut yields = 0;
             loop {
-                let state = e[0].load(Ordering::Acquire);
-                if state == READY {
-                    if e[1].load(Ordering::Relaxed) == h && self.key_of(e).as_deref() == Some(key) {
-                        return Ok(i);
+                let v = slot.load(Ordering::Acquire);
+                if v & 3 == READY {
+                    let e = (v >> 2) as usize;
+                    match e.checked_sub(1).filter(|&e| e < self.capacity) {
+                        Some(e) if self.key_matches(e, h, key) => return Ok(e),
+                        _ => break,
                     }
-                    break;
                 }
-                if state == EMPTY {
-                    if e[0]
+                if v == EMPTY {
+                    if slot
                         .compare_exchange(EMPTY, claim, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
+                        .is_err()
                     {
-                        self.publish(e, h, key, help, kind, mode);
-                        return Ok(i);
+                        continue;
                     }
-                    continue;
+                    let e = self.header[1].fetch_add(1, Ordering::AcqRel) as usize;
+                    if e >= self.capacity {
+                        // Full: free the claim, so that waiters give up too.
+                        slot.store(EMPTY, Ordering::Release);
+                        return refuse(Refused::Full);
+                    }
+                    self.publish(e, h, key, help, kind, mode);
+                    slot.store((e as u64 + 1) << 2 | READY, Ordering::Release);
+                    return Ok(e);
                 }
                 // Claimed by another process: wait for it to publish, unless it died.
-                let owner = u32::try_from(state >> 2).unwrap_or(0);
-                if !alive(owner) {
+                if !alive(u32::try_from(v >> 2).unwrap_or(0)) {
                     break;
                 }
                 yields += 1;
@@ -266,7 +282,16 @@ impl Table {
         refuse(Refused::Full)
     }
 
-    fn publish(&self, e: &[AtomicU64], h: u64, key: &[u8], help: &[u8], kind: u8, mode: u8) {
+    fn key_matches(&self, e: usize, h: u64, key: &[u8]) -> bool {
+        let entry = self.entry(e);
+        entry[1].load(Ordering::Relaxed) == h
+            && self
+                .bytes_of(entry)
+                .is_some_and(|(bytes, len, ..)| &bytes[..len] == key)
+    }
+
+    fn publish(&self, e: usize, h: u64, key: &[u8], help: &[u8], kind: u8, mode: u8) {
+        let e = self.entry(e);
         e[1].store(h, Ordering::Relaxed);
         e[2].store(meta(kind, mode, key.len(), help.len()), Ordering::Relaxed);
         let mut bytes = [0u8; KEY_BYTES];
@@ -278,23 +303,27 @@ impl Table {
             w.store(u64::from_le_bytes(word), Ordering::Relaxed);
         }
         e[0].store(READY, Ordering::Release);
-        let i = (e.as_ptr() as usize - self.entries.as_ptr() as usize) / (ENTRY_WORDS * 8);
-        let k = self.header[1].fetch_add(1, Ordering::AcqRel) as usize;
-        if let Some(o) = self.order.get(k) {
-            o.store(i as u64 + 1, Ordering::Release);
-        }
     }
 
-    /// The indexes of the entries registered so far, in order, from the `from`-th on (`None`
-    /// for a position a process scribbled over); stops at one not written yet (its registrant
-    /// is between its two stores).
-    fn registered(&self, from: usize) -> impl Iterator<Item = Option<usize>> + '_ {
-        let n = (self.header[1].load(Ordering::Acquire) as usize).min(self.capacity);
-        self.order[from.min(n)..n]
-            .iter()
-            .map(|o| o.load(Ordering::Acquire) as usize)
-            .take_while(|&o| o != 0)
-            .map(|o| (o - 1 < self.capacity).then_some(o - 1))
+    /// Entries handed out so far (a few may not be published yet: their registrant is
+    /// between its two stores, or died there).
+    fn allocated(&self) -> usize {
+        (self.header[1].load(Ordering::Acquire) as usize).min(self.capacity)
+    }
+
+    /// Kind and gauge mode of a published entry, from its meta word alone.
+    fn kind_mode(&self, e: usize) -> Option<(Kind, Mode)> {
+        let entry = self.entry(e);
+        if entry[0].load(Ordering::Acquire) != READY {
+            return None;
+        }
+        let m = entry[2].load(Ordering::Relaxed);
+        let kind = Kind::from_u8(m as u8)?;
+        let mode = match kind {
+            Kind::Gauge => Mode::from_u8((m >> 8) as u8).unwrap_or(Mode::All),
+            _ => Mode::Sum,
+        };
+        Some((kind, mode))
     }
 
     /// The entry's bytes (key then HELP), bounds-checked; `None` unless ready and sane.
@@ -313,11 +342,6 @@ impl Table {
             chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
         }
         Some((bytes, key_len, help_len, kind, mode))
-    }
-
-    fn key_of(&self, e: &[AtomicU64]) -> Option<Vec<u8>> {
-        let (bytes, key_len, ..) = self.bytes_of(e)?;
-        Some(bytes[..key_len].to_vec())
     }
 
     /// The slot a process of `role` writes in.
@@ -350,12 +374,8 @@ impl Table {
         if previous == u64::from(pid) {
             return;
         }
-        for i in self.registered(0).flatten() {
-            let m = self.entry(i)[2].load(Ordering::Relaxed);
-            let live = self.entry(i)[0].load(Ordering::Acquire) == READY
-                && Kind::from_u8(m as u8) == Some(Kind::Gauge)
-                && Mode::from_u8((m >> 8) as u8).is_some_and(Mode::live);
-            if live {
+        for i in 0..self.allocated() {
+            if matches!(self.kind_mode(i), Some((Kind::Gauge, m)) if m.live()) {
                 self.values[slot * self.capacity + i].store(0, Ordering::Relaxed);
                 self.stamps[slot * self.capacity + i].store(0, Ordering::Relaxed);
             }
@@ -368,32 +388,6 @@ impl Table {
 
     fn stamp(&self, slot: usize, i: usize) -> f64 {
         f64::from_bits(self.stamps[slot * self.capacity + i].load(Ordering::Relaxed))
-    }
-
-    /// Parses entry `i` (for the master's cache: a ready entry never changes).
-    pub(crate) fn parse(&self, i: usize) -> Option<Parsed> {
-        let (bytes, key_len, help_len, kind, mode) = self.bytes_of(self.entry(i))?;
-        let kind = Kind::from_u8(kind)?;
-        let mode = if kind == Kind::Gauge {
-            Mode::from_u8(mode).unwrap_or(Mode::All)
-        } else {
-            Mode::Sum
-        };
-        let fields = parse_key(&bytes[..key_len])?;
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let labels = fields[2..]
-            .chunks_exact(2)
-            .map(|p| (text(p[0]), text(p[1])))
-            .collect();
-        Some(Parsed {
-            index: i,
-            kind,
-            mode,
-            family: text(fields[0]),
-            sample: text(fields[1]),
-            labels,
-            help: text(&bytes[key_len..key_len + help_len]),
-        })
     }
 }
 
@@ -433,130 +427,262 @@ impl Owner {
     }
 }
 
-/// One registered series, as the master understands it.
+/// Which part of its series a sample is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Part {
+    /// A counter's `_total`, a gauge's value.
+    Value,
+    Bucket(f64),
+    Sum,
+    Count,
+}
+
+/// One registered sample, as the master understands it: parsed once (a published entry never
+/// changes), with the family and series it belongs to resolved to positions.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Parsed {
-    pub(crate) index: usize,
-    pub(crate) kind: Kind,
-    pub(crate) mode: Mode,
-    /// prometheus_client's metric name (counters without `_total`).
-    pub(crate) family: String,
-    /// The sample's name: `family`, or with `_total`, `_bucket`, `_sum`, `_count`.
-    pub(crate) sample: String,
-    pub(crate) labels: Vec<(String, String)>,
-    pub(crate) help: String,
+struct Parsed {
+    kind: Kind,
+    mode: Mode,
+    part: Part,
+    family: usize,
+    series: usize,
+    /// The series' labels (`le` left out), for the `pid`-labelled series of `all` gauges.
+    labels: Vec<(String, String)>,
+}
+
+/// A family as first registered (name, HELP, kind) and its series' label sets.
+#[derive(Debug)]
+struct FamilyInfo {
+    name: String,
+    help: String,
+    kind: AppKind,
+    series: Vec<Vec<(String, String)>>,
+}
+
+/// The master's (or a route scraper's) memory of the table: what it parsed of each entry, the
+/// families and series they make, and its per-scrape scratch.
+#[derive(Debug, Default)]
+pub(crate) struct Cache {
+    /// By entry: `None` until published (and for one that does not parse).
+    parsed: Vec<Option<Parsed>>,
+    families: Vec<FamilyInfo>,
+    by_name: HashMap<String, usize>,
+    by_labels: HashMap<(usize, Vec<(String, String)>), usize>,
+    /// By entry: the sum over the slots (counters, histograms, summaries).
+    totals: Vec<f64>,
+    /// By series of the scrape: which parts were seen (histograms need their `+Inf` bucket and
+    /// `_sum`, summaries their `_count` and `_sum`, or the series is not exported).
+    seen: Vec<Vec<u8>>,
+}
+
+const SEEN_SUM: u8 = 1;
+const SEEN_INF_OR_COUNT: u8 = 2;
+/// A gauge in an `all` mode: its series are the per-process ones.
+const SEEN_REPLACED: u8 = 4;
+
+impl Cache {
+    /// Parses entry `e` and files it under its family and series.
+    fn parse(&mut self, t: &Table, e: usize) -> Option<Parsed> {
+        let (bytes, key_len, help_len, kind, mode) = t.bytes_of(t.entry(e))?;
+        let kind = Kind::from_u8(kind)?;
+        let mode = if kind == Kind::Gauge {
+            Mode::from_u8(mode).unwrap_or(Mode::All)
+        } else {
+            Mode::Sum
+        };
+        let fields = parse_key(&bytes[..key_len])?;
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let (family, sample) = (text(fields[0]), text(fields[1]));
+        let mut labels: Vec<(String, String)> = fields[2..]
+            .chunks_exact(2)
+            .map(|p| (text(p[0]), text(p[1])))
+            .collect();
+        let part = match (kind, sample.strip_prefix(family.as_str())?) {
+            (Kind::Counter, "_total") | (Kind::Gauge, "") => Part::Value,
+            (Kind::Histogram | Kind::Summary, "_sum") => Part::Sum,
+            (Kind::Summary, "_count") => Part::Count,
+            (Kind::Histogram, "_bucket") => {
+                let at = labels.iter().position(|(k, _)| k == "le")?;
+                let (_, le) = labels.remove(at);
+                Part::Bucket(match le.as_str() {
+                    "+Inf" => f64::INFINITY,
+                    le => le.parse().ok()?,
+                })
+            }
+            _ => return None,
+        };
+        let app_kind = match kind {
+            Kind::Counter => AppKind::Counter,
+            Kind::Gauge => AppKind::Gauge,
+            Kind::Histogram => AppKind::Histogram,
+            Kind::Summary => AppKind::Summary,
+        };
+        let fam = match self.by_name.get(&family) {
+            Some(&f) => f,
+            None => {
+                self.families.push(FamilyInfo {
+                    name: family.clone(),
+                    help: text(&bytes[key_len..key_len + help_len]),
+                    kind: app_kind,
+                    series: Vec::new(),
+                });
+                self.by_name.insert(family, self.families.len() - 1);
+                self.families.len() - 1
+            }
+        };
+        // A name registered under two kinds: the first one wins.
+        if self.families[fam].kind != app_kind {
+            return None;
+        }
+        let key = (fam, labels);
+        let series = match self.by_labels.get(&key) {
+            Some(&s) => s,
+            None => {
+                let series = &mut self.families[fam].series;
+                series.push(key.1.clone());
+                let s = series.len() - 1;
+                self.by_labels.insert(key.clone(), s);
+                s
+            }
+        };
+        Some(Parsed {
+            kind,
+            mode,
+            part,
+            family: fam,
+            series,
+            labels: key.1,
+        })
+    }
 }
 
 impl Table {
     /// The application's families for the engine, merged over the slots as prometheus_client's
-    /// MultiProcessCollector merges its processes' files. `parsed` caches what was parsed of
-    /// the entries registered so far, in registration order; `alive` tells whether a slot's
-    /// owner still runs.
+    /// MultiProcessCollector merges its processes' files; `alive` tells whether a slot's owner
+    /// still runs.
     pub(crate) fn collect(
         &self,
-        parsed: &mut Vec<Option<Parsed>>,
+        cache: &mut Cache,
         alive: impl Fn(u32) -> bool,
         out: &mut Vec<AppFamily>,
     ) {
-        out.clear();
-        let from = parsed.len();
-        let mut fresh = self
-            .registered(from)
-            .map(|i| i.and_then(|i| self.parse(i)))
-            .collect::<Vec<_>>();
-        // A ready entry never changes: parse each once. One that does not parse stays `None`.
-        parsed.append(&mut fresh);
+        let n = self.allocated();
+        cache.parsed.resize(n, None);
+        for e in 0..n {
+            if cache.parsed[e].is_none() {
+                cache.parsed[e] = cache.parse(self, e);
+            }
+        }
         let slots = self.slots - 1;
         let owners: Vec<u32> = self.owners[..slots]
             .iter()
             .map(|o| u32::try_from(o.load(Ordering::Relaxed)).unwrap_or(0))
             .collect();
         let live: Vec<Owner> = owners.iter().map(|&p| Owner::of(p, &alive)).collect();
-        for p in parsed.iter().flatten() {
-            let fam = match out.iter().position(|f| f.name == p.family) {
-                Some(f) => &mut out[f],
-                None => {
-                    out.push(AppFamily {
-                        name: p.family.clone(),
-                        help: p.help.clone(),
-                        kind: match p.kind {
-                            Kind::Counter => AppKind::Counter,
-                            Kind::Gauge => AppKind::Gauge,
-                            Kind::Histogram => AppKind::Histogram,
-                            Kind::Summary => AppKind::Summary,
-                        },
-                        series: Vec::new(),
-                    });
-                    out.last_mut().expect("just pushed")
+        // Slot by slot, over each row's first `n` cells: the memory order of the values.
+        cache.totals.clear();
+        cache.totals.resize(n, 0.0);
+        for s in (0..slots).filter(|&s| live[s] != Owner::None) {
+            let row = &self.values[s * self.capacity..s * self.capacity + n];
+            for ((t, v), p) in cache.totals.iter_mut().zip(row).zip(&cache.parsed) {
+                if p.as_ref().is_some_and(|p| p.kind != Kind::Gauge) {
+                    *t += f64::from_bits(v.load(Ordering::Relaxed));
                 }
-            };
-            self.merge_into(fam, p, &owners, &live);
+            }
         }
-    }
-
-    fn merge_into(&self, fam: &mut AppFamily, p: &Parsed, owners: &[u32], live: &[Owner]) {
-        let i = p.index;
-        // A slot no process ever took holds nothing: its pages are not even read.
-        let total = || {
-            (0..owners.len())
-                .filter(|&s| owners[s] != 0)
-                .map(|s| self.value(s, i))
-                .sum::<f64>()
-        };
-        let suffix = p.sample.strip_prefix(p.family.as_str()).unwrap_or("");
-        match (p.kind, fam.kind, suffix) {
-            (Kind::Counter, AppKind::Counter, "_total") => {
-                if let AppValue::Counter(v) = series(fam, &p.labels, AppValue::Counter(0.0)) {
-                    *v += total();
-                }
-            }
-            (Kind::Gauge, AppKind::Gauge, "") => self.merge_gauge(fam, p, owners, live),
-            (Kind::Histogram, AppKind::Histogram, "_sum" | "_bucket") => {
-                let (labels, le) = split_le(&p.labels);
-                let empty = AppValue::Histogram {
-                    buckets: Vec::new(),
-                    sum: 0.0,
-                };
-                if let AppValue::Histogram { buckets, sum } = series(fam, &labels, empty) {
-                    match le {
-                        None if suffix == "_sum" => *sum += total(),
-                        Some(le) if suffix == "_bucket" => buckets.push((le, total())),
-                        _ => {}
-                    }
-                }
-            }
-            (Kind::Summary, AppKind::Summary, "_sum" | "_count") => {
-                let empty = AppValue::Summary {
-                    count: 0.0,
-                    sum: 0.0,
-                };
-                if let AppValue::Summary { count, sum } = series(fam, &p.labels, empty) {
-                    *if suffix == "_sum" { sum } else { count } += total();
-                }
-            }
-            // A name registered with two kinds, or an unknown sample: the first kind wins.
-            _ => {}
-        }
-    }
-
-    fn merge_gauge(&self, fam: &mut AppFamily, p: &Parsed, owners: &[u32], live: &[Owner]) {
-        let i = p.index;
-        if matches!(p.mode, Mode::All | Mode::LiveAll) {
-            for s in self.written(i, p.mode, live) {
-                let mut labels = p.labels.clone();
-                labels.push(("pid".to_string(), owners[s].to_string()));
-                fam.series.push(AppSeries {
-                    labels,
-                    value: AppValue::Gauge(self.value(s, i)),
-                });
-            }
-            return;
-        }
-        if let Some(v) = self.gauge_value(i, p.mode, live) {
-            fam.series.push(AppSeries {
-                labels: p.labels.clone(),
-                value: AppValue::Gauge(v),
+        out.clear();
+        cache.seen.clear();
+        for f in &cache.families {
+            out.push(AppFamily {
+                name: f.name.clone(),
+                help: f.help.clone(),
+                kind: f.kind,
+                series: f
+                    .series
+                    .iter()
+                    .map(|labels| AppSeries {
+                        labels: labels.clone(),
+                        value: empty(f.kind),
+                    })
+                    .collect(),
             });
+            cache.seen.push(vec![0; f.series.len()]);
+        }
+        for (e, p) in cache.parsed.iter().enumerate() {
+            if let Some(p) = p {
+                let total = cache.totals[e];
+                let seen = &mut cache.seen[p.family][p.series];
+                self.merge(&mut out[p.family], e, p, total, seen, &owners, &live);
+            }
+        }
+        // A histogram without its `+Inf` bucket or `_sum`, a summary without `_count` or
+        // `_sum` (the table filled up in the middle of it): not exported, rather than wrong.
+        // The per-process series of an `all` gauge come after its plain one, which goes.
+        for (fam, seen) in out.iter_mut().zip(&cache.seen) {
+            let whole = |k: usize| match fam.kind {
+                AppKind::Histogram | AppKind::Summary => {
+                    seen.get(k) == Some(&(SEEN_SUM | SEEN_INF_OR_COUNT))
+                }
+                _ => seen.get(k).is_none_or(|f| f & SEEN_REPLACED == 0),
+            };
+            let keep: Vec<bool> = (0..fam.series.len()).map(whole).collect();
+            let mut k = 0;
+            fam.series.retain(|_| {
+                k += 1;
+                keep[k - 1]
+            });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn merge(
+        &self,
+        fam: &mut AppFamily,
+        e: usize,
+        p: &Parsed,
+        total: f64,
+        seen: &mut u8,
+        owners: &[u32],
+        live: &[Owner],
+    ) {
+        let value = &mut fam.series[p.series].value;
+        match (value, p.part) {
+            (AppValue::Counter(v), Part::Value) => *v = total,
+            (AppValue::Gauge(v), Part::Value) => {
+                if matches!(p.mode, Mode::All | Mode::LiveAll) {
+                    for s in self.written(e, p.mode, live) {
+                        let mut labels = p.labels.clone();
+                        labels.push(("pid".to_string(), owners[s].to_string()));
+                        fam.series.push(AppSeries {
+                            labels,
+                            value: AppValue::Gauge(self.value(s, e)),
+                        });
+                    }
+                    // The per-process series replace the plain one.
+                    *seen |= SEEN_REPLACED;
+                } else {
+                    *v = self.gauge_value(e, p.mode, live);
+                }
+            }
+            (AppValue::Histogram { buckets, .. }, Part::Bucket(le)) => {
+                buckets.push((le, total));
+                if le == f64::INFINITY {
+                    *seen |= SEEN_INF_OR_COUNT;
+                }
+            }
+            (AppValue::Histogram { sum, .. }, Part::Sum) => {
+                *sum = total;
+                *seen |= SEEN_SUM;
+            }
+            (AppValue::Summary { sum, .. }, Part::Sum) => {
+                *sum = total;
+                *seen |= SEEN_SUM;
+            }
+            (AppValue::Summary { count, .. }, Part::Count) => {
+                *count = total;
+                *seen |= SEEN_INF_OR_COUNT;
+            }
+            _ => {}
         }
     }
 
@@ -574,92 +700,67 @@ impl Table {
         })
     }
 
-    /// Gauge `i` merged as `mode` says (`None`: no process wrote it; `all` modes have one
-    /// value per process and are merged by the caller).
-    fn gauge_value(&self, i: usize, mode: Mode, live: &[Owner]) -> Option<f64> {
+    /// Gauge `i` merged as `mode` says; 0 when no process wrote it (prometheus_client shows a
+    /// gauge nobody set as 0, in every mode).
+    fn gauge_value(&self, i: usize, mode: Mode, live: &[Owner]) -> f64 {
         let values = self.written(i, mode, live).map(|s| self.value(s, i));
-        match mode {
+        let v = match mode {
             Mode::All | Mode::LiveAll => None,
             Mode::Min | Mode::LiveMin => values.reduce(f64::min),
             Mode::Max | Mode::LiveMax => values.reduce(f64::max),
-            Mode::Sum | Mode::LiveSum => Some(values.sum()),
+            // A fold from +0.0: the float sum of nothing is -0.0, which would print as such.
+            Mode::Sum | Mode::LiveSum => Some(values.fold(0.0, |a, v| a + v)),
             Mode::MostRecent | Mode::LiveMostRecent => self
                 .written(i, mode, live)
                 .max_by(|&a, &b| self.stamp(a, i).total_cmp(&self.stamp(b, i)))
                 .map(|s| self.value(s, i)),
-        }
+        };
+        v.unwrap_or(0.0)
     }
 
     /// Series `i` merged over the processes as the master exports it, for prometheus_client's
     /// `get()` in any process (so that an application serving its own `/metrics` shows what the
     /// master shows). Gauges in an `all` mode have one value per process: this one's.
     pub(crate) fn merged(&self, i: usize, own_slot: usize, alive: impl Fn(u32) -> bool) -> f64 {
-        if i >= self.capacity {
-            return 0.0;
-        }
-        let slots = self.slots - 1;
-        let Some(p) = self.parse(i) else {
+        let Some((kind, mode)) = (i < self.allocated()).then(|| self.kind_mode(i)).flatten() else {
             return 0.0;
         };
-        if p.kind != Kind::Gauge {
-            return (0..slots)
-                .filter(|&s| self.owners[s].load(Ordering::Relaxed) != 0)
-                .map(|s| self.value(s, i))
-                .sum();
-        }
-        if matches!(p.mode, Mode::All | Mode::LiveAll) {
-            return self.value(own_slot.min(self.slots - 1), i);
-        }
+        let slots = self.slots - 1;
         let live: Vec<Owner> = self.owners[..slots]
             .iter()
             .map(|o| {
                 let pid = u32::try_from(o.load(Ordering::Relaxed)).unwrap_or(0);
                 // Liveness costs a syscall per slot: only live modes ask.
-                Owner::of(pid, |pid| !p.mode.live() || alive(pid))
+                Owner::of(pid, |pid| !mode.live() || alive(pid))
             })
             .collect();
-        self.gauge_value(i, p.mode, &live).unwrap_or(0.0)
+        if kind != Kind::Gauge {
+            return (0..slots)
+                .filter(|&s| live[s] != Owner::None)
+                .map(|s| self.value(s, i))
+                .fold(0.0, |a, v| a + v);
+        }
+        if matches!(mode, Mode::All | Mode::LiveAll) {
+            return self.value(own_slot.min(self.slots - 1), i);
+        }
+        self.gauge_value(i, mode, &live)
     }
 }
 
-/// The value of the series of `fam` with `labels`, added as `empty` if new.
-fn series<'f>(
-    fam: &'f mut AppFamily,
-    labels: &[(String, String)],
-    empty: AppValue,
-) -> &'f mut AppValue {
-    let at = match fam.series.iter().position(|s| s.labels == labels) {
-        Some(at) => at,
-        None => {
-            fam.series.push(AppSeries {
-                labels: labels.to_vec(),
-                value: empty,
-            });
-            fam.series.len() - 1
-        }
-    };
-    &mut fam.series[at].value
-}
-
-/// The labels without `le`, and `le` as a number.
-fn split_le(labels: &[(String, String)]) -> (Vec<(String, String)>, Option<f64>) {
-    let mut le = None;
-    let rest = labels
-        .iter()
-        .filter(|(k, v)| {
-            if k == "le" {
-                le = match v.as_str() {
-                    "+Inf" => Some(f64::INFINITY),
-                    v => v.parse().ok(),
-                };
-                false
-            } else {
-                true
-            }
-        })
-        .cloned()
-        .collect();
-    (rest, le)
+/// A series' value before any sample of it is merged.
+fn empty(kind: AppKind) -> AppValue {
+    match kind {
+        AppKind::Counter => AppValue::Counter(0.0),
+        AppKind::Gauge => AppValue::Gauge(0.0),
+        AppKind::Histogram => AppValue::Histogram {
+            buckets: Vec::new(),
+            sum: 0.0,
+        },
+        AppKind::Summary => AppValue::Summary {
+            count: 0.0,
+            sum: 0.0,
+        },
+    }
 }
 
 /// This process' row in the values, in f64 units from their start (`slot * capacity`), or -1
@@ -802,7 +903,7 @@ pub(crate) fn merged(i: usize) -> f64 {
 
 /// Series registered so far.
 pub(crate) fn registered() -> u64 {
-    table().map_or(0, |t| t.header[1].load(Ordering::Relaxed))
+    table().map_or(0, |t| t.allocated() as u64)
 }
 
 #[cfg(test)]
@@ -843,8 +944,8 @@ mod tests {
     }
 
     fn families(t: &Table, alive: impl Fn(u32) -> bool) -> Vec<AppFamily> {
-        let (mut parsed, mut out) = (Vec::new(), Vec::new());
-        t.collect(&mut parsed, alive, &mut out);
+        let (mut cache, mut out) = (Cache::default(), Vec::new());
+        t.collect(&mut cache, alive, &mut out);
         out
     }
 
@@ -876,7 +977,7 @@ mod tests {
         distinct.sort_unstable();
         distinct.dedup();
         assert_eq!(distinct.len(), 40);
-        assert_eq!(t.registered(0).flatten().count(), 40);
+        assert_eq!(t.allocated(), 40);
         assert_eq!(t.dropped(), 0);
     }
 
@@ -901,12 +1002,21 @@ mod tests {
         // A claim whose process died is passed over.
         let t = table(4, 1);
         let k = key(&["e", "e_total"]);
-        let i = (hash(&k) as usize) % 4;
-        t.entry(i)[0].store(u64::from(777u32) << 2 | 1, Ordering::Relaxed);
+        let p = (hash(&k) as usize) % t.index.len();
+        t.index[p].store(u64::from(777u32) << 2 | CLAIMED, Ordering::Relaxed);
         let j = t
             .register(&k, b"", 1, 0, 1, |pid| pid != 777)
-            .expect("another entry");
-        assert_ne!(i, j);
+            .expect("registered");
+        assert_eq!(j, 0, "entries are handed out in order");
+        assert_ne!(t.index[(p + 1) % t.index.len()].load(Ordering::Relaxed), 0);
+        // The full table frees its claim: a waiter then finds nothing and is refused too.
+        let t = table(1, 1);
+        reg(t, &["a", "a_total"], Kind::Counter, Mode::Sum);
+        assert_eq!(t.register(&k, b"", 1, 0, 1, |_| true), Err(Refused::Full));
+        assert!(t
+            .index
+            .iter()
+            .all(|w| w.load(Ordering::Relaxed) & 3 != CLAIMED));
     }
 
     #[test]
@@ -1028,6 +1138,33 @@ mod tests {
         assert_eq!(f[1].series.len(), 1);
     }
 
+    /// The table filled up in the middle of a histogram: its series is left out rather than
+    /// exported with buckets missing; gauges nobody set are 0 (not -0, not absent), as in
+    /// prometheus_client.
+    #[test]
+    fn incomplete_series_and_unset_gauges() {
+        let t = table(16, 1);
+        let s = reg(t, &["lat", "lat_sum"], Kind::Histogram, Mode::Sum);
+        let b = reg(
+            t,
+            &["lat", "lat_bucket", "le", "0.1"],
+            Kind::Histogram,
+            Mode::Sum,
+        );
+        let c = reg(t, &["sz", "sz_count"], Kind::Summary, Mode::Sum);
+        reg(t, &["g", "g"], Kind::Gauge, Mode::Sum);
+        reg(t, &["m", "m"], Kind::Gauge, Mode::Min);
+        for i in [s, b, c] {
+            write(t, 1, i, 3.0, 0.0);
+        }
+        let f = families(t, |_| true);
+        assert!(f[0].series.is_empty(), "no +Inf bucket: {:?}", f[0]);
+        assert!(f[1].series.is_empty(), "no _sum: {:?}", f[1]);
+        assert_eq!(f[2].series[0].value, AppValue::Gauge(0.0));
+        assert!(matches!(f[2].series[0].value, AppValue::Gauge(v) if v.to_bits() == 0));
+        assert_eq!(f[3].series[0].value, AppValue::Gauge(0.0));
+    }
+
     #[test]
     fn a_scribbled_entry_is_skipped() {
         let t = table(8, 1);
@@ -1035,12 +1172,14 @@ mod tests {
         let bad = reg(t, &["bad", "bad_total"], Kind::Counter, Mode::Sum);
         // A worker scribbles over the entry: impossible lengths, then a key that does not parse.
         t.entry(bad)[2].store(u64::MAX, Ordering::Relaxed);
-        assert!(t.parse(bad).is_none());
+        assert!(Cache::default().parse(t, bad).is_none());
         t.entry(bad)[2].store(meta(1, 0, 6, 0), Ordering::Relaxed);
         t.entry(bad)[3].store(u64::from_le_bytes(*b"\xff\xffabcdef"), Ordering::Relaxed);
-        assert!(t.parse(bad).is_none());
-        // Or over the order list.
-        t.order[1].store(u64::MAX, Ordering::Relaxed);
+        assert!(Cache::default().parse(t, bad).is_none());
+        // Or over the index: a registration then finds no match and takes a new entry.
+        for w in t.index {
+            w.store(u64::MAX, Ordering::Relaxed);
+        }
         write(t, 0, good, 1.0, 0.0);
         let f = families(t, |_| true);
         assert_eq!(f.len(), 1);

@@ -12,7 +12,7 @@ use metrics_prometheus_engine::format::{
 };
 use metrics_prometheus_engine::plan::{plan, Source};
 
-use crate::app_metrics::{self, Parsed};
+use crate::app_metrics;
 use crate::host;
 use crate::latency;
 use crate::live::{self, Live};
@@ -161,8 +161,9 @@ pub(crate) struct Scratch {
     /// The Emperor's view and its copy of the vassal list ([`Exposition::Emperor`] only).
     emperor: Option<EmperorView>,
     vassals: Vec<Vassal>,
-    /// The application's entries parsed so far, and their families merged at this scrape.
-    app_parsed: Vec<Option<Parsed>>,
+    /// What this scraper parsed of the application's table, and its families merged at this
+    /// scrape.
+    app_cache: app_metrics::Cache,
     app_families: Vec<AppFamily>,
     /// What the last scrape skipped of them (logged when it changes).
     app_skips: AppRenderStats,
@@ -279,7 +280,7 @@ fn render_app_families(
 ) {
     const EOF: &[u8] = b"# EOF\n";
     table.collect(
-        &mut scratch.app_parsed,
+        &mut scratch.app_cache,
         |pid| host::uwsgi::pid_alive(i32::try_from(pid).unwrap_or(0)),
         &mut scratch.app_families,
     );
