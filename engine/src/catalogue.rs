@@ -171,7 +171,7 @@ pub const SOCKET_LISTEN_QUEUE: FamilyDef = def(
     "socket_listen_queue",
     Gauge,
     0,
-    "Connections waiting in the socket's listen queue (TCP only: UNIX sockets read 0 on stock Linux kernels).",
+    "Connections waiting in the socket's listen queue, from the kernel (TCP_INFO for TCP, netlink sock_diag for UNIX sockets, where uWSGI's own figure is always 0).",
 );
 pub const SOCKET_LISTEN_QUEUE_MAX: FamilyDef = def(
     "socket_listen_queue_max",
