@@ -364,8 +364,10 @@ impl Table {
     }
 
     /// Makes `pid` the owner of `slot`. A new owner (a respawned worker) starts with its live
-    /// gauges unset: the values its dead predecessor set must stop counting. Counters,
-    /// histograms, summaries and the other gauges keep the predecessor's values.
+    /// gauges unset (the values its dead predecessor set must stop counting) and its `all`
+    /// gauges too (they are exported with the owner's pid: the predecessor's value, say an
+    /// in-progress count left at 1 by a killed worker, must not show under the new pid).
+    /// Counters, histograms, summaries and the other gauges keep the predecessor's values.
     pub(crate) fn take_slot(&self, slot: usize, pid: u32) {
         if slot + 1 >= self.slots {
             return;
@@ -375,7 +377,7 @@ impl Table {
             return;
         }
         for i in 0..self.allocated() {
-            if matches!(self.kind_mode(i), Some((Kind::Gauge, m)) if m.live()) {
+            if matches!(self.kind_mode(i), Some((Kind::Gauge, m)) if m.live() || m == Mode::All) {
                 self.values[slot * self.capacity + i].store(0, Ordering::Relaxed);
                 self.stamps[slot * self.capacity + i].store(0, Ordering::Relaxed);
             }
@@ -1136,6 +1138,9 @@ mod tests {
         assert_eq!(f[4].series[0].value, AppValue::Gauge(14.0));
         assert_eq!(f[5].series[0].value, AppValue::Gauge(5.0));
         assert_eq!(f[1].series.len(), 1);
+        // Nor does its `all` gauge show under the new pid.
+        let pids: Vec<&str> = f[0].series.iter().map(|s| s.labels[0].1.as_str()).collect();
+        assert_eq!(pids, ["11"]);
     }
 
     /// The table filled up in the middle of a histogram: its series is left out rather than
