@@ -723,7 +723,12 @@ impl Table {
     /// Series `i` merged over the processes as the master exports it, for prometheus_client's
     /// `get()` in any process (so that an application serving its own `/metrics` shows what the
     /// master shows). Gauges in an `all` mode have one value per process: this one's.
-    pub(crate) fn merged(&self, i: usize, own_slot: usize, alive: impl Fn(u32) -> bool) -> f64 {
+    pub(crate) fn merged(
+        &self,
+        i: usize,
+        own_slot: Option<usize>,
+        alive: impl Fn(u32) -> bool,
+    ) -> f64 {
         let Some((kind, mode)) = (i < self.allocated()).then(|| self.kind_mode(i)).flatten() else {
             return 0.0;
         };
@@ -743,7 +748,9 @@ impl Table {
                 .fold(0.0, |a, v| a + v);
         }
         if matches!(mode, Mode::All | Mode::LiveAll) {
-            return self.value(own_slot.min(self.slots - 1), i);
+            return own_slot
+                .filter(|&s| s + 1 < self.slots)
+                .map_or(0.0, |s| self.value(s, i));
         }
         self.gauge_value(i, mode, &live)
     }
@@ -893,11 +900,9 @@ pub(crate) fn merged(i: usize) -> f64 {
         return 0.0;
     };
     let row = metrics_prometheus_app_base.load(Ordering::Relaxed);
-    let own = if row < 0 {
-        usize::MAX
-    } else {
-        row as usize / t.capacity()
-    };
+    // A process that has not written yet has no slot: nothing of its own (not the slot where
+    // processes without one write).
+    let own = usize::try_from(row).ok().map(|row| row / t.capacity());
     t.merged(i, own, |p| {
         host::uwsgi::pid_alive(i32::try_from(p).unwrap_or(0))
     })
