@@ -11,7 +11,11 @@ LATENCY = Histogram('app_latency_seconds', 'Simulated work time.', buckets=(0.01
 SIZES = Summary('app_payload_bytes', 'Payload sizes.')
 MODES = ('all', 'liveall', 'min', 'livemin', 'max', 'livemax', 'sum', 'livesum', 'mostrecent',
          'livemostrecent')
-GAUGES = {m: Gauge('app_gauge_%s' % m, 'A gauge in mode %s.' % m, multiprocess_mode=m)
+# prometheus_client 0.16 (Debian 12's) knows only some of them (mostrecent came in 0.17): a Gauge
+# in another mode raises ValueError there.
+MODES = tuple(m for m in MODES if m in getattr(Gauge, '_MULTIPROC_MODES', MODES))
+# Named app_<mode>_level: promtool's lint rejects a gauge named *_gauge* or *_sum.
+GAUGES = {m: Gauge('app_%s_level' % m, 'A gauge in mode %s.' % m, multiprocess_mode=m)
           for m in MODES}
 MULE_TICKS = Counter('app_mule_ticks', 'Ticks of the mule loop.')
 SPOOLED = Counter('app_spooled_tasks', 'Spooler tasks run.')
@@ -48,7 +52,8 @@ def application(environ, start_response):
     elif path == '/metrics-app':
         # The application's own endpoint, as prometheus_client users write it.
         body = generate_latest()
-    start_response('200 OK', [('Content-Type', 'text/plain'), ('X-Worker', str(worker_id()))])
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('X-Worker', str(worker_id())),
+                              ('X-Pid', str(os.getpid()))])
     return [body or ('%s worker %d\n' % (path, worker_id())).encode()]
 
 
