@@ -42,6 +42,11 @@ OFF_LINE = ('[metrics_prometheus] application metrics stay in each process (prom
             'unchanged): ')
 ON_LINE = "[metrics_prometheus] prometheus_client values now live in uWSGI's shared memory"
 MULTIPROC_LINE = '[metrics_prometheus] PROMETHEUS_MULTIPROC_DIR is set but ignored'
+MODES = ('all', 'liveall', 'min', 'livemin', 'max', 'livemax', 'sum', 'livesum', 'mostrecent',
+         'livemostrecent')
+# The app's gauges in an `all` mode: one value per process.
+PER_PROCESS = {'app_all_level', 'app_liveall_level', 'app_sleeping'}
+ODD_LABEL = '/odd "q" \\ \u00e9\nx'
 NO_LABELS = frozenset()
 WORK = frozenset({('path', '/work')})
 
@@ -313,9 +318,11 @@ def test_totals_exact_with_and_without_lazy_apps(app_uwsgi, variant, lazy):
     # registers its series again: each must find the entries already there.
     n = work(u, 40)
     assert_work(u, n)
-    log = u.log()
-    assert len(re.findall(r'WSGI app 0 \(mountpoint=\'\'\) ready', log)) >= (8 if lazy else 1), \
-        log[-3000:]
+    # The module's import-time Counter.inc(): once in the master, or once per worker start.
+    loads = len(re.findall(r"WSGI app 0 \(mountpoint=''\) ready", u.log()))
+    assert loads >= 8 if lazy else loads == 1, u.log()[-3000:]
+    s = app_samples(scrape(u.addr))
+    assert s[('app_imports_total', NO_LABELS)] == loads, (s, loads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,7 +360,7 @@ def gauge_values(s):
     out = {}
     for (name, labels), v in s.items():
         m = re.fullmatch(r'app_(\w+)_level', name)
-        if not m:
+        if not m or m.group(1) not in MODES:
             continue
         if m.group(1) in ('all', 'liveall'):
             out.setdefault(m.group(1), {})[int(dict(labels)['pid'])] = v
@@ -401,6 +408,39 @@ def test_gauge_modes_with_a_dead_worker(app_uwsgi, variant):
     assert g['liveall'] == {pids[1]: 10, pids2[2]: 20}, g
     assert g['livesum'] == 30 and g['livemax'] == 20, g
     assert g['all'] == {pids[1]: 10, pids2[2]: 20}, g
+
+
+@pytest.mark.parametrize('variant', BOTH)
+def test_a_respawned_worker_does_not_inherit_an_all_mode_gauge(app_uwsgi, variant):
+    """prometheus_client's default gauge mode is `all`: one series per process, labelled by its
+    pid. An in-progress gauge (`track_inprogress`, inc then dec) of a worker killed mid-request
+    stays at 1 for the dead process; its successor is a new process whose own gauge starts at 0,
+    as in prometheus_client's multiprocess mode (a new pid, a new file) and as in a single
+    process. Its series must not show the dead worker's 1 under the new pid."""
+    u = app_uwsgi(variant, ['--workers', '1'])
+    status, headers = request(u, '/work')
+    assert status == 200
+    old = int(headers['x-pid'])
+    sleeper = threading.Thread(target=request, args=(u, '/sleep?20', 30))
+    sleeper.start()
+    wait_for('the sleeping request counted', lambda: app_samples(scrape(u.addr)).get(
+        ('app_sleeping', frozenset({('pid', str(old))}))) == 1, 10, u)
+    os.kill(old, signal.SIGKILL)
+    sleeper.join(30)
+    new = int(u.wait_log(r'Respawned uWSGI worker 1 \(new pid: (\d+)\)', 10).group(1))
+    # The new worker sleeps once (0 s): inc, then dec.
+    status, headers = request(u, '/sleep?0')
+    assert status == 200 and int(headers['x-pid']) == new
+    s = app_samples(scrape(u.addr))
+    series = {dict(k[1])['pid']: v for k, v in s.items() if k[0] == 'app_sleeping'}
+    # The application's own view (Gauge.get() in the new worker).
+    status, _, body = u.get('/metrics-app')
+    own = samples(body)[('app_sleeping', NO_LABELS)]
+    # What prometheus_client's multiprocess mode shows: {old: 1.0, new: 0.0}; the old pid's
+    # series may go (one slot per worker), but the new pid's must be 0, and so its own view.
+    assert (series.get(str(new)), own) == (0, 0), (
+        'the respawned worker (pid %d) shows its dead predecessor\'s (pid %d) in-progress count '
+        'as its own: exported %r, its own Gauge.get() %r' % (new, old, series, own))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -602,16 +642,20 @@ def test_the_apps_own_endpoint_agrees_with_the_master(app_uwsgi, variant):
     u = app_uwsgi(variant, ['--workers', '2'])
     n = work(u, 14)
     pids, _ = workers_answering(u, [1, 2])
+    status, _ = request(u, '/odd')
+    assert status == 200
     master_text = scrape(u.addr)
     status, _, app_text = u.get('/metrics-app')
     assert status == 200
     m = app_samples(master_text)
     a = {k: v for k, v in app_samples(app_text).items() if not k[0].endswith('_created')}
-    per_process = {'app_all_level', 'app_liveall_level'}
+    per_process = PER_PROCESS
     shared_m = {k: v for k, v in m.items() if k[0] not in per_process}
     shared_a = {k: v for k, v in a.items() if k[0] not in per_process}
     assert shared_a == shared_m, set(shared_a.items()) ^ set(shared_m.items())
     assert not expect_work(shared_a, n)
+    assert shared_m[('app_requests_total', frozenset({('path', ODD_LABEL)}))] == 1
+    assert shared_m[('app_odd_level', NO_LABELS)] == 1234567
     # The all modes: the app shows its own process' value, unlabelled; the master one per pid.
     own = {v for k, v in a.items() if k[0] == 'app_all_level'}
     assert own <= {10.0, 20.0} and len(own) == 1, own
@@ -638,6 +682,7 @@ def differential_run(app_uwsgi, tmpdir_path, variant, multiproc):
     else:
         u = app_uwsgi(variant, extra)
     work(u, 25)
+    assert request(u, '/odd')[0] == 200
     pids, _ = workers_answering(u, [1, 2])
     # Both workers answered /gauge last with the same values in both runs; the mostrecent
     # modes depend on which wrote last: make it worker 1 in both.
@@ -670,15 +715,15 @@ def test_differential_against_prometheus_client_multiprocess(app_uwsgi, tmpdir_p
     # By design:
     # - neither has `_created` samples (MultiProcessCollector never writes them; the master
     #   leaves them out);
-    # - the app is preforked: prometheus_client's multiprocess mode makes a file for the master
-    #   too (every gauge at 0, written at creation), so its all/liveall gauges have a
-    #   pid="<master>" series at 0 and its min/livemin are 0; this feature counts a gauge only
-    #   in the processes that set it.
+    # - prometheus_client's multiprocess mode gives every process that touches any metric an
+    #   entry for every metric (at 0; the master too: the app is preforked, its metrics are
+    #   created there), so its all/liveall gauges have a series at 0 for each process that
+    #   never set them (the master, and for app_sleeping every worker), and its min/livemin
+    #   are 0 (the master's 0); this feature counts a gauge only in the processes that set it.
     by_design = {}
-    for mode in ('all', 'liveall'):
-        key = ('app_%s_level' % mode, frozenset({('pid', 'master')}))
-        if key in mp:
-            by_design[key] = (mp[key], None)
+    for k, v in mp.items():
+        if k[0] in PER_PROCESS and v == 0 and k not in ours:
+            by_design[k] = (0.0, None)
     for mode in ('min', 'livemin'):
         key = ('app_%s_level' % mode, NO_LABELS)
         if key in mp and mp[key] == 0 and ours.get(key) == 10:
@@ -692,6 +737,36 @@ def test_differential_against_prometheus_client_multiprocess(app_uwsgi, tmpdir_p
     assert not any(k[0].endswith('_created') for k in set(mp) | set(ours))
     assert diff == by_design, sorted(diff.items())
     assert not expect_work(ours, 25)
+
+
+def test_a_full_table_drops_series_but_not_the_application(app_uwsgi):
+    u = app_uwsgi('pip-routing', ['--workers', '1', '--prometheus-app-series', '8'])
+    n = work(u, 3)
+    workers_answering(u, [1])
+    text = scrape(u.addr)
+    promtool_clean(text)
+    s = samples(text)
+    assert s[('uwsgi_app_metrics_capacity', NO_LABELS)] == 8, s
+    assert s[('uwsgi_app_metrics_series', NO_LABELS)] == 8
+    assert s[('uwsgi_app_metrics_dropped_series_total', NO_LABELS)] > 0
+    log = u.log()
+    assert log.count('is not stored (the table is full: raise --prometheus-app-series)') == 1, log
+    # Whatever was stored is exported; the rest lives on in its process (the app's own view).
+    app = samples(u.get('/metrics-app')[2])
+    assert app[('app_requests_total', WORK)] == n
+    for k, v in app_samples(text).items():
+        if k[0] not in PER_PROCESS:
+            assert app.get(k) == v, (k, v, app.get(k))
+
+
+def test_a_process_the_app_forks_is_not_exported(app_uwsgi):
+    u = app_uwsgi('pip-routing', ['--workers', '1'])
+    work(u, 2)
+    assert request(u, '/fork')[0] == 200
+    u.wait_log(r'--prometheus-app-metrics: process \d+ is not a uWSGI worker, mule or spooler', 10)
+    s = app_samples(scrape(u.addr))
+    assert s.get(('app_requests_total', frozenset({('path', '/fork')})), 0) == 0, s
+    assert not expect_work(s, 2)
 
 
 # ---------------------------------------------------------------------------------------------

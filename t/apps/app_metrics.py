@@ -19,6 +19,15 @@ GAUGES = {m: Gauge('app_%s_level' % m, 'A gauge in mode %s.' % m, multiprocess_m
           for m in MODES}
 MULE_TICKS = Counter('app_mule_ticks', 'Ticks of the mule loop.')
 SPOOLED = Counter('app_spooled_tasks', 'Spooler tasks run.')
+# In the default multiprocess_mode ('all'), as an application writes an in-progress gauge.
+IN_PROGRESS = Gauge('app_sleeping', 'Requests sleeping in /sleep now.')
+ODD = Gauge('app_odd_level', 'Odd values: "quotes", \\ backslash,\nnewline, unicode \u00e9.',
+            multiprocess_mode='max')
+# Counted where the module is imported: once in the master (preforked), in each worker with
+# lazy-apps.
+IMPORTS = Counter('app_imports', 'Imports of the application module.')
+IMPORTS.inc()
+ODD_LABEL = '/odd "q" \\ \u00e9\nx'
 
 
 def worker_id():
@@ -41,11 +50,25 @@ def application(environ, start_response):
         for g in GAUGES.values():
             g.set(worker_id() * 10)
     elif path == '/sleep':
-        time.sleep(float(qs or 5))
+        with IN_PROGRESS.track_inprogress():
+            time.sleep(float(qs or 5))
+    elif path == '/odd':
+        REQUESTS.labels(ODD_LABEL).inc()
+        ODD.set(1234567.0)
     elif path == '/die':
         # Only the worker named in the query string dies (os._exit: no cleanup, like a crash).
         if str(worker_id()) == qs:
             os._exit(1)
+    elif path == '/fork':
+        # A process the application forks itself (not a uWSGI worker): counts in its own slot,
+        # which the master never exports.
+        child = os.fork()
+        if child == 0:
+            try:
+                REQUESTS.labels('/fork').inc()
+            finally:
+                os._exit(0)
+        os.waitpid(child, 0)
     elif path == '/spool':
         import uwsgi
         uwsgi.spool({b'task': b'count'})
