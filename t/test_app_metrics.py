@@ -310,7 +310,9 @@ def test_totals_exact_with_gevent(app_uwsgi):
 @pytest.mark.parametrize('lazy', [True, False], ids=['lazy-apps', 'preforked'])
 @pytest.mark.parametrize('variant', BOTH)
 def test_totals_exact_with_and_without_lazy_apps(app_uwsgi, variant, lazy):
-    extra = ['--workers', '2', '--max-requests', '5', '--min-worker-lifetime', '0']
+    # --max-requests 10: both workers tend to exit together, and uWSGI's master respawns them
+    # about a second later (throttled to 2 s when too fast): fewer respawns, a shorter test.
+    extra = ['--workers', '2', '--max-requests', '10', '--min-worker-lifetime', '0']
     if lazy:
         extra.append('--lazy-apps')
     u = app_uwsgi(variant, extra)
@@ -320,7 +322,8 @@ def test_totals_exact_with_and_without_lazy_apps(app_uwsgi, variant, lazy):
     assert_work(u, n)
     # The module's import-time Counter.inc(): once in the master, or once per worker start.
     loads = len(re.findall(r"WSGI app 0 \(mountpoint=''\) ready", u.log()))
-    assert loads >= 8 if lazy else loads == 1, u.log()[-3000:]
+    assert loads >= 4 if lazy else loads == 1, u.log()[-3000:]
+    assert u.log().count('Respawned uWSGI worker') >= 2, u.log()[-3000:]
     s = app_samples(scrape(u.addr))
     assert s[('app_imports_total', NO_LABELS)] == loads, (s, loads)
 
@@ -641,9 +644,12 @@ def family_blocks(text):
 def test_the_apps_own_endpoint_agrees_with_the_master(app_uwsgi, variant):
     u = app_uwsgi(variant, ['--workers', '2'])
     n = work(u, 14)
+    # /odd on both workers: a labelled child (REQUESTS.labels(ODD_LABEL)) exists in the
+    # registry of a process only once that process created it, so the app's own endpoint
+    # lists it only if the worker answering /metrics-app served /odd (the master's exposition
+    # lists every series any process wrote: see the differential test below).
+    workers_answering(u, [1, 2], path='/odd')
     pids, _ = workers_answering(u, [1, 2])
-    status, _ = request(u, '/odd')
-    assert status == 200
     master_text = scrape(u.addr)
     status, _, app_text = u.get('/metrics-app')
     assert status == 200
@@ -654,7 +660,7 @@ def test_the_apps_own_endpoint_agrees_with_the_master(app_uwsgi, variant):
     shared_a = {k: v for k, v in a.items() if k[0] not in per_process}
     assert shared_a == shared_m, set(shared_a.items()) ^ set(shared_m.items())
     assert not expect_work(shared_a, n)
-    assert shared_m[('app_requests_total', frozenset({('path', ODD_LABEL)}))] == 1
+    assert shared_m[('app_requests_total', frozenset({('path', ODD_LABEL)}))] >= 2
     assert shared_m[('app_odd_level', NO_LABELS)] == 1234567
     # The all modes: the app shows its own process' value, unlabelled; the master one per pid.
     own = {v for k, v in a.items() if k[0] == 'app_all_level'}
