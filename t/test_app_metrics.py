@@ -765,14 +765,28 @@ def test_a_full_table_drops_series_but_not_the_application(app_uwsgi):
             assert app.get(k) == v, (k, v, app.get(k))
 
 
-def test_a_process_the_app_forks_is_not_exported(app_uwsgi):
+def test_a_forked_process_and_a_too_long_label_are_not_exported(app_uwsgi):
     u = app_uwsgi('pip-routing', ['--workers', '1'])
     work(u, 2)
     assert request(u, '/fork')[0] == 200
     u.wait_log(r'--prometheus-app-metrics: process \d+ is not a uWSGI worker, mule or spooler', 10)
-    s = app_samples(scrape(u.addr))
-    assert s.get(('app_requests_total', frozenset({('path', '/fork')})), 0) == 0, s
-    assert not expect_work(s, 2)
+    for _ in range(2):
+        assert request(u, '/long')[0] == 200
+    log = u.log()
+    assert log.count('is not stored (its name, labels and values take more than an entry '
+                     'holds)') == 1, log
+    text = scrape(u.addr)
+    promtool_clean(text)
+    s = samples(text)
+    app = app_samples(text)
+    assert app.get(('app_requests_total', frozenset({('path', '/fork')})), 0) == 0, app
+    assert not [k for k in app if k[0] == 'app_requests_total' and 'long' in str(k[1])], app
+    assert s[('uwsgi_app_metrics_dropped_series_total', NO_LABELS)] == 1, s
+    assert not expect_work(app, 2)
+    # The worker itself still counts the long one, in-process.
+    own = samples(u.get('/metrics-app')[2])
+    long_key = ('app_requests_total', frozenset({('path', '/long/' + 'x' * 600)}))
+    assert own[long_key] == 2, own.get(long_key)
 
 
 # ---------------------------------------------------------------------------------------------

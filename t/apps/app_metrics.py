@@ -59,6 +59,9 @@ def application(environ, start_response):
         # Only the worker named in the query string dies (os._exit: no cleanup, like a crash).
         if str(worker_id()) == qs:
             os._exit(1)
+    elif path == '/long':
+        # A label value longer than an entry of the plugin's table holds: kept in-process.
+        REQUESTS.labels('/long/' + 'x' * 600).inc()
     elif path == '/fork':
         # A process the application forks itself (not a uWSGI worker): counts in its own slot,
         # which the master never exports.
