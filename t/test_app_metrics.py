@@ -297,10 +297,41 @@ def test_totals_exact_with_threads(app_uwsgi, variant):
     assert_work(u, n)
 
 
+@pytest.mark.parametrize('variant', BOTH)
+def test_no_completed_request_lost_when_a_worker_is_killed_under_load(app_uwsgi, variant):
+    """kill -9 of a worker while 8 clients keep 2 workers x 2 threads busy: every request that
+    got its answer is counted; the killed worker's in-flight requests (at most its 2 threads)
+    may or may not be."""
+    u = app_uwsgi(variant, ['--workers', '2', '--threads', '2'])
+    victim = min(children(u.proc.pid))
+    done = []
+    lock = threading.Lock()
+
+    def one(_):
+        status = request(u, '/work?0.05')[0]
+        with lock:
+            done.append(status)
+            if len(done) == 100:
+                os.kill(victim, signal.SIGKILL)
+        return status
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        statuses = list(ex.map(one, range(300)))
+    ok = statuses.count(200)
+    failed = len(statuses) - ok
+    assert failed <= 2, statuses
+    assert gone(victim) or victim not in children(u.proc.pid)
+    s = app_samples(scrape(u.addr))
+    for key in [('app_requests_total', WORK), ('app_latency_seconds_count', NO_LABELS),
+                ('app_payload_bytes_count', NO_LABELS)]:
+        assert ok <= s[key] <= ok + failed, (key, s[key], ok, failed)
+
+
 def test_totals_exact_with_gevent(app_uwsgi):
     u = app_uwsgi('pip-routing', ['--workers', '2', '--gevent', '10'])
-    assert 'async cores' in u.log() or 'gevent' in u.log(), u.log()
-    n = hammer(u, 240, clients=16)
+    assert 'running gevent loop engine' in u.log(), u.log()
+    # /gwork: gevent.sleep(0.01) then /work's metrics, so that the greenlets of a worker
+    # interleave.
+    n = hammer(u, 240, clients=16, path='/gwork?0.05')
     assert_work(u, n)
 
 
