@@ -820,6 +820,24 @@ def test_a_forked_process_and_a_too_long_label_are_not_exported(app_uwsgi):
     assert own[long_key] == 2, own.get(long_key)
 
 
+def test_a_worker_that_never_wrote_reads_its_own_all_mode_gauge_as_zero(app_uwsgi):
+    """Gauge.get() of an `all`-mode gauge is this process' own value. A worker that has not
+    written any metric yet has not looked up its slot: it must still read 0 (it never set the
+    gauge), not the value a process the application forked left in the slot where such
+    processes write (never exported)."""
+    u = app_uwsgi('pip-routing', ['--workers', '1'])
+    # The app forks a child that sets app_all_level to 99 (in the unexported slot); the worker
+    # itself writes nothing.
+    assert request(u, '/fork?set')[0] == 200
+    assert 'app_all_level' not in scrape(u.addr).decode()
+    own = samples(u.get('/metrics-app')[2])[('app_all_level', NO_LABELS)]
+    work(u, 1)
+    after = samples(u.get('/metrics-app')[2])[('app_all_level', NO_LABELS)]
+    assert (own, after) == (0, 0), (
+        'Gauge.get() in a worker that never wrote returned %r (a forked child\'s value), %r once '
+        'it wrote' % (own, after))
+
+
 # ---------------------------------------------------------------------------------------------
 # 10. Without the option, without the plugin, with PROMETHEUS_MULTIPROC_DIR.
 

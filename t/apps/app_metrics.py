@@ -74,6 +74,8 @@ def application(environ, start_response):
         if child == 0:
             try:
                 REQUESTS.labels('/fork').inc()
+                if qs == 'set':
+                    GAUGES['all'].set(99)
             finally:
                 os._exit(0)
         os.waitpid(child, 0)
