@@ -11,6 +11,9 @@
 #       debian:       /usr/bin/uwsgi-core (2.0.21, routing via PCRE1, python as a plugin)
 #       pip-routing:  pip 2.0.31 built with libpcre2-dev present   -> -DUWSGI_ROUTING
 #       pip-norouting: pip 2.0.31 built with pcre and routing off  -> no routing, no uwsgi_register_router
+#   - prometheus_client for the application metrics' tests (t/test_app_metrics.py): Debian's
+#     python3-prometheus-client (0.16) for Debian's uWSGI, PyPI's in both pip uWSGI venvs, and
+#     gevent in the pip-routing venv (its `--gevent` loop);
 #   - a tools venv with pytest (+ pytest-timeout), prometheus_client, hypothesis, protobuf +
 #     grpcio-tools (to decode the protobuf exposition independently), PyYAML (to read the
 #     configurations of docs/recipes.md), matplotlib (docs/dashboard.py draws
@@ -37,6 +40,7 @@ APT_PACKAGES=(
   valgrind
   nginx-light
   wrk
+  python3-prometheus-client
 )
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -134,6 +138,17 @@ if ! "$tools/bin/ruff" --version 2>/dev/null | grep -qx "ruff $RUFF_VERSION"; th
 fi
 wait "$p1"
 wait "$p2"
+# The application metrics' tests run prometheus_client (and, with routing, gevent) inside the
+# pip uWSGIs; they install the project's own python/ package into these venvs themselves.
+for v in uwsgi-pip-routing uwsgi-pip-norouting; do
+  want=prometheus_client
+  if [ "$v" = uwsgi-pip-routing ]; then want="$want gevent"; fi
+  mods=${want// /, }
+  if ! "$MP_ENV/$v/bin/python" -c "import $mods" 2>/dev/null; then
+    log "installing $want into $MP_ENV/$v"
+    "$MP_ENV/$v/bin/pip" install -q $want
+  fi
+done
 if [ -n "${fuzz_pid:-}" ]; then wait "$fuzz_pid"; fi
 
 cat > "$MP_ENV/env" <<ENV
