@@ -23,11 +23,14 @@ use metrics_prometheus_engine::config::{Cidr, Config, ServerAddr};
 use metrics_prometheus_engine::format::Format;
 use metrics_prometheus_engine::http::{self, Action, BasicAuth, Parsed, Status};
 
-use crate::gather::{self, Gather};
 use crate::host::epoll::{self, Epoll, Event};
 use crate::host::fork::{self, Tracked};
 use crate::host::{self, net};
 use crate::scrape::{self, Exposition, ScrapeError, Scratch};
+
+mod gather;
+
+use gather::Gather;
 
 /// Connections served at once. Beyond it, the oldest connection still waiting for its request
 /// head (or draining) is closed to make room; if all are mid-response, the newcomer gets 503.
