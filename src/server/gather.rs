@@ -19,9 +19,8 @@ use crate::host::epoll::{self, Epoll, Timer};
 use crate::host::{self, net};
 use crate::scrape::{self, Scratch};
 
-/// Event tokens of the server's epoll: `kind << 32 | index`.
-pub(crate) const TOKEN_VASSAL: u64 = 2 << 32;
-pub(crate) const TOKEN_TIMER: u64 = 3 << 32;
+use super::token::Token;
+
 /// Vassals fetched per round at most; the others are reported with scrape_up 0.
 pub(crate) const MAX_FETCHES: usize = 1024;
 /// Bytes read from one vassal per event (bounded work per Emperor loop iteration).
@@ -99,7 +98,7 @@ impl Gather {
         poller: &Epoll,
     ) -> io::Result<Gather> {
         let timer = Timer::new()?;
-        poller.add(&timer, epoll::IN, TOKEN_TIMER)?;
+        poller.add(&timer, epoll::IN, Token::Timer.raw())?;
         Ok(Gather {
             pattern: pattern.to_string(),
             path: path.to_string(),
@@ -133,7 +132,7 @@ impl Gather {
             }
             seen.push(label);
             let path = PathBuf::from(self.pattern.replace("{vassal}", label));
-            let token = TOKEN_VASSAL | i as u64;
+            let token = Token::Vassal(i).raw();
             let fetch = match net::connect_unix(&path) {
                 Ok(fd) if poller.add(&fd, epoll::IN | epoll::OUT, token).is_ok() => {
                     let mut buf = self.spare.pop().unwrap_or_default();
@@ -166,9 +165,9 @@ impl Gather {
         self.timer.clear();
     }
 
-    /// Drives the fetch behind `token` as far as its socket allows (bounded).
-    pub(crate) fn event(&mut self, token: u64, poller: &Epoll) {
-        let i = (token & 0xffff_ffff) as usize;
+    /// Drives fetch `i` as far as its socket allows (bounded).
+    pub(crate) fn event(&mut self, i: usize, poller: &Epoll) {
+        let token = Token::Vassal(i).raw();
         let Some(round) = self.round.as_mut() else {
             return;
         };

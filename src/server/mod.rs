@@ -29,8 +29,10 @@ use crate::host::{self, net};
 use crate::scrape::{self, Exposition, ScrapeError, Scratch};
 
 mod gather;
+mod token;
 
 use gather::Gather;
+use token::Token;
 
 /// Connections served at once. Beyond it, the oldest connection still waiting for its request
 /// head (or draining) is closed to make room; if all are mid-response, the newcomer gets 503.
@@ -134,8 +136,6 @@ pub(crate) struct Server {
     last_busy: Instant,
     released: bool,
 }
-
-const TOKEN_LISTENER: u64 = 1 << 32;
 
 /// Why `--prometheus-server` could not start; startup stops with this message.
 #[derive(Debug)]
@@ -251,7 +251,7 @@ impl Server {
                     return Err(BindError::Listen(addr.clone(), e));
                 }
             };
-            let token = TOKEN_LISTENER | server.listeners.len() as u64;
+            let token = Token::Listener(server.listeners.len()).raw();
             let added = server.poller.add(&fd, epoll::IN, token);
             server.listeners.push(Listener {
                 fd,
@@ -297,6 +297,7 @@ impl Server {
     pub(crate) fn cycle(&mut self) {
         let mut events = [Event { events: 0, u64: 0 }; EVENTS_PER_CYCLE];
         let n = self.poller.poll(&mut events).len();
+        let tokens = || events[..n].iter().filter_map(|e| Token::from_raw(e.u64));
         let now = Instant::now();
         self.cycle_start = now;
         self.rendered = false;
@@ -304,22 +305,23 @@ impl Server {
         // Vassal answers first (they may complete a round), then connections: a client that
         // went away frees its slot before newcomers are counted against the cap.
         if let Some(g) = self.gather.as_mut() {
-            for ev in &events[..n] {
-                match ev.u64 & !0xffff_ffff {
-                    gather::TOKEN_VASSAL => g.event(ev.u64, &self.poller),
-                    gather::TOKEN_TIMER => g.timer_event(),
-                    _ => {}
+            for token in tokens() {
+                match token {
+                    Token::Vassal(i) => g.event(i, &self.poller),
+                    Token::Timer => g.timer_event(),
+                    Token::Conn(_) | Token::Listener(_) => {}
                 }
             }
         }
-        for ev in events[..n].iter().filter(|e| e.u64 < TOKEN_LISTENER) {
-            self.drive_guarded(ev.u64 as usize, now);
+        for token in tokens() {
+            if let Token::Conn(slot) = token {
+                self.drive_guarded(slot, now);
+            }
         }
-        for ev in events[..n]
-            .iter()
-            .filter(|e| e.u64 & !0xffff_ffff == TOKEN_LISTENER)
-        {
-            self.accept((ev.u64 & 0xffff_ffff) as usize, now);
+        for token in tokens() {
+            if let Token::Listener(li) = token {
+                self.accept(li, now);
+            }
         }
         self.advance_gather(Instant::now());
         for slot in 0..self.conns.len() {
@@ -387,7 +389,11 @@ impl Server {
                     None => continue,
                 },
             };
-            if self.poller.add(&fd, epoll::IN, slot as u64).is_err() {
+            if self
+                .poller
+                .add(&fd, epoll::IN, Token::Conn(slot).raw())
+                .is_err()
+            {
                 continue;
             }
             let mut buf = self.spare.pop().unwrap_or_default();
@@ -503,14 +509,16 @@ impl Server {
         };
         if matches!(action, Action::Metrics { .. }) && self.gather.is_some() {
             c.state = State::Waiting(action);
-            let _ = self.poller.modify(&c.fd, 0, slot as u64);
+            let _ = self.poller.modify(&c.fd, 0, Token::Conn(slot).raw());
             self.advance_gather(Instant::now());
             return false;
         }
         if matches!(action, Action::Metrics { .. }) && !render_now {
             if c.state != State::Pending(action) {
                 c.state = State::Pending(action);
-                let _ = self.poller.modify(&c.fd, epoll::OUT, slot as u64);
+                let _ = self
+                    .poller
+                    .modify(&c.fd, epoll::OUT, Token::Conn(slot).raw());
             }
             return false;
         }
@@ -543,7 +551,9 @@ impl Server {
             Action::Error(status) => http::write_error(&mut c.buf, status, false),
         }
         c.state = State::Writing;
-        let _ = self.poller.modify(&c.fd, epoll::OUT, slot as u64);
+        let _ = self
+            .poller
+            .modify(&c.fd, epoll::OUT, Token::Conn(slot).raw());
         true
     }
 
@@ -653,7 +663,9 @@ impl Server {
             ),
         }
         c.state = State::Writing;
-        let _ = self.poller.modify(&c.fd, epoll::OUT, slot as u64);
+        let _ = self
+            .poller
+            .modify(&c.fd, epoll::OUT, Token::Conn(slot).raw());
         true
     }
 
@@ -709,7 +721,9 @@ impl Server {
         net::shutdown_write(&c.fd);
         c.state = State::Draining;
         c.deadline = c.deadline.min(now + LINGER);
-        self.poller.modify(&c.fd, epoll::IN, slot as u64).is_ok()
+        self.poller
+            .modify(&c.fd, epoll::IN, Token::Conn(slot).raw())
+            .is_ok()
     }
 
     fn drain(&mut self, slot: usize) -> bool {
