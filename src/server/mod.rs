@@ -28,6 +28,7 @@ use crate::host::fork::{self, Tracked};
 use crate::host::{self, net};
 use crate::scrape::{self, Exposition, ScrapeError, Scratch};
 
+mod faults;
 mod gather;
 mod token;
 
@@ -490,10 +491,7 @@ impl Server {
                 Err(_) => return false,
             }
         }
-        #[cfg(feature = "fault-injection")]
-        if c.buf.starts_with(b"GET /__panic ") {
-            panic!("fault injection: GET /__panic");
-        }
+        faults::on_head(&c.buf);
         match http::parse_with_auth(&c.buf, &self.path, self.auth.as_ref()) {
             Parsed::Partial => !eof,
             Parsed::Done(action) => !self.respond(slot, action) || self.write(slot, Instant::now()),
@@ -527,13 +525,9 @@ impl Server {
         match action {
             Action::Metrics { fmt, head, gzip } => {
                 self.rendered = true;
-                #[cfg(feature = "fault-injection")]
-                let before = host::alloc::allocations();
-                let rendered = scrape::render_source(self.source, fmt, &mut self.scratch);
-                #[cfg(feature = "fault-injection")]
-                let allocations = host::alloc::allocations() - before;
-                #[cfg(not(feature = "fault-injection"))]
-                let allocations = 0;
+                let (rendered, allocations) = faults::counting_allocations(|| {
+                    scrape::render_source(self.source, fmt, &mut self.scratch)
+                });
                 return self.answer(slot, fmt, head, gzip, rendered, allocations);
             }
             Action::Index { head } => {
@@ -618,18 +612,10 @@ impl Server {
         c.buf.clear();
         c.sent = 0;
         let vary = if self.gzip { http::VARY } else { "" };
-        #[cfg(feature = "fault-injection")]
-        let fault = &format!("X-Scrape-Allocations: {allocations}\r\n");
-        #[cfg(feature = "fault-injection")]
-        let extra = &format!("{vary}{fault}");
-        #[cfg(not(feature = "fault-injection"))]
-        let (fault, extra) = {
-            let _ = allocations;
-            ("", vary)
-        };
+        let (fault, extra) = faults::scrape_headers(vary, allocations);
         match rendered {
             Ok(()) if gzip && self.gzip && self.scratch.out.len() >= compress::MIN_SIZE => {
-                http::write_gzip_head(&mut c.buf, fmt.content_type(), fault);
+                http::write_gzip_head(&mut c.buf, fmt.content_type(), &fault);
                 if !head {
                     // The connection keeps a copy of the exposition (a memcpy, a fraction of
                     // the compression's cost) to compress as the socket drains; the render
@@ -649,7 +635,7 @@ impl Server {
                 &mut c.buf,
                 Status::Ok,
                 fmt.content_type(),
-                extra,
+                &extra,
                 &self.scratch.out,
                 head,
             ),
@@ -657,7 +643,7 @@ impl Server {
                 &mut c.buf,
                 Status::Unavailable,
                 "text/plain; charset=utf-8",
-                extra,
+                &extra,
                 e.body().as_bytes(),
                 head,
             ),
