@@ -18,7 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use metrics_prometheus_engine::compress::{self, Gzip};
+use metrics_prometheus_engine::compress;
 use metrics_prometheus_engine::config::{Cidr, Config, ServerAddr};
 use metrics_prometheus_engine::format::Format;
 use metrics_prometheus_engine::http::{self, Action, BasicAuth, Parsed, Status};
@@ -28,11 +28,15 @@ use crate::host::fork::{self, Tracked};
 use crate::host::{self, net};
 use crate::scrape::{self, Exposition, ScrapeError, Scratch};
 
+mod budget;
 mod faults;
 mod gather;
+mod gzip;
 mod token;
 
+use budget::Budget;
 use gather::Gather;
+use gzip::{Compressors, Stream};
 use token::Token;
 
 /// Connections served at once. Beyond it, the oldest connection still waiting for its request
@@ -51,16 +55,6 @@ const EVENTS_PER_CYCLE: usize = 128;
 const ACCEPTS_PER_CYCLE: usize = 64;
 const WRITE_PER_CYCLE: usize = 4 << 20;
 const MAX_LISTENERS: usize = 16;
-/// Renders per cycle are bounded by time: after the first, another starts only while the cycle
-/// is younger than this. A large exposition (2 MB at 64 × 64) is then one render per cycle, and
-/// the other scrapes wait for the next cycles instead of stalling the master in a row.
-const RENDER_WINDOW: Duration = Duration::from_millis(1);
-/// Exposition bytes compressed per cycle, all connections together (about 1 ms at level 1),
-/// in slices of at most [`GZIP_SLICE`] per connection and turn.
-const GZIP_PER_CYCLE: usize = 256 << 10;
-const GZIP_SLICE: usize = 64 << 10;
-/// Compressor states kept for reuse (each holds the deflate window and hash tables).
-const SPARE_GZIPS: usize = 2;
 /// After this long without a connection, the server gives its buffers' pages back to the
 /// kernel and drops its spare compressors ([`Server::release_memory`]): about 1 MB at 16 x 32
 /// that would otherwise stay in the master between scrapes. Scrapes closer together than this
@@ -82,7 +76,7 @@ struct Listener {
 enum State {
     Reading,
     /// The request is read; its scrape waits for this cycle's render budget
-    /// ([`RENDER_WINDOW`]). Registered for writability, so the next cycle comes at once.
+    /// ([`Budget::may_render`]). Registered for writability, so the next cycle comes at once.
     Pending(Action),
     Writing,
     Draining,
@@ -98,11 +92,8 @@ struct Conn {
     /// slice in turn.
     buf: Vec<u8>,
     sent: usize,
-    /// With gzip: the uncompressed exposition, compressed a slice at a time from `body_pos`
-    /// as the socket drains.
-    body: Vec<u8>,
-    body_pos: usize,
-    gzip: Option<Gzip>,
+    /// With gzip: the exposition, compressed a slice at a time as the socket drains.
+    gzip: Stream,
     deadline: Instant,
     /// Accepted over the cap only to be told 503; not counted against it.
     refused: bool,
@@ -123,11 +114,8 @@ pub(crate) struct Server {
     scratch: Scratch,
     /// `--prometheus-no-gzip` not given.
     gzip: bool,
-    spare_gzips: Vec<Gzip>,
-    /// This cycle's start and what is left of its compression budget.
-    cycle_start: Instant,
-    rendered: bool,
-    gzip_budget: usize,
+    spare_gzips: Compressors,
+    budget: Budget,
     /// What the metrics path serves.
     source: Exposition,
     /// The vassals' expositions, when the Emperor's server merges them.
@@ -157,13 +145,6 @@ impl std::fmt::Display for BindError {
                 write!(f, "--prometheus-server {addr}: cannot listen: {e}")
             }
         }
-    }
-}
-
-/// Keeps a compressor for the next gzip answer (up to [`SPARE_GZIPS`]).
-fn keep_gzip(spare: &mut Vec<Gzip>, gz: Option<Gzip>) {
-    if let Some(gz) = gz.filter(|_| spare.len() < SPARE_GZIPS) {
-        spare.push(gz);
     }
 }
 
@@ -214,10 +195,8 @@ impl Server {
             index: Vec::new(),
             scratch: Scratch::default(),
             gzip: cfg.gzip,
-            spare_gzips: Vec::new(),
-            cycle_start: Instant::now(),
-            rendered: false,
-            gzip_budget: GZIP_PER_CYCLE,
+            spare_gzips: Compressors::default(),
+            budget: Budget::new(Instant::now()),
             source,
             gather: None,
             last_busy: Instant::now(),
@@ -300,9 +279,7 @@ impl Server {
         let n = self.poller.poll(&mut events).len();
         let tokens = || events[..n].iter().filter_map(|e| Token::from_raw(e.u64));
         let now = Instant::now();
-        self.cycle_start = now;
-        self.rendered = false;
-        self.gzip_budget = GZIP_PER_CYCLE;
+        self.budget.renew(now);
         // Vassal answers first (they may complete a round), then connections: a client that
         // went away frees its slot before newcomers are counted against the cap.
         if let Some(g) = self.gather.as_mut() {
@@ -404,9 +381,7 @@ impl Server {
                 state: State::Reading,
                 buf,
                 sent: 0,
-                body: Vec::new(),
-                body_pos: 0,
-                gzip: None,
+                gzip: Stream::default(),
                 deadline: now + DEADLINE,
                 refused,
             });
@@ -501,7 +476,7 @@ impl Server {
     /// Prepares the answer to `action`. A scrape over this cycle's render budget is deferred
     /// (the connection turns [`State::Pending`]); returns whether the answer is ready to write.
     fn respond(&mut self, slot: usize, action: Action) -> bool {
-        let render_now = !self.rendered || self.cycle_start.elapsed() < RENDER_WINDOW;
+        let render_now = self.budget.may_render();
         let Some(c) = self.conns[slot].as_mut() else {
             return false;
         };
@@ -524,7 +499,7 @@ impl Server {
         c.sent = 0;
         match action {
             Action::Metrics { fmt, head, gzip } => {
-                self.rendered = true;
+                self.budget.rendering();
                 let (rendered, allocations) = faults::counting_allocations(|| {
                     scrape::render_source(self.source, fmt, &mut self.scratch)
                 });
@@ -617,18 +592,12 @@ impl Server {
             Ok(()) if gzip && self.gzip && self.scratch.out.len() >= compress::MIN_SIZE => {
                 http::write_gzip_head(&mut c.buf, fmt.content_type(), &fault);
                 if !head {
-                    // The connection keeps a copy of the exposition (a memcpy, a fraction of
-                    // the compression's cost) to compress as the socket drains; the render
-                    // buffer stays with the scratch, so steady scrapes keep allocating nothing.
-                    if c.body.capacity() == 0 {
-                        c.body = self.spare.pop().unwrap_or_default();
-                    }
-                    c.body.clear();
-                    c.body.extend_from_slice(&self.scratch.out);
-                    c.body_pos = 0;
-                    let mut gz = self.spare_gzips.pop().unwrap_or_default();
-                    gz.begin(&mut c.buf);
-                    c.gzip = Some(gz);
+                    c.gzip.start(
+                        &self.scratch.out,
+                        &mut c.buf,
+                        &mut self.spare,
+                        &mut self.spare_gzips,
+                    );
                 }
             }
             Ok(()) => http::write_response(
@@ -681,26 +650,18 @@ impl Server {
             if c.sent < c.buf.len() {
                 return true;
             }
-            let Some(gz) = c.gzip.as_mut() else {
+            if !c.gzip.is_active() {
                 break;
-            };
+            }
             // Out of this cycle's compression budget: the socket is writable, so the
             // connection's next event comes with the next cycle.
-            if self.gzip_budget == 0 || budget == 0 {
+            if self.budget.gzip_spent() || budget == 0 {
                 return true;
             }
             c.buf.clear();
             c.sent = 0;
-            let take = (c.body.len() - c.body_pos)
-                .min(GZIP_SLICE)
-                .min(self.gzip_budget);
-            gz.write(&c.body[c.body_pos..c.body_pos + take], &mut c.buf);
-            c.body_pos += take;
-            self.gzip_budget -= take;
-            if c.body_pos == c.body.len() {
-                gz.finish(&mut c.buf);
-                keep_gzip(&mut self.spare_gzips, c.gzip.take());
-            }
+            c.gzip
+                .compress_next(&mut c.buf, &mut self.budget, &mut self.spare_gzips);
         }
         // Done: half-close and read what the client still sends, so that closing with unread
         // data does not turn into a reset that could destroy the response in flight.
@@ -730,15 +691,16 @@ impl Server {
     fn close_conn(&mut self, slot: usize) {
         // Dropping the fd closes it, which also removes it from the epoll set.
         if let Some(c) = self.conns.get_mut(slot).and_then(Option::take) {
+            let (body, gz) = c.gzip.into_parts();
             // Keep buffers for reuse, but not an outsized one from a huge scrape forever.
-            for mut buf in [c.buf, c.body] {
+            for mut buf in [c.buf, body] {
                 if buf.capacity() > 0 && buf.capacity() <= (8 << 20) && self.spare.len() < MAX_CONNS
                 {
                     buf.clear();
                     self.spare.push(buf);
                 }
             }
-            keep_gzip(&mut self.spare_gzips, c.gzip);
+            self.spare_gzips.keep(gz);
         }
     }
 
