@@ -12,48 +12,50 @@
 //!   that connection only.
 //! - Forked children (workers, mules, spoolers, respawns) close every fd of the server (the
 //!   plugin's fork handler calls `host::fork::close_all_in_child`): only the master serves.
+//!
+//! [`Server`] binds, runs the cycle, accepts and shuts down; the units it drives: `conn` (one
+//! connection's states and socket I/O), `answer` (what a request is answered with), `budget`
+//! (each cycle's render window and compression budget), `gzip` (a gzip answer streamed as the
+//! socket drains), `gather` (the Emperor's fetches of its vassals' expositions), `token` (the
+//! epoll tokens) and `faults` (the hooks of the test-only `fault-injection` build).
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use metrics_prometheus_engine::compress;
 use metrics_prometheus_engine::config::{Cidr, Config, ServerAddr};
-use metrics_prometheus_engine::format::Format;
-use metrics_prometheus_engine::http::{self, Action, BasicAuth, Parsed, Status};
+use metrics_prometheus_engine::http::{Action, Parsed, Status};
 
 use crate::host::epoll::{self, Epoll, Event};
 use crate::host::fork::{self, Tracked};
 use crate::host::{self, net};
-use crate::scrape::{self, Exposition, ScrapeError, Scratch};
+use crate::scrape::Exposition;
 
+mod answer;
 mod budget;
+mod conn;
 mod faults;
 mod gather;
 mod gzip;
 mod token;
 
-use budget::Budget;
+use answer::{Respond, Responder};
+use conn::{Conn, Read, State};
 use gather::Gather;
-use gzip::{Compressors, Stream};
 use token::Token;
 
 /// Connections served at once. Beyond it, the oldest connection still waiting for its request
 /// head (or draining) is closed to make room; if all are mid-response, the newcomer gets 503.
-pub(crate) const MAX_CONNS: usize = 64;
+const MAX_CONNS: usize = 64;
 /// Connections over the cap being told 503: they are drained like any other, so the answer
 /// reaches the client instead of being destroyed by a reset. Beyond these, a newcomer is closed
 /// at once.
 const OVERFLOW: usize = 16;
-/// A connection's whole life: read, write and drain must finish within it.
-pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
-/// Time left to drain a client after the response, before the socket is closed.
-const LINGER: Duration = Duration::from_secs(2);
-/// Per cycle: events handled, connections accepted per listener, bytes written per connection.
+/// Per cycle: events handled, connections accepted per listener. (Bytes written per
+/// connection: `conn`; renders and compression: `budget`.)
 const EVENTS_PER_CYCLE: usize = 128;
 const ACCEPTS_PER_CYCLE: usize = 64;
-const WRITE_PER_CYCLE: usize = 4 << 20;
 const MAX_LISTENERS: usize = 16;
 /// After this long without a connection, the server gives its buffers' pages back to the
 /// kernel and drops its spare compressors ([`Server::release_memory`]): about 1 MB at 16 x 32
@@ -62,8 +64,10 @@ const MAX_LISTENERS: usize = 16;
 /// allocates a compressor for gzip.
 const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
-// The fork table has room for every fd of the server.
+// The fork table has room for every fd of the server: slot 0 the epoll fd, then the
+// listeners, then the connections.
 const _: () = assert!(fork::SLOTS >= 1 + MAX_LISTENERS + MAX_CONNS + OVERFLOW);
+const LISTENER_SLOT_BASE: usize = 1;
 const CONN_SLOT_BASE: usize = 1 + MAX_LISTENERS;
 
 struct Listener {
@@ -72,52 +76,15 @@ struct Listener {
     unix_path: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum State {
-    Reading,
-    /// The request is read; its scrape waits for this cycle's render budget
-    /// ([`Budget::may_render`]). Registered for writability, so the next cycle comes at once.
-    Pending(Action),
-    Writing,
-    Draining,
-    /// The request is read; its scrape waits for the vassals' expositions (the Emperor's
-    /// server with `--prometheus-vassal-socket`). Registered for no event but hang-ups.
-    Waiting(Action),
-}
-
-struct Conn {
-    fd: Tracked,
-    state: State,
-    /// The bytes to send: the whole response, or with gzip the head and then each compressed
-    /// slice in turn.
-    buf: Vec<u8>,
-    sent: usize,
-    /// With gzip: the exposition, compressed a slice at a time as the socket drains.
-    gzip: Stream,
-    deadline: Instant,
-    /// Accepted over the cap only to be told 503; not counted against it.
-    refused: bool,
-}
-
 /// The server state; lives in the master only.
 pub(crate) struct Server {
     poller: Epoll,
     listeners: Vec<Listener>,
     conns: Vec<Option<Conn>>,
-    /// Reused buffers of closed connections, so steady scraping allocates nothing.
-    spare: Vec<Vec<u8>>,
     registered: bool,
-    path: String,
     allow: Vec<Cidr>,
-    auth: Option<BasicAuth>,
-    index: Vec<u8>,
-    scratch: Scratch,
-    /// `--prometheus-no-gzip` not given.
-    gzip: bool,
-    spare_gzips: Compressors,
-    budget: Budget,
-    /// What the metrics path serves.
-    source: Exposition,
+    /// Answering requests: the render scratch, this cycle's budget, the spare buffers.
+    answers: Responder,
     /// The vassals' expositions, when the Emperor's server merges them.
     gather: Option<Gather>,
     /// The last cycle with a connection or an event, and whether the memory was released
@@ -148,14 +115,6 @@ impl std::fmt::Display for BindError {
     }
 }
 
-fn would_block(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock
-}
-
-fn interrupted(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::Interrupted
-}
-
 impl Server {
     /// Binds every address of `--prometheus-server`. Called in the master after uWSGI's own
     /// sockets are set up and before the workers are forked. `atfork_child` is the plugin's
@@ -176,7 +135,6 @@ impl Server {
         source: Exposition,
         atfork_child: unsafe extern "C" fn(),
     ) -> Result<Server, BindError> {
-        let (mode, path) = (cfg.server_mode, cfg.path.as_str());
         if addrs.len() > MAX_LISTENERS {
             return Err(BindError::TooMany);
         }
@@ -187,63 +145,48 @@ impl Server {
             poller,
             listeners: Vec::new(),
             conns: (0..MAX_CONNS + OVERFLOW).map(|_| None).collect(),
-            spare: Vec::new(),
             registered: false,
-            path: path.to_string(),
             allow: cfg.allow.clone(),
-            auth: cfg.basic_auth.clone(),
-            index: Vec::new(),
-            scratch: Scratch::default(),
-            gzip: cfg.gzip,
-            spare_gzips: Compressors::default(),
-            budget: Budget::new(Instant::now()),
-            source,
+            answers: Responder::new(cfg, source),
             gather: None,
             last_busy: Instant::now(),
             released: true,
         };
         if let (Exposition::Emperor, Some(pattern)) = (source, cfg.vassal_socket.as_deref()) {
-            let g = Gather::new(pattern, path, cfg.vassal_timeout_ms, &server.poller)
+            let g = Gather::new(pattern, &cfg.path, cfg.vassal_timeout_ms, &server.poller)
                 .map_err(BindError::Epoll)?;
             server.gather = Some(g);
         }
-        let index = http::index_page(path);
-        http::write_response(
-            &mut server.index,
-            Status::Ok,
-            "text/html; charset=utf-8",
-            "",
-            index.as_bytes(),
-            false,
-        );
         for addr in addrs {
-            let (fd, unix_path) = match addr {
-                ServerAddr::Tcp { host, port } => (net::bind_tcp(host, *port), None),
-                ServerAddr::Unix(p) => (
-                    net::bind_unix(p, mode, cfg.server_owner.as_ref()),
-                    Some(p.clone()),
-                ),
-            };
-            let fd = match fd {
-                Ok(fd) => Tracked::new(fd, 1 + server.listeners.len()),
-                Err(e) => {
-                    server.shutdown();
-                    return Err(BindError::Listen(addr.clone(), e));
-                }
-            };
-            let token = Token::Listener(server.listeners.len()).raw();
-            let added = server.poller.add(&fd, epoll::IN, token);
-            server.listeners.push(Listener {
-                fd,
-                addr: addr.clone(),
-                unix_path,
-            });
-            if let Err(e) = added {
+            if let Err(e) = server.listen(addr, cfg) {
                 server.shutdown();
                 return Err(BindError::Listen(addr.clone(), e));
             }
         }
         Ok(server)
+    }
+
+    /// Binds one listener and adds it to the epoll set.
+    fn listen(&mut self, addr: &ServerAddr, cfg: &Config) -> io::Result<()> {
+        let (fd, unix_path) = match addr {
+            ServerAddr::Tcp { host, port } => (net::bind_tcp(host, *port)?, None),
+            ServerAddr::Unix(p) => (
+                net::bind_unix(p, cfg.server_mode, cfg.server_owner.as_ref())?,
+                Some(p.clone()),
+            ),
+        };
+        let index = self.listeners.len();
+        let fd = Tracked::new(fd, LISTENER_SLOT_BASE + index);
+        let added = self
+            .poller
+            .add(&fd, epoll::IN, Token::Listener(index).raw());
+        // Kept even when epoll refused it, so that shutdown removes its socket file.
+        self.listeners.push(Listener {
+            fd,
+            addr: addr.clone(),
+            unix_path,
+        });
+        added
     }
 
     /// The bound addresses, for the startup log (with the port the kernel chose for `:0`).
@@ -279,7 +222,7 @@ impl Server {
         let n = self.poller.poll(&mut events).len();
         let tokens = || events[..n].iter().filter_map(|e| Token::from_raw(e.u64));
         let now = Instant::now();
-        self.budget.renew(now);
+        self.answers.budget.renew(now);
         // Vassal answers first (they may complete a round), then connections: a client that
         // went away frees its slot before newcomers are counted against the cap.
         if let Some(g) = self.gather.as_mut() {
@@ -315,16 +258,11 @@ impl Server {
         }
     }
 
-    /// Between scrapes: the pages of the render buffer and of the spare connection buffers go
-    /// back to the kernel (their capacity stays, so the next scrape allocates nothing for
-    /// them), the spare compressors are dropped, and the heap's free pages are returned.
+    /// Between scrapes: the buffers' pages go back to the kernel, the spare compressors are
+    /// dropped, and the heap's free pages are returned.
     fn release_memory(&mut self) {
         self.released = true;
-        self.scratch.release_pages();
-        for buf in &mut self.spare {
-            host::alloc::release_pages(buf);
-        }
-        self.spare_gzips.clear();
+        self.answers.release_pages();
         host::release_free_memory();
     }
 
@@ -374,17 +312,9 @@ impl Server {
             {
                 continue;
             }
-            let mut buf = self.spare.pop().unwrap_or_default();
-            buf.clear();
-            self.conns[slot] = Some(Conn {
-                fd: Tracked::new(fd, CONN_SLOT_BASE + slot),
-                state: State::Reading,
-                buf,
-                sent: 0,
-                gzip: Stream::default(),
-                deadline: now + DEADLINE,
-                refused,
-            });
+            let fd = Tracked::new(fd, CONN_SLOT_BASE + slot);
+            let buf = self.answers.spares.buf();
+            self.conns[slot] = Some(Conn::new(fd, buf, now, refused));
             if refused {
                 self.respond(slot, Action::Error(Status::Unavailable));
             } else if denied {
@@ -420,6 +350,7 @@ impl Server {
         }
     }
 
+    /// One step of the connection in `slot`, from the state it is in.
     fn drive(&mut self, slot: usize, now: Instant) {
         let Some(state) = self
             .conns
@@ -433,7 +364,7 @@ impl Server {
             State::Reading => self.read_head(slot),
             State::Pending(action) => !self.respond(slot, action) || self.write(slot, now),
             State::Writing => self.write(slot, now),
-            State::Draining => self.drain(slot),
+            State::Draining => self.conns[slot].as_ref().is_some_and(Conn::drain),
             // Registered for no event: only a hang-up or an error brings it here.
             State::Waiting(_) => false,
         };
@@ -442,265 +373,61 @@ impl Server {
         }
     }
 
-    /// Reads what the client sent; returns false to close.
+    /// Reads what the client sent and answers a complete head; returns false to close.
     fn read_head(&mut self, slot: usize) -> bool {
         let Some(c) = self.conns[slot].as_mut() else {
             return false;
         };
-        // A client may send its request and half-close at once: EOF after a complete head still
-        // gets its answer; EOF before one just ends the connection.
-        let mut eof = false;
-        loop {
-            let room = http::HEAD_LIMIT - c.buf.len().min(http::HEAD_LIMIT);
-            if room == 0 {
-                break;
-            }
-            match net::recv_append(&c.fd, &mut c.buf, room) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) if would_block(&e) => break,
-                Err(e) if interrupted(&e) => {}
-                Err(_) => return false,
-            }
-        }
-        faults::on_head(&c.buf);
-        match http::parse_with_auth(&c.buf, &self.path, self.auth.as_ref()) {
+        let eof = match c.receive() {
+            Read::Open => false,
+            Read::Eof => true,
+            Read::Failed => return false,
+        };
+        faults::on_head(c.head());
+        match self.answers.parse(c.head()) {
             Parsed::Partial => !eof,
             Parsed::Done(action) => !self.respond(slot, action) || self.write(slot, Instant::now()),
         }
     }
 
-    /// Prepares the answer to `action`. A scrape over this cycle's render budget is deferred
-    /// (the connection turns [`State::Pending`]); returns whether the answer is ready to write.
+    /// Prepares the answer to `action`; returns whether it is ready to write (a scrape may
+    /// wait for the render budget or for the vassals instead).
     fn respond(&mut self, slot: usize, action: Action) -> bool {
-        let render_now = self.budget.may_render();
         let Some(c) = self.conns[slot].as_mut() else {
             return false;
         };
-        if matches!(action, Action::Metrics { .. }) && self.gather.is_some() {
-            c.state = State::Waiting(action);
-            let _ = self.poller.modify(&c.fd, 0, Token::Conn(slot).raw());
-            self.advance_gather(Instant::now());
-            return false;
-        }
-        if matches!(action, Action::Metrics { .. }) && !render_now {
-            if c.state != State::Pending(action) {
-                c.state = State::Pending(action);
-                let _ = self
-                    .poller
-                    .modify(&c.fd, epoll::OUT, Token::Conn(slot).raw());
-            }
-            return false;
-        }
-        c.buf.clear();
-        c.sent = 0;
-        match action {
-            Action::Metrics { fmt, head, gzip } => {
-                self.budget.rendering();
-                let (rendered, allocations) = faults::counting_allocations(|| {
-                    scrape::render_source(self.source, fmt, &mut self.scratch)
-                });
-                return self.answer(slot, fmt, head, gzip, rendered, allocations);
-            }
-            Action::Index { head } => {
-                if head {
-                    let end = self
-                        .index
-                        .windows(4)
-                        .position(|w| w == b"\r\n\r\n")
-                        .map_or(0, |p| p + 4);
-                    c.buf.extend_from_slice(&self.index[..end]);
-                } else {
-                    c.buf.extend_from_slice(&self.index);
-                }
-            }
-            Action::Error(status) => http::write_error(&mut c.buf, status, false),
-        }
-        c.state = State::Writing;
-        let _ = self
-            .poller
-            .modify(&c.fd, epoll::OUT, Token::Conn(slot).raw());
-        true
-    }
-
-    /// Ends a finished round of the vassals' expositions (answering every connection waiting
-    /// for its format), then starts the next one for the connections still waiting.
-    fn advance_gather(&mut self, now: Instant) {
-        let Some(g) = self.gather.as_mut() else {
-            return;
-        };
-        if g.finished(now) {
-            if let Some(fmt) = g.finish(&mut self.scratch) {
-                for slot in 0..self.conns.len() {
-                    let waiting = match self.conns[slot].as_ref().map(|c| c.state) {
-                        Some(State::Waiting(Action::Metrics { fmt: f, head, gzip }))
-                            if gather::merged_format(f) == fmt =>
-                        {
-                            Some((head, gzip))
-                        }
-                        _ => None,
-                    };
-                    if let Some((head, gzip)) = waiting {
-                        let ready = self.answer(slot, fmt, head, gzip, Ok(()), 0);
-                        if !ready || !self.write(slot, now) {
-                            self.close_conn(slot);
-                        }
-                    }
-                }
-            }
-        }
-        let Some(g) = self.gather.as_mut() else {
-            return;
-        };
-        if g.busy().is_none() {
-            let next = self.conns.iter().flatten().find_map(|c| match c.state {
-                State::Waiting(Action::Metrics { fmt, .. }) => Some(gather::merged_format(fmt)),
-                _ => None,
-            });
-            if let Some(fmt) = next {
-                g.start(fmt, &self.poller, now);
-                if g.finished(now) {
-                    // Nothing to wait for (no running vassal): answer at once.
-                    self.advance_gather(now);
-                }
+        let gathering = self.gather.is_some();
+        match self
+            .answers
+            .respond(c, slot, action, gathering, &self.poller)
+        {
+            Respond::Ready => true,
+            Respond::Deferred => false,
+            Respond::Gather => {
+                self.advance_gather(Instant::now());
+                false
             }
         }
     }
 
-    /// Writes the answer to a scrape whose exposition is in `self.scratch.out` (or failed)
-    /// into the connection's buffer; returns whether it is ready to write.
-    fn answer(
-        &mut self,
-        slot: usize,
-        fmt: Format,
-        head: bool,
-        gzip: bool,
-        rendered: Result<(), ScrapeError>,
-        allocations: u64,
-    ) -> bool {
-        let Some(c) = self.conns[slot].as_mut() else {
-            return false;
-        };
-        c.buf.clear();
-        c.sent = 0;
-        let vary = if self.gzip { http::VARY } else { "" };
-        let (fault, extra) = faults::scrape_headers(vary, allocations);
-        match rendered {
-            Ok(()) if gzip && self.gzip && self.scratch.out.len() >= compress::MIN_SIZE => {
-                http::write_gzip_head(&mut c.buf, fmt.content_type(), &fault);
-                if !head {
-                    c.gzip.start(
-                        &self.scratch.out,
-                        &mut c.buf,
-                        &mut self.spare,
-                        &mut self.spare_gzips,
-                    );
-                }
-            }
-            Ok(()) => http::write_response(
-                &mut c.buf,
-                Status::Ok,
-                fmt.content_type(),
-                &extra,
-                &self.scratch.out,
-                head,
-            ),
-            Err(e) => http::write_response(
-                &mut c.buf,
-                Status::Unavailable,
-                "text/plain; charset=utf-8",
-                &extra,
-                e.body().as_bytes(),
-                head,
-            ),
-        }
-        c.state = State::Writing;
-        let _ = self
-            .poller
-            .modify(&c.fd, epoll::OUT, Token::Conn(slot).raw());
-        true
-    }
-
-    /// Writes as much of the response as the socket takes, compressing the next slice of a
-    /// gzip body whenever the last one is out; returns false to close.
+    /// Writes what the connection's socket takes; returns false to close.
     fn write(&mut self, slot: usize, now: Instant) -> bool {
         let Some(c) = self.conns[slot].as_mut() else {
             return false;
         };
-        if c.state != State::Writing {
-            return true;
-        }
-        let mut budget = WRITE_PER_CYCLE;
-        loop {
-            while c.sent < c.buf.len() && budget > 0 {
-                let chunk = (c.buf.len() - c.sent).min(budget);
-                match net::send(&c.fd, &c.buf[c.sent..c.sent + chunk]) {
-                    Ok(n) => {
-                        c.sent += n;
-                        budget -= n.min(budget);
-                    }
-                    Err(e) if would_block(&e) => return true,
-                    Err(e) if interrupted(&e) => {}
-                    Err(_) => return false,
-                }
-            }
-            if c.sent < c.buf.len() {
-                return true;
-            }
-            if !c.gzip.is_active() {
-                break;
-            }
-            // Out of this cycle's compression budget: the socket is writable, so the
-            // connection's next event comes with the next cycle.
-            if self.budget.gzip_spent() || budget == 0 {
-                return true;
-            }
-            c.buf.clear();
-            c.sent = 0;
-            c.gzip
-                .compress_next(&mut c.buf, &mut self.budget, &mut self.spare_gzips);
-        }
-        // Done: half-close and read what the client still sends, so that closing with unread
-        // data does not turn into a reset that could destroy the response in flight.
-        net::shutdown_write(&c.fd);
-        c.state = State::Draining;
-        c.deadline = c.deadline.min(now + LINGER);
-        self.poller
-            .modify(&c.fd, epoll::IN, Token::Conn(slot).raw())
-            .is_ok()
-    }
-
-    fn drain(&mut self, slot: usize) -> bool {
-        let Some(c) = self.conns[slot].as_ref() else {
-            return false;
-        };
-        let mut scratch = [0u8; 16 * 1024];
-        for _ in 0..4 {
-            match net::recv_discard(&c.fd, &mut scratch) {
-                Ok(0) => return false,
-                Ok(_) => {}
-                Err(e) => return would_block(&e) || interrupted(&e),
-            }
-        }
-        true
+        let answers = &mut self.answers;
+        c.write(
+            slot,
+            now,
+            &mut answers.budget,
+            &mut answers.spares.compressors,
+            &self.poller,
+        )
     }
 
     fn close_conn(&mut self, slot: usize) {
-        // Dropping the fd closes it, which also removes it from the epoll set.
         if let Some(c) = self.conns.get_mut(slot).and_then(Option::take) {
-            let (body, gz) = c.gzip.into_parts();
-            // Keep buffers for reuse, but not an outsized one from a huge scrape forever.
-            for mut buf in [c.buf, body] {
-                if buf.capacity() > 0 && buf.capacity() <= (8 << 20) && self.spare.len() < MAX_CONNS
-                {
-                    buf.clear();
-                    self.spare.push(buf);
-                }
-            }
-            self.spare_gzips.keep(gz);
+            c.close(&mut self.answers.spares);
         }
     }
 
