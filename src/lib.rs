@@ -12,14 +12,13 @@
 //!    [`app_metrics`]: the application's prometheus_client values, in shared memory;
 //! 4. [`scrape`]: the exporter state and one scrape, shared by both front ends;
 //! 5. the front ends: [`router`] (the `prometheus-metrics` route action) and [`server`]
-//!    (`--prometheus-server`, and `emperor = prometheus://` in an Emperor), with [`gather`]
-//!    (the Emperor's server fetching its vassals' expositions);
+//!    (`--prometheus-server`, and `emperor = prometheus://` in an Emperor, whose server also
+//!    fetches its vassals' expositions);
 //! 6. [`plugin`]: the struct uWSGI loads and every `extern "C"` entry, behind the panic guard.
 
 pub(crate) mod app_metrics;
 pub(crate) mod cflags;
 pub(crate) mod ffi;
-pub(crate) mod gather;
 pub(crate) mod host;
 pub(crate) mod latency;
 pub(crate) mod live;

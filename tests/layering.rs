@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["host"],
     &["live", "latency", "app_metrics"],
     &["scrape"],
-    &["router", "server", "gather"],
+    &["router", "server"],
     &["plugin"],
 ];
 

@@ -5,7 +5,7 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-/// Slots in the table: the epoll fd, listeners, connections (see server.rs).
+/// Slots in the table: the epoll fd, listeners, connections (see server/mod.rs).
 pub(crate) const SLOTS: usize = 1 + 16 + 64 + 16;
 
 static FDS: [AtomicI32; SLOTS] = [const { AtomicI32::new(-1) }; SLOTS];

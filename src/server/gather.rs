@@ -4,7 +4,8 @@
 //! Emperor's loop never waits on a vassal. A round ends when every vassal has answered or at
 //! its deadline (`--prometheus-vassal-timeout`, a timerfd in the same epoll wakes the loop);
 //! whatever has not answered, or answered anything but a well-formed exposition, is left out
-//! with `uwsgi_vassal_scrape_up 0`.
+//! with `uwsgi_vassal_scrape_up 0`. The scrapes wait meanwhile as [`State::Waiting`]
+//! connections; a finished round answers every one waiting for its format.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -13,17 +14,19 @@ use std::time::{Duration, Instant};
 
 use metrics_prometheus_engine::emperor::{vassal_label, Vassal};
 use metrics_prometheus_engine::format::Format;
+use metrics_prometheus_engine::http::Action;
 use metrics_prometheus_engine::merge::{self, VASSAL_BODY_LIMIT};
 
 use crate::host::epoll::{self, Epoll, Timer};
 use crate::host::{self, net};
 use crate::scrape::{self, Scratch};
 
-/// Event tokens of the server's epoll: `kind << 32 | index`.
-pub(crate) const TOKEN_VASSAL: u64 = 2 << 32;
-pub(crate) const TOKEN_TIMER: u64 = 3 << 32;
+use super::conn::State;
+use super::token::Token;
+use super::Server;
+
 /// Vassals fetched per round at most; the others are reported with scrape_up 0.
-pub(crate) const MAX_FETCHES: usize = 1024;
+pub(super) const MAX_FETCHES: usize = 1024;
 /// Bytes read from one vassal per event (bounded work per Emperor loop iteration).
 const READ_PER_EVENT: usize = 256 << 10;
 /// A response head is at most this long.
@@ -70,7 +73,7 @@ struct Round {
     fetches: Vec<Fetch>,
 }
 
-pub(crate) struct Gather {
+pub(super) struct Gather {
     pattern: String,
     path: String,
     timeout: Duration,
@@ -83,7 +86,7 @@ pub(crate) struct Gather {
 
 /// The format vassals are asked for: a protobuf scrape gets OpenMetrics (merged expositions
 /// are text).
-pub(crate) fn merged_format(fmt: Format) -> Format {
+fn merged_format(fmt: Format) -> Format {
     match fmt {
         Format::Protobuf => Format::OpenMetrics,
         f => f,
@@ -92,14 +95,14 @@ pub(crate) fn merged_format(fmt: Format) -> Format {
 
 impl Gather {
     /// `pattern` holds `{vassal}`; `path` is the metrics path asked of each vassal.
-    pub(crate) fn new(
+    pub(super) fn new(
         pattern: &str,
         path: &str,
         timeout_ms: u32,
         poller: &Epoll,
     ) -> io::Result<Gather> {
         let timer = Timer::new()?;
-        poller.add(&timer, epoll::IN, TOKEN_TIMER)?;
+        poller.add(&timer, epoll::IN, Token::Timer.raw())?;
         Ok(Gather {
             pattern: pattern.to_string(),
             path: path.to_string(),
@@ -112,12 +115,12 @@ impl Gather {
     }
 
     /// The format of the round in progress, if any.
-    pub(crate) fn busy(&self) -> Option<Format> {
+    pub(super) fn busy(&self) -> Option<Format> {
         self.round.as_ref().map(|r| r.fmt)
     }
 
     /// Starts a round in `fmt`: reads the vassal list and connects to every running vassal.
-    pub(crate) fn start(&mut self, fmt: Format, poller: &Epoll, now: Instant) {
+    pub(super) fn start(&mut self, fmt: Format, poller: &Epoll, now: Instant) {
         let mut vassals = Vec::new();
         scrape::read_vassals(&mut vassals);
         let request = merge::vassal_request(&self.path, fmt);
@@ -133,7 +136,7 @@ impl Gather {
             }
             seen.push(label);
             let path = PathBuf::from(self.pattern.replace("{vassal}", label));
-            let token = TOKEN_VASSAL | i as u64;
+            let token = Token::Vassal(i).raw();
             let fetch = match net::connect_unix(&path) {
                 Ok(fd) if poller.add(&fd, epoll::IN | epoll::OUT, token).is_ok() => {
                     let mut buf = self.spare.pop().unwrap_or_default();
@@ -162,13 +165,13 @@ impl Gather {
     }
 
     /// The timer fired: consume it (the caller then checks [`Gather::finished`]).
-    pub(crate) fn timer_event(&self) {
+    pub(super) fn timer_event(&self) {
         self.timer.clear();
     }
 
-    /// Drives the fetch behind `token` as far as its socket allows (bounded).
-    pub(crate) fn event(&mut self, token: u64, poller: &Epoll) {
-        let i = (token & 0xffff_ffff) as usize;
+    /// Drives fetch `i` as far as its socket allows (bounded).
+    pub(super) fn event(&mut self, i: usize, poller: &Epoll) {
+        let token = Token::Vassal(i).raw();
         let Some(round) = self.round.as_mut() else {
             return;
         };
@@ -193,7 +196,7 @@ impl Gather {
     }
 
     /// Every vassal has answered (or failed), or the deadline has passed.
-    pub(crate) fn finished(&self, now: Instant) -> bool {
+    pub(super) fn finished(&self, now: Instant) -> bool {
         self.round
             .as_ref()
             .is_some_and(|r| now >= r.deadline || r.fetches.iter().all(|f| f.step == Step::Done))
@@ -201,7 +204,7 @@ impl Gather {
 
     /// Ends the round: the Emperor's own families with each vassal's scrape_up, then the
     /// merged vassal families, into `scratch.out`. Returns the round's format.
-    pub(crate) fn finish(&mut self, scratch: &mut Scratch) -> Option<Format> {
+    pub(super) fn finish(&mut self, scratch: &mut Scratch) -> Option<Format> {
         let mut round = self.round.take()?;
         for (v, f) in round.vassals.iter_mut().zip(&round.fetches) {
             v.scrape_up = Some(f.body.is_some());
@@ -225,6 +228,58 @@ impl Gather {
             }
         }
         Some(round.fmt)
+    }
+}
+
+impl Server {
+    /// Ends a finished round of the vassals' expositions (answering every connection waiting
+    /// for its format), then starts the next one for the connections still waiting.
+    pub(super) fn advance_gather(&mut self, now: Instant) {
+        let Some(g) = self.gather.as_mut() else {
+            return;
+        };
+        if g.finished(now) {
+            if let Some(fmt) = g.finish(&mut self.answers.scratch) {
+                self.answer_waiting(fmt, now);
+            }
+        }
+        let Some(g) = self.gather.as_mut() else {
+            return;
+        };
+        if g.busy().is_none() {
+            let next = self.conns.iter().flatten().find_map(|c| match c.state {
+                State::Waiting(Action::Metrics { fmt, .. }) => Some(merged_format(fmt)),
+                _ => None,
+            });
+            if let Some(fmt) = next {
+                g.start(fmt, &self.poller, now);
+                if g.finished(now) {
+                    // Nothing to wait for (no running vassal): answer at once.
+                    self.advance_gather(now);
+                }
+            }
+        }
+    }
+
+    /// Answers every connection waiting for a round in `fmt` with the merged exposition
+    /// (in `self.answers.scratch.out`).
+    fn answer_waiting(&mut self, fmt: Format, now: Instant) {
+        for slot in 0..self.conns.len() {
+            let Some(c) = self.conns[slot].as_mut() else {
+                continue;
+            };
+            let State::Waiting(Action::Metrics { fmt: f, head, gzip }) = c.state else {
+                continue;
+            };
+            if merged_format(f) != fmt {
+                continue;
+            }
+            self.answers.answer(c, fmt, head, gzip, Ok(()), 0);
+            c.start_writing(&self.poller, slot);
+            if !self.write(slot, now) {
+                self.close_conn(slot);
+            }
+        }
     }
 }
 
