@@ -201,8 +201,8 @@ def assert_work(u, n, timeout=5):
         return not last
     try:
         wait_for('%d requests in the exposition' % n, ok, timeout)
-    except AssertionError:
-        raise AssertionError('after %d requests: %s\n%s' % (n, last, u.log()[-3000:]))
+    except AssertionError as e:
+        raise AssertionError('after %d requests: %s\n%s' % (n, last, u.log()[-3000:])) from e
 
 
 @pytest.fixture
@@ -1019,7 +1019,7 @@ def test_emperor_merges_a_vassals_app_metrics(tmpdir_path, app_python, variant):
         try:
             s = wait_for('the vassal\'s app_requests_total in the Emperor', merged, 30)
         except AssertionError as e:
-            raise AssertionError('%s\n%s' % (e, log()[-4000:]))
+            raise AssertionError('%s\n%s' % (e, log()[-4000:])) from e
         assert s[('uwsgi_vassal_scrape_up', frozenset({('vassal', 'shop')}))] == 1
         count = ('app_latency_seconds_count', frozenset({('vassal', 'shop')}))
         assert s[count] == n, s.get(count)

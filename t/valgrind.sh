@@ -25,7 +25,7 @@
 #
 # Only tests without tight timing hold under valgrind (20-50x slower); the default subset covers
 # the route action (text, OpenMetrics, HEAD/405, concurrent threads, a bad argument at startup),
-# the dedicated server on TCP and UNIX (statuses, 400/431, the 10 s deadline, values against the
+# the dedicated server on TCP and UNIX (statuses, 400/431, the deadline, values against the
 # stats server, the socket file's lifecycle, basic auth), hostile clients, and scrapes on every
 # front end while --max-requests recycles the workers (forked again from the master).
 #
@@ -119,6 +119,18 @@ fi
 PLUGIN=$TMP/build/pip-routing/metrics_prometheus_plugin.so
 mkdir -p "$(dirname "$PLUGIN")"
 cp "$VG_TARGET_DIR/release/libmetrics_prometheus.so" "$PLUGIN"
+# The deadline test runs the fault-injection build (its deadline can be shortened).
+if ! (
+  cd "$SRC"
+  UWSGI_BIN=$UWSGI CARGO_TARGET_DIR=$VG_TARGET_DIR-faults CARGO_PROFILE_RELEASE_DEBUG=true \
+    cargo build --release --lib --quiet --features fault-injection
+); then
+  log "the fault-injection plugin does not build"
+  exit 2
+fi
+mkdir -p "$TMP/build/pip-routing-faults"
+cp "$VG_TARGET_DIR-faults/release/libmetrics_prometheus.so" \
+  "$TMP/build/pip-routing-faults/metrics_prometheus_plugin.so"
 if ! readelf -S "$PLUGIN" | grep -q '\.debug_info'; then
   log "the plugin has no debug info: stacks could not be attributed"
   exit 2

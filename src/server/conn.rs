@@ -105,7 +105,7 @@ impl Conn {
             buf,
             sent: 0,
             gzip: Stream::default(),
-            deadline: now + DEADLINE,
+            deadline: now + super::faults::deadline(DEADLINE),
             refused,
         }
     }

@@ -1,10 +1,12 @@
 //! The test-only hooks of the `fault-injection` build, in one place so that the server's main
 //! path reads without them: a request that panics inside the server (proves that a panic
-//! closes one connection only), and the heap allocations of each render reported in an
-//! `X-Scrape-Allocations` header (proves that steady scrapes allocate nothing). Without the
-//! feature every hook is a no-op the compiler removes.
+//! closes one connection only), the heap allocations of each render reported in an
+//! `X-Scrape-Allocations` header (proves that steady scrapes allocate nothing), and a
+//! connection deadline the tests can shorten (`MP_FAULT_DEADLINE_MS`, so that proving it costs
+//! a second, not ten). Without the feature every hook is a no-op the compiler removes.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 #[cfg(feature = "fault-injection")]
 use crate::host;
@@ -51,4 +53,21 @@ pub(super) fn scrape_headers(
     _allocations: u64,
 ) -> (Cow<'static, str>, Cow<'static, str>) {
     (Cow::Borrowed(""), Cow::Borrowed(vary))
+}
+
+/// How long a connection may take to send its request and read the answer.
+#[cfg(feature = "fault-injection")]
+pub(super) fn deadline(normal: Duration) -> Duration {
+    static DEADLINE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *DEADLINE.get_or_init(|| {
+        std::env::var("MP_FAULT_DEADLINE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(normal, Duration::from_millis)
+    })
+}
+
+#[cfg(not(feature = "fault-injection"))]
+pub(super) fn deadline(normal: Duration) -> Duration {
+    normal
 }
