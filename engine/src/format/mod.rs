@@ -153,7 +153,6 @@ mod table;
 pub use labels::{parse_label, validate_label, RESERVED as RESERVED_LABELS};
 pub use native::{native_bucket_bounds, native_bucket_index, NativeSpec};
 pub use negotiate::Offer;
-pub(crate) use negotiate::{parse_q, trim};
 // For the applications' families (`crate::app`), which share the escaping and varints.
 pub(crate) use escape::{push_help, push_label_value};
 pub(crate) use protobuf::{put_varint, varint_len};
