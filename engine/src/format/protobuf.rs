@@ -2,6 +2,10 @@
 //! messages, each preceded by its length as a varint (`encoding=delimited`), encoded by hand
 //! (no protobuf library: a dozen field tags, varints and little-endian doubles).
 //!
+//! This file is the wire encoding only, and knows nothing of the layout: `layout.rs` and
+//! `histogram.rs` lay their families out through it, `render.rs` and `histogram.rs` render
+//! them through it.
+//!
 //! Field numbers (prometheus/prometheus `prompb/io/prometheus/client/metrics.proto`, copied
 //! for the tests to `engine/tests/data/metrics.proto`):
 //!
@@ -38,8 +42,8 @@
 //!   only when it carries an exemplar), exemplars on buckets (trace id label, value in
 //!   seconds, timestamp). Series without observations, and families left without series, are
 //!   left out, as in text;
-//! * native buckets when the histogram has a [`super::NativeSpec`] (see
-//!   [`Layout::render_all`]): schema, zero threshold and count, spans and deltas from the
+//! * native buckets when the histogram has a [`NativeSpec`] (see
+//!   [`Layout::render_all`](super::Layout::render_all)): schema, zero threshold and count, spans and deltas from the
 //!   dense counts, and the bucket exemplars again as native exemplars (field 16). A span
 //!   covers a run of non-empty buckets; gaps of one or two empty buckets stay inside the
 //!   span (as zero counts), a longer gap starts a new span, as client_golang does. A
@@ -75,7 +79,8 @@
 
 use std::borrow::Cow;
 
-use super::{Exemplar, Layout, Span};
+use super::value::exact_f64;
+use super::{Exemplar, NativeSpec, Span};
 
 // Wire tags: (field number << 3) | wire type (0 varint, 1 64-bit, 2 length-delimited).
 const FAMILY_NAME: u8 = 0x0a;
@@ -217,45 +222,6 @@ fn clean(s: &str) -> Cow<'_, str> {
     }
 }
 
-/// `±u / 10^scale` as the double nearest to that decimal, i.e. what parsing the text format's
-/// rendering gives. For `u < 2^53` (and `10^scale` exact, scale <= 22) the IEEE division of
-/// two exact doubles is correctly rounded, so it is that double; above, the decimal is
-/// formatted on the stack and parsed (correctly rounded too, and allocation-free). `scale` is
-/// clamped to 12 as in `push_scaled`.
-pub(super) fn exact_f64(neg: bool, u: u64, scale: u8) -> f64 {
-    const POW10: [f64; 13] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12,
-    ];
-    let scale = usize::from(scale).min(12);
-    let x = if u < 1 << 53 || scale == 0 {
-        // `as` rounds to nearest, ties to even: exact below 2^53, correctly rounded above.
-        u as f64 / POW10[scale]
-    } else {
-        let p = super::POW10[scale];
-        let (int, mut frac) = (u / p, u % p);
-        let mut buf = [0u8; 40];
-        let mut it = itoa::Buffer::new();
-        let digits = it.format(int).as_bytes();
-        buf[..digits.len()].copy_from_slice(digits);
-        let mut n = digits.len();
-        buf[n] = b'.';
-        for d in buf[n + 1..=n + scale].iter_mut().rev() {
-            *d = b'0' + (frac % 10) as u8;
-            frac /= 10;
-        }
-        n += 1 + scale;
-        std::str::from_utf8(&buf[..n])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(u as f64 / POW10[scale])
-    };
-    if neg {
-        -x
-    } else {
-        x
-    }
-}
-
 /// Appends a family's head: name, help (with [`super::Options::help`]), type.
 pub(super) fn push_family_head(
     pb: &mut Vec<u8>,
@@ -360,19 +326,62 @@ pub(super) struct HistPb {
     max_family: usize,
 }
 
+/// The protobuf part of one histogram series, from [`HistPb::push_series`].
+#[derive(Clone, Debug)]
+pub(super) struct SeriesPb {
+    /// Its label pairs (in the buffer given to [`HistPb::push_series`]).
+    labels: Span,
+    /// Width of the `Metric` length slot.
+    w_metric: usize,
+    /// Largest protobuf `Metric` of the series up to the native head, tag and length
+    /// included: the region its [`Cursor`] writes.
+    max: usize,
+}
+
+/// One histogram series' values at render time.
+pub(super) struct HistSample<'a> {
+    /// Non-cumulative classic bucket counts, `+Inf` included.
+    pub(super) counts: &'a [u64],
+    /// Sum of the observations, microseconds.
+    pub(super) sum: u64,
+    /// The `hist` slots after the sum: the zero bucket's count and the dense native counts
+    /// when the family has a native part (ignored otherwise, or when too short).
+    pub(super) rest: &'a [u64],
+    /// The exemplars from the series' first slot on (index `b` for bucket `b`), possibly
+    /// short or empty.
+    pub(super) exemplars: &'a [Option<Exemplar>],
+}
+
+/// Where a histogram family started in `out`, from [`HistPb::begin`].
+pub(super) struct FamilyMark {
+    /// Its delimiter (a padded length slot).
+    mark: usize,
+    /// Its body (after the delimiter).
+    body: usize,
+}
+
+impl FamilyMark {
+    /// Takes back everything the family wrote (it had no series to show).
+    pub(super) fn discard(self, out: &mut Vec<u8>) {
+        out.truncate(self.mark);
+    }
+}
+
 impl HistPb {
-    /// Lays out a histogram family: head, unit, bounds and the native part (`native` is
-    /// exported only when [`super::NativeSpec::is_valid`]); `buckets` counts `+Inf`.
+    /// Lays out a histogram family: head (help with `help_on`), `unit`, bounds and the native
+    /// part (`native` is exported only when [`NativeSpec::is_valid`]); `buckets` counts
+    /// `+Inf`.
     pub(super) fn new(
         pb: &mut Vec<u8>,
         name: &str,
         help: &str,
+        unit: Option<&str>,
         bounds_us: &[u64],
-        native: Option<&super::NativeSpec>,
-        opts: &super::Options,
+        native: Option<&NativeSpec>,
+        help_on: bool,
     ) -> HistPb {
-        let head = push_family_head(pb, name, help, TYPE_HISTOGRAM, opts.help);
-        let unit = push_unit(pb, super::unit_of(name));
+        let head = push_family_head(pb, name, help, TYPE_HISTOGRAM, help_on);
+        let unit = push_unit(pb, unit);
         let bounds = bounds_us
             .iter()
             .map(|&b| exact_f64(false, b, 6).to_le_bytes())
@@ -399,7 +408,7 @@ impl HistPb {
             }
         });
         HistPb {
-            max_family: (head.end - head.start) + (unit.end - unit.start),
+            max_family: head.len() + unit.len(),
             head,
             unit,
             bounds,
@@ -411,14 +420,12 @@ impl HistPb {
         }
     }
 
-    /// Appends a series' label pairs. Returns them, the width of the series' `Metric`
-    /// length slot and the size of the region its [`Cursor`] needs (the `Metric` up to the
-    /// native head included).
+    /// Appends a series' label pairs to `pb` and sizes the series.
     pub(super) fn push_series(
         &mut self,
         pb: &mut Vec<u8>,
         labels: &[(String, String)],
-    ) -> (Span, usize, usize) {
+    ) -> SeriesPb {
         let start = pb.len();
         pb.extend_from_slice(&label_pairs(labels));
         let l = pb.len() - start;
@@ -426,19 +433,116 @@ impl HistPb {
         let w_metric = varint_len(max_metric as u64);
         self.max_family += 1 + w_metric + max_metric;
         self.w_family = varint_len(self.max_family as u64);
-        (
-            Span {
+        SeriesPb {
+            labels: Span {
                 start,
                 end: pb.len(),
             },
             w_metric,
-            1 + w_metric + l + 1 + self.w_hist + self.max_cursor,
-        )
+            max: 1 + w_metric + l + 1 + self.w_hist + self.max_cursor,
+        }
     }
 
     /// Upper bound of the bytes the family renders, delimiter included.
     pub(super) fn max_size(&self) -> usize {
         self.w_family + self.max_family
+    }
+
+    /// Starts the family in `out`: its delimiter's slot and its head (`pb` is the buffer
+    /// given to [`HistPb::new`]). Then [`HistPb::put_series`] for each series, and
+    /// [`HistPb::end`] or [`FamilyMark::discard`].
+    pub(super) fn begin(&self, pb: &[u8], out: &mut Vec<u8>) -> FamilyMark {
+        let mark = out.len();
+        out.resize(mark + self.w_family, 0);
+        let body = out.len();
+        out.extend_from_slice(&pb[self.head.start..self.head.end]);
+        FamilyMark { mark, body }
+    }
+
+    /// Ends the family: its unit, then its length in the delimiter's slot.
+    pub(super) fn end(&self, pb: &[u8], family: FamilyMark, out: &mut Vec<u8>) {
+        out.extend_from_slice(&pb[self.unit.start..self.unit.end]);
+        let len = out.len() - family.body;
+        put_padded(&mut out[family.mark..family.body], len as u64);
+    }
+
+    /// The zero bucket's count and the dense native counts of a series, when the family has
+    /// a native part and `rest` holds all of them.
+    fn native_slots<'a>(&'a self, rest: &'a [u64]) -> Option<(&'a NativePb, &'a [u64])> {
+        let n = self.native.as_ref()?;
+        Some((n, rest.get(..1 + n.buckets)?))
+    }
+
+    /// Appends one series' `Metric` (`s` from [`HistPb::push_series`], its labels in `pb`),
+    /// or nothing when its count ([`consistent_count`]) is 0. Returns whether it wrote it.
+    #[inline]
+    pub(super) fn put_series(
+        &self,
+        pb: &[u8],
+        s: &SeriesPb,
+        v: &HistSample<'_>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        // f64::INFINITY, little-endian.
+        const INF: [u8; 8] = [0, 0, 0, 0, 0, 0, 0xf0, 0x7f];
+        let (counts, nb) = (v.counts, v.counts.len());
+        let native = self.native_slots(v.rest);
+        let total = consistent_count(counts, native.map(|(_, slots)| slots));
+        if total == 0 {
+            return false;
+        }
+        let exemplar = |b: usize| match v.exemplars.get(b) {
+            Some(Some(e)) if e.has_valid_trace_id() => Some(e),
+            _ => None,
+        };
+        let start = out.len();
+        out.resize(start + s.max, 0);
+        let mut w = Cursor {
+            buf: &mut out[start..],
+            pos: 0,
+        };
+        w.byte(FAMILY_METRIC);
+        w.slot(s.w_metric);
+        w.bytes(&pb[s.labels.start..s.labels.end]);
+        w.byte(METRIC_HISTOGRAM);
+        let h_slot = w.slot(self.w_hist);
+        w.byte(HIST_COUNT);
+        w.varint(total);
+        w.byte(HIST_SUM);
+        w.double(exact_f64(false, v.sum, 6));
+        let mut cum = 0u64;
+        for (b, (&c, upper)) in counts.iter().zip(&self.bounds).enumerate() {
+            cum = cum.saturating_add(c);
+            w.bucket(cum.min(total), upper, exemplar(b));
+        }
+        if let Some(e) = exemplar(nb - 1) {
+            w.bucket(total, &INF, Some(e));
+        }
+        let zero = native.map_or(0, |(_, slots)| slots[0].min(total));
+        if let Some((n, _)) = native {
+            w.native_head(n, zero);
+        }
+        // The rest grows `out` directly: its size depends on the native buckets.
+        let end = start + w.pos;
+        out.truncate(end);
+        if let Some((n, slots)) = native {
+            put_native_buckets(out, n, &slots[1..], total - zero);
+            for b in 0..nb {
+                if let Some(e) = exemplar(b) {
+                    out.extend_from_slice(&HIST_EXEMPLARS);
+                    let at = out.len();
+                    out.resize(at + 1 + MAX_EXEMPLAR, 0);
+                    let end = exemplar_at(out, At(at), e).0;
+                    out.truncate(end);
+                }
+            }
+        }
+        let (m_slot, h_slot) = (start + 1, start + h_slot);
+        let len = out.len() - h_slot - self.w_hist;
+        put_padded(&mut out[h_slot..h_slot + self.w_hist], len as u64);
+        let len = out.len() - m_slot - s.w_metric;
+        put_padded(&mut out[m_slot..m_slot + s.w_metric], len as u64);
+        true
     }
 }
 
@@ -679,150 +783,6 @@ fn exemplar_at(buf: &mut [u8], at: At, e: &Exemplar) -> At {
     p
 }
 
-impl Layout {
-    /// [`Layout::render_all`] in the protobuf format.
-    pub(super) fn render_protobuf(
-        &self,
-        values: &[i64],
-        hist: &[u64],
-        exemplars: &[Option<Exemplar>],
-        out: &mut Vec<u8>,
-    ) {
-        out.reserve(self.pb_size);
-        let pb = self.pb.as_slice();
-        let bytes = |s: Span| &pb[s.start..s.end];
-        for fam in &self.families {
-            let series = &self.series[fam.first..fam.end];
-            let len = if fam.max_index < values.len() {
-                fam.pb_len
-            } else {
-                let present = series
-                    .iter()
-                    .filter(|s| s.index < values.len())
-                    .map(|s| s.pb_prefix.end - s.pb_prefix.start + 8);
-                let mut n = 0;
-                let mut any = false;
-                for p in present {
-                    n += p;
-                    any = true;
-                }
-                if !any {
-                    continue;
-                }
-                n + (fam.pb_head.end - fam.pb_head.start) + (fam.pb_unit.end - fam.pb_unit.start)
-            };
-            put_varint(out, len as u64);
-            out.extend_from_slice(bytes(fam.pb_head));
-            for s in series {
-                let Some(&v) = values.get(s.index) else {
-                    continue;
-                };
-                let v = if s.clamp && v < 0 { 0 } else { v };
-                out.extend_from_slice(bytes(s.pb_prefix));
-                out.extend_from_slice(&exact_f64(v < 0, v.unsigned_abs(), s.scale).to_le_bytes());
-            }
-            out.extend_from_slice(bytes(fam.pb_unit));
-        }
-        self.render_histograms_protobuf(hist, exemplars, out);
-    }
-
-    fn render_histograms_protobuf(
-        &self,
-        hist: &[u64],
-        exemplars: &[Option<Exemplar>],
-        out: &mut Vec<u8>,
-    ) {
-        let h = &self.hists;
-        let pb = self.pb.as_slice();
-        let bytes = |s: Span| &pb[s.start..s.end];
-        // f64::INFINITY, little-endian.
-        const INF: [u8; 8] = [0, 0, 0, 0, 0, 0, 0xf0, 0x7f];
-        for fam in &h.families {
-            let f = &fam.pb;
-            let nb = fam.buckets;
-            let bounds = &f.bounds;
-            let mark = out.len();
-            out.resize(mark + f.w_family, 0);
-            let body = out.len();
-            out.extend_from_slice(bytes(f.head));
-            let mut any = false;
-            for s in &h.series[fam.first..fam.end] {
-                let Some(slots) = hist.get(s.slot..s.slot.saturating_add(nb + 1)) else {
-                    continue;
-                };
-                let (counts, sum) = (&slots[..nb], slots[nb]);
-                let native = f.native.as_ref().and_then(|n| {
-                    let from = s.slot + nb + 1;
-                    Some((n, hist.get(from..from.saturating_add(1 + n.buckets))?))
-                });
-                let total = consistent_count(counts, native.map(|(_, slots)| slots));
-                if total == 0 {
-                    continue;
-                }
-                any = true;
-                let exemplar = |b: usize| match exemplars.get(s.slot + b) {
-                    Some(Some(e)) if super::histogram::valid_trace_id(&e.trace_id) => Some(e),
-                    _ => None,
-                };
-                let start = out.len();
-                out.resize(start + s.pb_max, 0);
-                let mut w = Cursor {
-                    buf: &mut out[start..],
-                    pos: 0,
-                };
-                w.byte(FAMILY_METRIC);
-                w.slot(s.pb_w_metric);
-                w.bytes(bytes(s.pb_labels));
-                w.byte(METRIC_HISTOGRAM);
-                let h_slot = w.slot(f.w_hist);
-                w.byte(HIST_COUNT);
-                w.varint(total);
-                w.byte(HIST_SUM);
-                w.double(exact_f64(false, sum, 6));
-                let mut cum = 0u64;
-                for (b, (&c, upper)) in counts.iter().zip(bounds).enumerate() {
-                    cum = cum.saturating_add(c);
-                    w.bucket(cum.min(total), upper, exemplar(b));
-                }
-                if let Some(e) = exemplar(nb - 1) {
-                    w.bucket(total, &INF, Some(e));
-                }
-                let zero = native.map_or(0, |(_, slots)| slots[0].min(total));
-                if let Some((n, _)) = native {
-                    w.native_head(n, zero);
-                }
-                // The rest grows `out` directly: its size depends on the native buckets.
-                let end = start + w.pos;
-                out.truncate(end);
-                if let Some((n, slots)) = native {
-                    put_native_buckets(out, n, &slots[1..], total - zero);
-                    for b in 0..nb {
-                        if let Some(e) = exemplar(b) {
-                            out.extend_from_slice(&HIST_EXEMPLARS);
-                            let at = out.len();
-                            out.resize(at + 1 + MAX_EXEMPLAR, 0);
-                            let end = exemplar_at(out, At(at), e).0;
-                            out.truncate(end);
-                        }
-                    }
-                }
-                let (m_slot, h_slot) = (start + 1, start + h_slot);
-                let len = out.len() - h_slot - f.w_hist;
-                put_padded(&mut out[h_slot..h_slot + f.w_hist], len as u64);
-                let len = out.len() - m_slot - s.pb_w_metric;
-                put_padded(&mut out[m_slot..m_slot + s.pb_w_metric], len as u64);
-            }
-            if !any {
-                out.truncate(mark);
-                continue;
-            }
-            out.extend_from_slice(bytes(f.unit));
-            let len = out.len() - body;
-            put_padded(&mut out[mark..body], len as u64);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -863,40 +823,6 @@ mod tests {
         assert_eq!(zigzag32(i32::MIN), u64::from(u32::MAX));
         assert_eq!(zigzag64(-2), 3);
         assert_eq!(zigzag64(i64::MIN), u64::MAX);
-    }
-
-    #[test]
-    fn doubles_match_the_decimals() {
-        let mut buf = Vec::new();
-        for (u, scale) in [
-            (0u64, 6u8),
-            (1, 6),
-            (7, 6),
-            (1_500_000, 6),
-            (123_456_789, 6),
-            ((1 << 53) - 1, 6),
-            (1 << 53, 6),
-            ((1 << 53) + 1, 6),
-            (9_007_199_254_740_993, 3),
-            (u64::MAX, 6),
-            (u64::MAX, 12),
-            (u64::MAX, 0),
-            (i64::MAX as u64, 0),
-            (12_345_678_901_234_567_891, 7),
-            (1, 12),
-            (5, 1),
-            (250, 3),
-        ] {
-            buf.clear();
-            super::super::push_scaled(&mut buf, false, u, scale);
-            let text: f64 = std::str::from_utf8(&buf).unwrap().parse().unwrap();
-            assert_eq!(
-                exact_f64(false, u, scale).to_bits(),
-                text.to_bits(),
-                "{u} / 10^{scale}"
-            );
-            assert_eq!(exact_f64(true, u, scale), -text);
-        }
     }
 
     #[test]
