@@ -857,7 +857,7 @@ pub fn push_float(out: &mut Vec<u8>, v: f64) {
 }
 
 // Protobuf wire tags: (field number << 3) | wire type (0 varint, 1 64-bit, 2 length-delimited),
-// from engine/tests/data/metrics.proto (`format/protobuf.rs` keeps its own private).
+// from engine/tests/data/metrics.proto (`format/protobuf/` keeps its own private).
 const FAMILY_NAME: u8 = 0x0a;
 const FAMILY_HELP: u8 = 0x12;
 const FAMILY_TYPE: u8 = 0x18;

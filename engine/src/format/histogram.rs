@@ -4,7 +4,7 @@
 //! The host passes, per histogram and per series, the non-cumulative bucket counts and the
 //! sum (see [`Layout::render_all`]); the engine accumulates the counts, leaves out series
 //! that saw no observation and families left without series, and attaches exemplars in
-//! OpenMetrics and protobuf. The protobuf bytes come from `protobuf.rs` ([`HistPb`]), which
+//! OpenMetrics and protobuf. The protobuf bytes come from `protobuf/` ([`HistPb`]), which
 //! knows nothing of this layout: this file picks each series' values out of `hist` once
 //! ([`HistFamily::present`]) for both renderers.
 

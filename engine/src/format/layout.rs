@@ -49,7 +49,7 @@ pub(super) struct SeriesOut {
 #[derive(Clone, Debug)]
 pub struct Layout {
     pub(super) bytes: Vec<u8>,
-    /// Precomputed protobuf bytes (`protobuf.rs`).
+    /// Precomputed protobuf bytes (`protobuf/`).
     pub(super) pb: Vec<u8>,
     /// Upper bound of a protobuf rendering.
     pub(super) pb_size: usize,

@@ -1,6 +1,6 @@
 //! The exposition engine: maps uWSGI's metric list to Prometheus families and
 //! renders them in the Prometheus text format 0.0.4, OpenMetrics 1.0 or Prometheus'
-//! protobuf format ([`Format::Protobuf`], `protobuf.rs`: the same families and values, plus
+//! protobuf format ([`Format::Protobuf`], `protobuf/`: the same families and values, plus
 //! native histogram buckets).
 //!
 //! Pure code: no FFI, no I/O, no `unsafe`. The host builds a [`Layout`] once
@@ -151,7 +151,7 @@
 //! | `lines.rs` | the preformatted pieces of the text formats: HELP/TYPE/UNIT lines, `{labels}` |
 //! | `render.rs` | [`Layout::render`] and [`Layout::render_all`]: text, OpenMetrics, protobuf |
 //! | `histogram.rs` | histogram families: layout and rendering in every format |
-//! | `protobuf.rs` | the protobuf wire encoding (knows nothing of the layout) |
+//! | `protobuf/` | the protobuf wire encoding (knows nothing of the layout); `protobuf/histogram.rs` the `Histogram` message |
 //! | `value.rs` | integers scaled by powers of ten as exact decimals and as doubles |
 //! | `name.rs`, `table.rs`, `labels.rs`, `escape.rs`, `native.rs`, `negotiate.rs` | names, the built-in table, constant labels, escaping, native buckets, `Accept` |
 
@@ -220,7 +220,7 @@ pub enum Format {
     /// OpenMetrics 1.0.0 text format.
     OpenMetrics,
     /// Prometheus' protobuf format: varint-delimited `io.prometheus.client.MetricFamily`
-    /// messages (`protobuf.rs`), the only one that carries native histograms.
+    /// messages (`protobuf/`), the only one that carries native histograms.
     Protobuf,
 }
 
@@ -261,7 +261,7 @@ pub fn negotiate(accept: Option<&[u8]>) -> Format {
     negotiate::negotiate(accept, Offer::ALL)
 }
 
-/// [`negotiate`] restricted to the formats of `offer` (the text format is always offered: it
+/// [`negotiate()`] restricted to the formats of `offer` (the text format is always offered: it
 /// is the fallback). For a route or server that must not answer in some format.
 ///
 /// ```

@@ -41,7 +41,7 @@ impl Layout {
     /// those positions are ignored too. A series is left out when its classic counts are all
     /// 0, whatever its native ones (the host counts every observation in both).
     ///
-    /// [`Format::Protobuf`] renders the same families, series and values (`protobuf.rs`), and
+    /// [`Format::Protobuf`] renders the same families, series and values (`protobuf/`), and
     /// the native buckets: schema, zero threshold and count, spans and deltas, and the
     /// exemplars of the classic buckets again as native exemplars. If `hist` ends within a
     /// series' native slots, that series is rendered as a classic histogram.
