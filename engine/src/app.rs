@@ -63,7 +63,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write as _;
 
 use crate::format::{
-    push_help, push_label_value, put_varint, validate_label, varint_len, Format, Options,
+    push_help, push_label_value, put_varint, validate_label, varint_len, Format, Options, Prefix,
 };
 
 /// The type of an application family (prometheus_client's four metric types).
@@ -344,7 +344,7 @@ struct Renderer<'a> {
     om: bool,
     opts: &'a Options,
     /// The prefix as the engine applies it (bytes outside `[a-zA-Z0-9_]` replaced by `_`).
-    prefix: String,
+    prefix: Prefix,
     /// The valid constant labels.
     constant: Vec<(&'a str, &'a str)>,
     /// Rendered families: name → kind.
@@ -371,11 +371,7 @@ impl<'a> Renderer<'a> {
         Renderer {
             om: fmt == Format::OpenMetrics,
             opts,
-            prefix: opts
-                .prefix
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                .collect(),
+            prefix: Prefix::new(&opts.prefix),
             constant: opts
                 .labels
                 .iter()
@@ -407,7 +403,8 @@ impl<'a> Renderer<'a> {
             n.clear();
             n.push_str(&fam.name);
             n.push_str(own);
-            if !self.prefix.is_empty() && n.starts_with(self.prefix.as_str()) {
+            let prefix = self.prefix.as_str();
+            if !prefix.is_empty() && n.starts_with(prefix) {
                 return Err(AppSkipReason::ReservedPrefix);
             }
             // Another family `base` owns `n` if `n` is `base` plus one of its suffixes.
@@ -860,7 +857,7 @@ pub fn push_float(out: &mut Vec<u8>, v: f64) {
 }
 
 // Protobuf wire tags: (field number << 3) | wire type (0 varint, 1 64-bit, 2 length-delimited),
-// from engine/tests/data/metrics.proto (`format/protobuf.rs` keeps its own private).
+// from engine/tests/data/metrics.proto (`format/protobuf/` keeps its own private).
 const FAMILY_NAME: u8 = 0x0a;
 const FAMILY_HELP: u8 = 0x12;
 const FAMILY_TYPE: u8 = 0x18;

@@ -8,7 +8,7 @@
 
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 
-use crate::format::{parse_q, trim};
+use crate::header::{self, parse_q};
 
 /// Bodies shorter than this are sent as they are: gzip's 18 bytes of framing and the
 /// compressor's setup cost more than they save.
@@ -110,21 +110,15 @@ impl Gzip {
 /// alias `x-gzip` with q > 0, or, when neither is listed, `*` with q > 0. No header, an empty
 /// one or `gzip;q=0` means no. A coding with a malformed q is ignored.
 pub fn accepts_gzip(accept_encoding: Option<&[u8]>) -> bool {
-    let Some(header) = accept_encoding else {
+    let Some(list) = accept_encoding else {
         return false;
     };
     let (mut gzip, mut star) = (None::<u16>, None::<u16>);
-    'codings: for item in header.split(|&b| b == b',') {
-        let mut parts = item.split(|&b| b == b';');
-        let coding = trim(parts.next().unwrap_or_default());
+    'codings: for (coding, params) in header::elements(list) {
         let mut q = 1000;
-        for param in parts {
-            let param = trim(param);
-            if let Some(v) = param
-                .strip_prefix(b"q=")
-                .or_else(|| param.strip_prefix(b"Q="))
-            {
-                match parse_q(trim(v)) {
+        for param in params {
+            if let Some(v) = header::weight(param) {
+                match parse_q(v) {
                     Some(v) => q = v,
                     None => continue 'codings,
                 }

@@ -11,6 +11,7 @@
 //! - [`config`]: every option, declared once, and its parsed value; [`defaults`]: their defaults;
 //! - [`emperor`]: the Emperor's own families, one series per vassal (`emperor = prometheus://`);
 //! - [`merge`]: the vassals' expositions merged into the Emperor's (`--prometheus-vassal-socket`);
+//! - `header`: HTTP header-value lists, parameters and q-values (`Accept`, `Accept-Encoding`);
 //! - [`app`]: the Python applications' prometheus_client families, rendered after uWSGI's in
 //!   every format, as prometheus_client prints them.
 //!
@@ -31,6 +32,7 @@ pub mod compress;
 pub mod config;
 pub mod emperor;
 pub mod format;
+mod header;
 pub mod http;
 pub mod merge;
 pub mod plan;

@@ -1,17 +1,22 @@
 //! Histogram families computed by the host: layout (built once, every line prefix
-//! preformatted) and rendering (per scrape, no allocation).
+//! preformatted) and rendering (per scrape, no allocation) in every format.
 //!
 //! The host passes, per histogram and per series, the non-cumulative bucket counts and the
 //! sum (see [`Layout::render_all`]); the engine accumulates the counts, leaves out series
 //! that saw no observation and families left without series, and attaches exemplars in
-//! OpenMetrics.
+//! OpenMetrics and protobuf. The protobuf bytes come from `protobuf/` ([`HistPb`]), which
+//! knows nothing of this layout: this file picks each series' values out of `hist` once
+//! ([`HistFamily::present`]) for both renderers.
 
 use std::collections::HashSet;
 
-use super::protobuf::HistPb;
-use super::{
-    push_head, push_scaled, Exemplar, Format, Histogram, Layout, Options, SkipReason, Skipped, Span,
-};
+use super::lines::{push_head, push_prefix, unit_of};
+use super::protobuf::{HistPb, HistSample, SeriesPb};
+use super::value::push_scaled;
+use super::{labels, Exemplar, Histogram, Options, Prefix, SkipReason, Skipped, Span};
+
+#[cfg(doc)]
+use super::Layout;
 
 /// Longest `u64 / 10^6`: `18446744073719.551615`.
 const MAX_U64_LEN: usize = 21;
@@ -21,252 +26,274 @@ const MAX_EXEMPLAR_LEN: usize = " # {trace_id=\"".len() + 32 + "\"} ".len() + MA
 
 /// One laid-out histogram family.
 #[derive(Clone, Debug)]
-pub(super) struct HistFamily {
+struct HistFamily {
     /// With `Options::types`: one group, `[text, OpenMetrics]` head.
     /// Without: three groups (`_bucket`, `_sum`, `_count` samples, each a family of its own
     /// for the parsers), each with its `[text, OpenMetrics]` head (HELP or nothing).
     heads: [[Span; 2]; 3],
     /// Buckets per series, `+Inf` included.
-    pub(super) buckets: usize,
-    /// Range of `Layout::hist_series`.
-    pub(super) first: usize,
-    pub(super) end: usize,
+    buckets: usize,
+    /// Range of `Hists::series`.
+    first: usize,
+    end: usize,
     /// The protobuf layout.
-    pub(super) pb: HistPb,
+    pb: HistPb,
 }
 
 /// One series of a histogram family.
 #[derive(Clone, Debug)]
-pub(super) struct HistSeries {
+struct HistSeries {
     /// Index of its first slot in the `hist` values.
-    pub(super) slot: usize,
-    /// Index in `Layout::hist_spans` of its `buckets` bucket-line prefixes
+    slot: usize,
+    /// Index in `Hists::spans` of its `buckets` bucket-line prefixes
     /// (`name_bucket{labels,le="b"} `), then `name_sum{labels} `, then `name_count{labels} `.
     spans: usize,
-    /// Protobuf label pairs (in `Layout::pb`).
-    pub(super) pb_labels: Span,
-    /// Width of the `Metric` length slot.
-    pub(super) pb_w_metric: usize,
-    /// Largest protobuf `Metric` of the series, tag and length included.
-    pub(super) pb_max: usize,
+    /// The protobuf layout.
+    pb: SeriesPb,
 }
 
-/// The histogram part of a [`Layout`].
+/// One series' values: the non-cumulative bucket counts (`+Inf` included), the sum, and the
+/// slots after them (the native ones, if any).
+struct Slots<'a> {
+    counts: &'a [u64],
+    sum: u64,
+    rest: &'a [u64],
+}
+
+impl HistFamily {
+    /// The family's series whose classic slots are all in `hist`, with their values: the
+    /// per-series slicing of every renderer.
+    #[inline]
+    fn present<'a>(
+        &self,
+        series: &'a [HistSeries],
+        hist: &'a [u64],
+    ) -> impl Iterator<Item = (&'a HistSeries, Slots<'a>)> {
+        let nb = self.buckets;
+        series[self.first..self.end].iter().filter_map(move |s| {
+            let end = s.slot.saturating_add(nb + 1);
+            let slots = hist.get(s.slot..end)?;
+            let values = Slots {
+                counts: &slots[..nb],
+                sum: slots[nb],
+                rest: &hist[end..],
+            };
+            Some((s, values))
+        })
+    }
+}
+
+/// The histogram part of a [`Layout`]: its own text and protobuf bytes, and its share of
+/// the rendering's size.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Hists {
-    pub(super) families: Vec<HistFamily>,
-    pub(super) series: Vec<HistSeries>,
+    families: Vec<HistFamily>,
+    series: Vec<HistSeries>,
     spans: Vec<Span>,
+    /// Heads and line prefixes (`spans` and the heads index it).
+    text: Vec<u8>,
+    /// Protobuf heads, units and label pairs.
+    pb: Vec<u8>,
     /// Whether families are typed (one group per family) or not (three groups).
     typed: bool,
     /// Total `hist` slots expected.
     pub(super) slots: usize,
     /// Sample lines per scrape when every series is present and non-empty.
     pub(super) lines: usize,
+    /// Upper bounds of a rendering in the text format, OpenMetrics (without `# EOF`) and
+    /// protobuf.
+    pub(super) text_size: usize,
+    pub(super) om_size: usize,
+    pub(super) pb_size: usize,
+}
+
+/// The names of a histogram family's samples.
+struct Names {
+    bucket: String,
+    sum: String,
+    count: String,
 }
 
 impl Hists {
-    /// Gives back the spare capacity of the construction.
-    pub(super) fn shrink(&mut self) {
-        self.families.shrink_to_fit();
-        self.series.shrink_to_fit();
-        self.spans.shrink_to_fit();
-    }
-}
-
-/// Appends `name{labels,extra} ` (`extra` a preformatted `k="v"` or empty).
-fn push_prefix(name: &str, labels: &[(String, String)], extra: &str, out: &mut String) {
-    out.push_str(name);
-    if !labels.is_empty() || !extra.is_empty() {
-        out.push('{');
-        super::push_label_pairs(labels, out);
-        if !extra.is_empty() {
-            if !labels.is_empty() {
-                out.push(',');
-            }
-            out.push_str(extra);
-        }
-        out.push('}');
-    }
-    out.push(' ');
-}
-
-impl Layout {
-    /// Lays out `histograms` after the other families: collision checks against `owned`,
-    /// option filters, preformatted heads and line prefixes. `index` is the index the first
-    /// histogram gets in [`Layout::skipped`].
-    pub(super) fn add_histograms(
-        &mut self,
+    /// Lays out `histograms`: collision checks against `owned` (the skipped ones are
+    /// appended to `skipped`, the first with index `index`), option filters, preformatted
+    /// heads and line prefixes.
+    pub(super) fn new(
         histograms: &[Histogram],
-        prefix: &str,
+        prefix: &Prefix,
         owned: &mut HashSet<String>,
         index: usize,
+        skipped: &mut Vec<Skipped>,
         constant: &[(String, String)],
         opts: &Options,
-    ) {
-        let h = &mut self.hists;
-        h.typed = opts.types;
-        let mut text = String::new();
-        let base = self.bytes.len();
-        let span = |text: &String, start: usize| Span {
-            start: base + start,
-            end: base + text.len(),
+    ) -> Hists {
+        let mut h = Hists {
+            typed: opts.types,
+            ..Hists::default()
         };
         let mut slot = 0;
         for (i, hist) in histograms.iter().enumerate() {
             let first_slot = slot;
             slot += hist.series.len() * hist.slots_per_series();
-            let mut name = String::with_capacity(prefix.len() + hist.family.len() + 1);
-            name.push_str(prefix);
-            name.push_str(hist.family);
-            if name.as_bytes().first().is_some_and(u8::is_ascii_digit) {
-                name.insert(0, '_');
-            }
-            let names = ["", "_bucket", "_sum", "_count", "_created"].map(|s| name.clone() + s);
-            if let Some(n) = names.iter().find(|n| owned.contains(*n)) {
-                self.skipped.push(Skipped {
+            let name = prefix.family(hist.family);
+            if let Err(reason) = claim(&name, owned) {
+                skipped.push(Skipped {
                     index: index + i,
                     name: hist.family.to_owned(),
-                    reason: SkipReason::NameClash { name: n.clone() },
+                    reason,
                 });
                 continue;
             }
-            owned.extend(names);
-
-            let mut heads = [[Span { start: 0, end: 0 }; 2]; 3];
-            if opts.types {
-                for (k, om) in [false, true].into_iter().enumerate() {
-                    let start = text.len();
-                    push_head(&mut text, &name, hist.help, "histogram", om, opts);
-                    heads[0][k] = span(&text, start);
-                }
-            } else {
-                for (part, suffix) in ["_bucket", "_sum", "_count"].into_iter().enumerate() {
-                    let sample = name.clone() + suffix;
-                    for (k, om) in [false, true].into_iter().enumerate() {
-                        let start = text.len();
-                        push_head(&mut text, &sample, hist.help, "", om, opts);
-                        heads[part][k] = span(&text, start);
-                    }
-                }
-            }
-            let groups = if opts.types { 1 } else { 3 };
-            let head_len =
-                |k: usize| -> usize { heads[..groups].iter().map(|h| h[k].end - h[k].start).sum() };
-            self.text_size += head_len(0);
-            self.om_size += head_len(1);
-
-            let les: Vec<String> = hist
-                .bounds_us
-                .iter()
-                .map(|&b| {
-                    let mut v = Vec::new();
-                    push_scaled(&mut v, false, b, 6);
-                    format!("le=\"{}\"", String::from_utf8_lossy(&v))
-                })
-                .chain(["le=\"+Inf\"".to_owned()])
-                .collect();
-            let (bucket, sum, count) = (
-                name.clone() + "_bucket",
-                name.clone() + "_sum",
-                name.clone() + "_count",
-            );
-            let mut pb = HistPb::new(
-                &mut self.pb,
-                &name,
-                hist.help,
-                &hist.bounds_us,
-                hist.native.as_ref(),
-                opts,
-            );
-            let first = h.series.len();
-            let mut seen: HashSet<Vec<&(String, String)>> = HashSet::new();
-            for (j, labels) in hist.series.iter().enumerate() {
-                let has = |l: &str| labels.iter().any(|(k, _)| k == l);
-                if (!opts.workers && has("worker"))
-                    || (!opts.cores && has("core"))
-                    || has("le")
-                    || super::labels::clash(labels, constant).is_some()
-                {
-                    continue;
-                }
-                let mut canon: Vec<&(String, String)> = labels.iter().collect();
-                canon.sort();
-                if !seen.insert(canon) {
-                    continue;
-                }
-                let labels = &super::labels::with_constant(labels, constant);
-                let spans = h.spans.len();
-                let mut size = 0;
-                for le in &les {
-                    let start = text.len();
-                    push_prefix(&bucket, labels, le, &mut text);
-                    h.spans.push(span(&text, start));
-                    size += text.len() - start + MAX_U64_LEN + 1;
-                }
-                for n in [&sum, &count] {
-                    let start = text.len();
-                    push_prefix(n, labels, "", &mut text);
-                    h.spans.push(span(&text, start));
-                    size += text.len() - start + MAX_U64_LEN + 1;
-                }
-                self.text_size += size;
-                self.om_size += size + les.len() * MAX_EXEMPLAR_LEN;
-                h.lines += les.len() + 2;
-                let (pb_labels, pb_w_metric, pb_max) = pb.push_series(&mut self.pb, labels);
-                h.series.push(HistSeries {
-                    slot: first_slot + j * hist.slots_per_series(),
-                    spans,
-                    pb_labels,
-                    pb_w_metric,
-                    pb_max,
-                });
-            }
-            self.pb_size += pb.max_size();
-            h.families.push(HistFamily {
-                heads,
-                buckets: les.len(),
-                first,
-                end: h.series.len(),
-                pb,
-            });
+            h.add_family(hist, &name, first_slot, constant, opts);
         }
         h.slots = slot;
-        self.bytes.extend_from_slice(text.as_bytes());
+        h
     }
 
-    /// Appends the histogram families (see [`Layout::render_all`]).
-    pub(super) fn render_histograms(
+    /// Gives back the spare capacity of the construction.
+    pub(super) fn shrink(&mut self) {
+        self.families.shrink_to_fit();
+        self.series.shrink_to_fit();
+        self.spans.shrink_to_fit();
+        self.text.shrink_to_fit();
+        self.pb.shrink_to_fit();
+    }
+
+    /// Number of families laid out.
+    pub(super) fn families(&self) -> usize {
+        self.families.len()
+    }
+
+    /// Lays out one family (its names already claimed) whose first slot is `first_slot`.
+    fn add_family(
+        &mut self,
+        hist: &Histogram,
+        name: &str,
+        first_slot: usize,
+        constant: &[(String, String)],
+        opts: &Options,
+    ) {
+        let heads = self.push_heads(name, hist.help, opts);
+        let les = les(&hist.bounds_us);
+        let names = Names {
+            bucket: name.to_owned() + "_bucket",
+            sum: name.to_owned() + "_sum",
+            count: name.to_owned() + "_count",
+        };
+        let mut pb = HistPb::new(
+            &mut self.pb,
+            name,
+            hist.help,
+            unit_of(name),
+            &hist.bounds_us,
+            hist.native.as_ref(),
+            opts.help,
+        );
+        let first = self.series.len();
+        let mut seen: HashSet<Vec<&(String, String)>> = HashSet::new();
+        for (j, labels) in hist.series.iter().enumerate() {
+            if !shown(labels, constant, opts, &mut seen) {
+                continue;
+            }
+            let labels = &labels::with_constant(labels, constant);
+            let spans = self.push_lines(&names, &les, labels);
+            self.series.push(HistSeries {
+                slot: first_slot + j * hist.slots_per_series(),
+                spans,
+                pb: pb.push_series(&mut self.pb, labels),
+            });
+        }
+        self.pb_size += pb.max_size();
+        self.families.push(HistFamily {
+            heads,
+            buckets: les.len(),
+            first,
+            end: self.series.len(),
+            pb,
+        });
+    }
+
+    /// Appends a family's heads, `[text, OpenMetrics]` for each group (one when typed, three
+    /// otherwise), and counts them in the sizes.
+    fn push_heads(&mut self, name: &str, help: &str, opts: &Options) -> [[Span; 2]; 3] {
+        let mut text = String::new();
+        let mut heads = [[Span::EMPTY; 2]; 3];
+        let groups: &[(&str, &str)] = if opts.types {
+            &[("", "histogram")]
+        } else {
+            &[("_bucket", ""), ("_sum", ""), ("_count", "")]
+        };
+        let base = self.text.len();
+        for (part, &(suffix, kind)) in groups.iter().enumerate() {
+            let sample = name.to_owned() + suffix;
+            for (k, om) in [false, true].into_iter().enumerate() {
+                let start = text.len();
+                push_head(&mut text, &sample, help, kind, om, opts);
+                heads[part][k] = Span {
+                    start: base + start,
+                    end: base + text.len(),
+                };
+            }
+        }
+        self.text.extend_from_slice(text.as_bytes());
+        self.text_size += heads.iter().map(|h| h[0].len()).sum::<usize>();
+        self.om_size += heads.iter().map(|h| h[1].len()).sum::<usize>();
+        heads
+    }
+
+    /// Appends a series' line prefixes (buckets, `_sum`, `_count`) and counts its lines in
+    /// the sizes. Returns the index of its first span.
+    fn push_lines(&mut self, names: &Names, les: &[String], labels: &[(String, String)]) -> usize {
+        let mut text = String::new();
+        let base = self.text.len();
+        let first = self.spans.len();
+        let mut size = 0;
+        let lines = les
+            .iter()
+            .map(|le| (&names.bucket, le.as_str()))
+            .chain([(&names.sum, ""), (&names.count, "")]);
+        for (name, le) in lines {
+            let start = text.len();
+            push_prefix(name, labels, le, &mut text);
+            self.spans.push(Span {
+                start: base + start,
+                end: base + text.len(),
+            });
+            size += text.len() - start + MAX_U64_LEN + 1;
+        }
+        self.text.extend_from_slice(text.as_bytes());
+        self.text_size += size;
+        self.om_size += size + les.len() * MAX_EXEMPLAR_LEN;
+        self.lines += les.len() + 2;
+        first
+    }
+
+    /// Appends the histogram families in the text format or OpenMetrics (see
+    /// [`Layout::render_all`]).
+    pub(super) fn render_text(
         &self,
         hist: &[u64],
         exemplars: &[Option<Exemplar>],
-        fmt: Format,
+        om: bool,
         out: &mut Vec<u8>,
     ) {
-        let h = &self.hists;
-        let om = fmt == Format::OpenMetrics;
-        let bytes = self.bytes.as_slice();
+        let bytes = self.text.as_slice();
         let line = |out: &mut Vec<u8>, s: Span| out.extend_from_slice(&bytes[s.start..s.end]);
         let mut itoa = itoa::Buffer::new();
-        for fam in &h.families {
+        for fam in &self.families {
             let nb = fam.buckets;
-            let series = &h.series[fam.first..fam.end];
-            for part in 0..if h.typed { 1 } else { 3 } {
+            for part in 0..if self.typed { 1 } else { 3 } {
                 let mark = out.len();
                 line(out, fam.heads[part][usize::from(om)]);
                 let mut any = false;
-                for s in series {
-                    let Some(slots) = hist.get(s.slot..s.slot.saturating_add(nb + 1)) else {
-                        continue;
-                    };
-                    let (counts, sum) = (&slots[..nb], slots[nb]);
+                for (s, Slots { counts, sum, .. }) in fam.present(&self.series, hist) {
                     let total = counts.iter().fold(0u64, |a, &c| a.saturating_add(c));
                     if total == 0 {
                         continue;
                     }
                     any = true;
-                    let spans = &h.spans[s.spans..s.spans + nb + 2];
-                    if !h.typed && part > 0 {
+                    let spans = &self.spans[s.spans..s.spans + nb + 2];
+                    if !self.typed && part > 0 {
                         // Only the `_sum` (1) or `_count` (2) line.
                         line(out, spans[nb + part - 1]);
                         if part == 1 {
@@ -282,14 +309,14 @@ impl Layout {
                         cum = cum.saturating_add(c);
                         line(out, spans[b]);
                         out.extend_from_slice(itoa.format(cum).as_bytes());
-                        if om && h.typed {
+                        if om && self.typed {
                             if let Some(Some(e)) = exemplars.get(s.slot + b) {
                                 push_exemplar(out, e);
                             }
                         }
                         out.push(b'\n');
                     }
-                    if h.typed {
+                    if self.typed {
                         line(out, spans[nb]);
                         push_scaled(out, false, sum, 6);
                         out.push(b'\n');
@@ -304,21 +331,86 @@ impl Layout {
             }
         }
     }
+
+    /// Appends the histogram families in the protobuf format (see [`Layout::render_all`]).
+    pub(super) fn render_protobuf(
+        &self,
+        hist: &[u64],
+        exemplars: &[Option<Exemplar>],
+        out: &mut Vec<u8>,
+    ) {
+        let pb = self.pb.as_slice();
+        for fam in &self.families {
+            let f = &fam.pb;
+            let family = f.begin(pb, out);
+            let mut any = false;
+            for (s, Slots { counts, sum, rest }) in fam.present(&self.series, hist) {
+                let sample = HistSample {
+                    counts,
+                    sum,
+                    rest,
+                    exemplars: exemplars.get(s.slot..).unwrap_or_default(),
+                };
+                any |= f.put_series(pb, &s.pb, &sample, out);
+            }
+            if any {
+                f.end(pb, family, out);
+            } else {
+                family.discard(out);
+            }
+        }
+    }
 }
 
-/// Whether a trace id is 32 lowercase hex digits.
-pub(super) fn valid_trace_id(id: &[u8; 32]) -> bool {
-    // Branch-free (no early exit): measured cheaper than `all` here.
-    let bad = id.iter().fold(0u8, |acc, &b| {
-        acc | (u8::from(b.wrapping_sub(b'0') >= 10) & u8::from(b.wrapping_sub(b'a') >= 6))
-    });
-    bad == 0
+/// Claims a histogram's names (`x`, `x_bucket`, `x_sum`, `x_count`, `x_created`) in `owned`,
+/// or says which one an earlier family owns.
+fn claim(name: &str, owned: &mut HashSet<String>) -> Result<(), SkipReason> {
+    let names = ["", "_bucket", "_sum", "_count", "_created"].map(|s| name.to_owned() + s);
+    if let Some(n) = names.iter().find(|n| owned.contains(*n)) {
+        return Err(SkipReason::NameClash { name: n.clone() });
+    }
+    owned.extend(names);
+    Ok(())
+}
+
+/// Whether a series is shown: not dropped by [`Options::workers`] / [`Options::cores`],
+/// without `le` or a constant label, and the first with its label set (`seen`).
+fn shown<'a>(
+    labels: &'a [(String, String)],
+    constant: &[(String, String)],
+    opts: &Options,
+    seen: &mut HashSet<Vec<&'a (String, String)>>,
+) -> bool {
+    let has = |l: &str| labels.iter().any(|(k, _)| k == l);
+    if (!opts.workers && has("worker"))
+        || (!opts.cores && has("core"))
+        || has("le")
+        || labels::clash(labels, constant).is_some()
+    {
+        return false;
+    }
+    let mut canon: Vec<&(String, String)> = labels.iter().collect();
+    canon.sort();
+    seen.insert(canon)
+}
+
+/// The `le="…"` label of each bucket: the bounds as exact decimals of seconds, then `+Inf`.
+fn les(bounds_us: &[u64]) -> Vec<String> {
+    bounds_us
+        .iter()
+        .map(|&b| {
+            let mut v = Vec::new();
+            push_scaled(&mut v, false, b, 6);
+            format!("le=\"{}\"", String::from_utf8_lossy(&v))
+        })
+        .chain(["le=\"+Inf\"".to_owned()])
+        .collect()
 }
 
 /// Appends ` # {trace_id="…"} <value> <timestamp>`, or nothing if the trace id is not 32
 /// lowercase hex digits.
 fn push_exemplar(out: &mut Vec<u8>, e: &Exemplar) {
-    if !valid_trace_id(&e.trace_id) {
+    if !e.has_valid_trace_id() {
         return;
     }
     out.extend_from_slice(b" # {trace_id=\"");

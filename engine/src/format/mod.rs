@@ -1,6 +1,6 @@
 //! The exposition engine: maps uWSGI's metric list to Prometheus families and
 //! renders them in the Prometheus text format 0.0.4, OpenMetrics 1.0 or Prometheus'
-//! protobuf format ([`Format::Protobuf`], `protobuf.rs`: the same families and values, plus
+//! protobuf format ([`Format::Protobuf`], `protobuf/`: the same families and values, plus
 //! native histogram buckets).
 //!
 //! Pure code: no FFI, no I/O, no `unsafe`. The host builds a [`Layout`] once
@@ -138,29 +138,52 @@
 //! reset anyway. A negative counter value is therefore rendered as `0`, in both
 //! formats, so that both formats always carry the same numbers. Declare such a
 //! metric with `type=gauge` to see negative values.
+//!
+//! # Files
+//!
+//! | file | holds |
+//! |---|---|
+//! | `mod.rs` | the vocabulary: [`MetricType`], [`Format`], [`Kind`], [`Extra`], [`Histogram`], [`Exemplar`] |
+//! | `options.rs` | [`Options`], [`validate_prefix`] and the prefix as applied (`Prefix`: the one family-naming rule) |
+//! | `skip.rs` | [`Skipped`] and [`SkipReason`] |
+//! | `layout.rs` | the [`Layout`] and its construction (families, collisions, preformatted bytes) |
+//! | `candidate.rs` | one metric or [`Extra`] mapped to a family (`table.rs`, then `name.rs`) |
+//! | `lines.rs` | the preformatted pieces of the text formats: HELP/TYPE/UNIT lines, `{labels}` |
+//! | `render.rs` | [`Layout::render`] and [`Layout::render_all`]: text, OpenMetrics, protobuf |
+//! | `histogram.rs` | histogram families: layout and rendering in every format |
+//! | `protobuf/` | the protobuf wire encoding (knows nothing of the layout); `protobuf/histogram.rs` the `Histogram` message |
+//! | `value.rs` | integers scaled by powers of ten as exact decimals and as doubles |
+//! | `name.rs`, `table.rs`, `labels.rs`, `escape.rs`, `native.rs`, `negotiate.rs` | names, the built-in table, constant labels, escaping, native buckets, `Accept` |
 
 #![forbid(unsafe_code)]
 
+mod candidate;
 mod escape;
 mod histogram;
 mod labels;
+mod layout;
+mod lines;
 mod name;
 mod native;
 mod negotiate;
+mod options;
 mod protobuf;
+mod render;
+mod skip;
 mod table;
+mod value;
 
 pub use labels::{parse_label, validate_label, RESERVED as RESERVED_LABELS};
+pub use layout::Layout;
 pub use native::{native_bucket_bounds, native_bucket_index, NativeSpec};
 pub use negotiate::Offer;
-pub(crate) use negotiate::{parse_q, trim};
-// For the applications' families (`crate::app`), which share the escaping and varints.
+pub use options::{validate_prefix, Options};
+pub use skip::{SkipReason, Skipped};
+// For the applications' families (`crate::app`), which share the prefix rule, the escaping
+// and the varints.
 pub(crate) use escape::{push_help, push_label_value};
+pub(crate) use options::Prefix;
 pub(crate) use protobuf::{put_varint, varint_len};
-
-use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
-use std::fmt;
 
 /// A uWSGI metric type (`UWSGI_METRIC_*`, uwsgi.h).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -197,7 +220,7 @@ pub enum Format {
     /// OpenMetrics 1.0.0 text format.
     OpenMetrics,
     /// Prometheus' protobuf format: varint-delimited `io.prometheus.client.MetricFamily`
-    /// messages (`protobuf.rs`), the only one that carries native histograms.
+    /// messages (`protobuf/`), the only one that carries native histograms.
     Protobuf,
 }
 
@@ -238,7 +261,7 @@ pub fn negotiate(accept: Option<&[u8]>) -> Format {
     negotiate::negotiate(accept, Offer::ALL)
 }
 
-/// [`negotiate`] restricted to the formats of `offer` (the text format is always offered: it
+/// [`negotiate()`] restricted to the formats of `offer` (the text format is always offered: it
 /// is the fallback). For a route or server that must not answer in some format.
 ///
 /// ```
@@ -250,154 +273,6 @@ pub fn negotiate(accept: Option<&[u8]>) -> Format {
 /// ```
 pub fn negotiate_among(accept: Option<&[u8]>, offer: Offer) -> Format {
     negotiate::negotiate(accept, offer)
-}
-
-/// Rendering options, fixed when the [`Layout`] is built.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Options {
-    /// Prepended verbatim to every family name (default `uwsgi_`). Check it with
-    /// [`validate_prefix`]; bytes outside `[a-zA-Z0-9_]` are replaced by `_`
-    /// anyway. The prefix is not rewritten for promlint: choose one in
-    /// snake_case ending in `_`.
-    pub prefix: String,
-    /// Emit `# HELP` lines (default true).
-    pub help: bool,
-    /// Emit `# TYPE` lines, and `# UNIT` lines in OpenMetrics (default true).
-    /// Without them, counters are announced under their sample name
-    /// (`…_total`) in both formats.
-    pub types: bool,
-    /// Emit per-worker series (those with a `worker` label: `uwsgi_worker_*`,
-    /// `uwsgi_worker_core_*`, default true). Aggregates stay either way.
-    pub workers: bool,
-    /// Emit per-core series (those with a `core` label, default true). Async and
-    /// gevent instances can have thousands of cores per worker.
-    pub cores: bool,
-    /// Constant labels added to every series of every family (histograms included), after
-    /// the series' own labels, in every format (default none). Check each with
-    /// [`validate_label`]; one that fails is left out. A series that already has one of these
-    /// label names is left out ([`SkipReason::LabelClash`]).
-    pub labels: Vec<(String, String)>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            prefix: crate::defaults::PREFIX.to_owned(),
-            help: true,
-            types: true,
-            workers: true,
-            cores: true,
-            labels: Vec::new(),
-        }
-    }
-}
-
-/// Checks a family-name prefix: it must be empty or match
-/// `[a-zA-Z_][a-zA-Z0-9_]*`. The error explains what is wrong.
-pub fn validate_prefix(p: &str) -> Result<(), String> {
-    let rule = "a metric prefix must be empty or start with an ASCII letter or '_' followed by ASCII letters, digits or '_' (for example \"uwsgi_\")";
-    match p
-        .char_indices()
-        .find(|&(i, c)| !(c.is_ascii_alphabetic() || c == '_' || (i > 0 && c.is_ascii_digit())))
-    {
-        None => Ok(()),
-        Some((i, c)) => Err(format!(
-            "invalid prefix {p:?}: character {c:?} at byte {i} is not allowed; {rule}"
-        )),
-    }
-}
-
-/// Why a metric of the input list is not exported.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SkipReason {
-    /// An ALIAS metric: it duplicates the metric it points to.
-    Alias,
-    /// `worker.N.failed_requests`: never incremented by uWSGI 2.0, always 0.
-    AlwaysZero,
-    /// A `worker.0.*` value other than `requests`: worker slot 0 is uWSGI's
-    /// aggregate, for which only `requests` (the total over all workers) is
-    /// maintained; the totals of the others come from `core.*`.
-    AggregateSlot,
-    /// A per-worker series (it has a `worker` label) while
-    /// [`Options::workers`] is false.
-    WorkersDisabled,
-    /// A per-core series (it has a `core` label) while [`Options::cores`] is
-    /// false.
-    CoresDisabled,
-    /// Nothing is left to name the family (an empty name, or only unit
-    /// tokens, e.g. `...` or `kb`).
-    EmptyName,
-    /// The family already exists with the other type.
-    TypeConflict {
-        /// The family name.
-        family: String,
-    },
-    /// One of the family's names (`x`, or for a counter `x_total`/`x_created`)
-    /// is already used by another family.
-    NameClash {
-        /// The name already in use.
-        name: String,
-    },
-    /// The same family and labels were already produced by an earlier metric.
-    DuplicateSeries {
-        /// The sample name.
-        name: String,
-    },
-    /// The series has a label that [`Options::labels`] also sets.
-    LabelClash {
-        /// The label name.
-        label: String,
-    },
-}
-
-impl fmt::Display for SkipReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SkipReason::Alias => f.write_str("alias of another metric"),
-            SkipReason::AlwaysZero => f.write_str("never updated by uWSGI 2.0 (always 0)"),
-            SkipReason::AggregateSlot => f.write_str(
-                "worker 0 is uWSGI's aggregate slot; only its requests value is maintained",
-            ),
-            SkipReason::WorkersDisabled => f.write_str("per-worker metrics are disabled"),
-            SkipReason::CoresDisabled => f.write_str("per-core metrics are disabled"),
-            SkipReason::EmptyName => f.write_str("no usable name left after sanitising"),
-            SkipReason::TypeConflict { family } => {
-                write!(f, "family {family} already exists with another type")
-            }
-            SkipReason::NameClash { name } => {
-                write!(f, "name {name} is already used by another family")
-            }
-            SkipReason::DuplicateSeries { name } => {
-                write!(
-                    f,
-                    "duplicate series of {name} (same labels as an earlier metric)"
-                )
-            }
-            SkipReason::LabelClash { label } => {
-                write!(
-                    f,
-                    "its label {label} is also a constant label (--prometheus-label)"
-                )
-            }
-        }
-    }
-}
-
-/// A metric of the input list that is not exported, and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Skipped {
-    /// Its index in the list given to [`Layout::new`].
-    pub index: usize,
-    /// Its uWSGI name.
-    pub name: String,
-    /// Why it is not exported.
-    pub reason: SkipReason,
-}
-
-impl fmt::Display for Skipped {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.name, self.reason)
-    }
 }
 
 /// Exported metric type.
@@ -418,258 +293,18 @@ impl Kind {
     }
 }
 
-/// A byte range of `Layout::bytes`.
+/// A byte range of one of the layout's buffers.
 #[derive(Clone, Copy, Debug)]
 struct Span {
     start: usize,
     end: usize,
 }
 
-#[derive(Clone, Debug)]
-struct FamilyOut {
-    text_head: Span,
-    om_head: Span,
-    /// Protobuf name, help and type (in `Layout::pb`).
-    pb_head: Span,
-    /// Protobuf unit field, or empty.
-    pb_unit: Span,
-    /// Protobuf family length when every series has a value.
-    pb_len: usize,
-    /// Range of `Layout::series`.
-    first: usize,
-    end: usize,
-    /// Largest value index among the family's series.
-    max_index: usize,
-}
+impl Span {
+    const EMPTY: Span = Span { start: 0, end: 0 };
 
-#[derive(Clone, Debug)]
-struct SeriesOut {
-    /// `name{labels} `.
-    prefix: Span,
-    /// Protobuf `Metric` up to the value's 8 bytes (in `Layout::pb`).
-    pb_prefix: Span,
-    /// Index into the values slice.
-    index: usize,
-    /// Divide by `10^scale`.
-    scale: u8,
-    /// Counter: render negative values as 0.
-    clamp: bool,
-}
-
-/// The precomputed exposition of one metric list: family order, preformatted
-/// HELP/TYPE/UNIT lines and `name{labels} ` sample prefixes.
-#[derive(Clone, Debug)]
-pub struct Layout {
-    bytes: Vec<u8>,
-    /// Precomputed protobuf bytes (`protobuf.rs`).
-    pb: Vec<u8>,
-    /// Upper bound of a protobuf rendering.
-    pb_size: usize,
-    families: Vec<FamilyOut>,
-    series: Vec<SeriesOut>,
-    skipped: Vec<Skipped>,
-    text_size: usize,
-    om_size: usize,
-    hists: histogram::Hists,
-}
-
-/// Longest rendering of a value: `-9223372036854775808` or
-/// `-9223372.036854775808`.
-const MAX_VALUE_LEN: usize = 22;
-
-const POW10: [u64; 13] = [
-    1,
-    10,
-    100,
-    1_000,
-    10_000,
-    100_000,
-    1_000_000,
-    10_000_000,
-    100_000_000,
-    1_000_000_000,
-    10_000_000_000,
-    100_000_000_000,
-    1_000_000_000_000,
-];
-
-/// One metric mapped to a family, before collision checks.
-struct Candidate {
-    family: String,
-    kind: Kind,
-    scale: u8,
-    labels: Labels,
-    help: Cow<'static, str>,
-}
-
-/// `(label name, label value)` pairs in output order.
-type Labels = Vec<(String, String)>;
-
-struct SeriesBuild {
-    index: usize,
-    labels: Labels,
-    scale: u8,
-}
-
-struct FamilyBuild {
-    name: String,
-    kind: Kind,
-    help: Cow<'static, str>,
-    series: Vec<SeriesBuild>,
-}
-
-/// Maps one metric, or says why it is skipped.
-fn candidate(name: &str, ty: MetricType, prefix: &str) -> Result<Candidate, SkipReason> {
-    if ty == MetricType::Alias {
-        return Err(SkipReason::Alias);
-    }
-    if let Some((entry, labels)) = table::lookup(name, ty) {
-        return match &entry.rule {
-            table::Rule::Skip(reason) => Err(reason.clone()),
-            table::Rule::Emit {
-                family,
-                kind,
-                scale,
-                help,
-            } => {
-                let mut f = String::with_capacity(prefix.len() + family.len() + 1);
-                f.push_str(prefix);
-                f.push_str(family);
-                if f.as_bytes()[0].is_ascii_digit() {
-                    f.insert(0, '_');
-                }
-                Ok(Candidate {
-                    family: f,
-                    kind: *kind,
-                    scale: *scale,
-                    labels: labels
-                        .into_iter()
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                        .collect(),
-                    help: Cow::Borrowed(help),
-                })
-            }
-        };
-    }
-    let kind = if ty == MetricType::Counter {
-        Kind::Counter
-    } else {
-        Kind::Gauge
-    };
-    let split = name::split_generic(name);
-    let rw = name::rewrite(&split.joined, kind == Kind::Counter);
-    if rw.name.is_empty() {
-        return Err(SkipReason::EmptyName);
-    }
-    let mut family = String::with_capacity(prefix.len() + rw.name.len() + 1);
-    family.push_str(prefix);
-    family.push_str(&rw.name);
-    if kind == Kind::Counter {
-        while let Some(base) = family.strip_suffix("_total") {
-            family.truncate(base.len());
-        }
-        if family.is_empty() || family == "total" {
-            return Err(SkipReason::EmptyName);
-        }
-    }
-    if family.as_bytes()[0].is_ascii_digit() {
-        family.insert(0, '_');
-    }
-    let mut help = format!(
-        "uWSGI metric {} (custom, or not known to this exporter)",
-        split.pattern
-    );
-    if let Some(unit) = rw.converted_from {
-        help.push_str("; value converted from ");
-        help.push_str(unit);
-        help.push_str(" to seconds");
-    }
-    if !rw.removed.is_empty() {
-        help.push_str("; unit tokens removed from the name: ");
-        help.push_str(&rw.removed.join(", "));
-    }
-    help.push('.');
-    Ok(Candidate {
-        family,
-        kind,
-        scale: rw.scale,
-        labels: split.labels,
-        help: Cow::Owned(help),
-    })
-}
-
-fn extra_candidate(e: &Extra, prefix: &str) -> Candidate {
-    let mut family = String::with_capacity(prefix.len() + e.family.len() + 1);
-    family.push_str(prefix);
-    family.push_str(e.family);
-    if family.as_bytes().first().is_some_and(u8::is_ascii_digit) {
-        family.insert(0, '_');
-    }
-    Candidate {
-        family,
-        kind: e.kind,
-        scale: e.scale,
-        labels: e.labels.clone(),
-        help: Cow::Borrowed(e.help),
-    }
-}
-
-/// Appends a family's metadata lines: `# HELP` (with [`Options::help`]), `# TYPE` and, in
-/// OpenMetrics, `# UNIT` for `_seconds`/`_bytes` names (with [`Options::types`]).
-fn push_head(text: &mut String, name: &str, help: &str, kind: &str, om: bool, opts: &Options) {
-    if opts.help {
-        text.push_str("# HELP ");
-        text.push_str(name);
-        text.push(' ');
-        escape::push_help(help, om, text);
-        text.push('\n');
-    }
-    if opts.types {
-        text.push_str("# TYPE ");
-        text.push_str(name);
-        text.push(' ');
-        text.push_str(kind);
-        text.push('\n');
-        if om {
-            if let Some(unit) = unit_of(name) {
-                text.push_str("# UNIT ");
-                text.push_str(name);
-                text.push(' ');
-                text.push_str(unit);
-                text.push('\n');
-            }
-        }
-    }
-}
-
-/// The OpenMetrics unit of a family name: `seconds` or `bytes` when it ends in `_seconds` or
-/// `_bytes`.
-fn unit_of(name: &str) -> Option<&'static str> {
-    ["seconds", "bytes"]
-        .into_iter()
-        .find(|u| name.strip_suffix(u).is_some_and(|b| b.ends_with('_')))
-}
-
-/// `{k="v",...}` (empty without labels), values escaped.
-fn push_labels(labels: &[(String, String)], out: &mut String) {
-    if labels.is_empty() {
-        return;
-    }
-    out.push('{');
-    push_label_pairs(labels, out);
-    out.push('}');
-}
-
-/// `k="v",...` without braces, values escaped.
-fn push_label_pairs(labels: &[(String, String)], out: &mut String) {
-    for (i, (k, v)) in labels.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(k);
-        out.push_str("=\"");
-        escape::push_label_value(v, out);
-        out.push('"');
+    fn len(self) -> usize {
+        self.end - self.start
     }
 }
 
@@ -728,456 +363,21 @@ pub struct Exemplar {
     pub timestamp_us: i64,
 }
 
-impl Layout {
-    /// Builds the layout for uWSGI's metric list (`(name, type)` in list
-    /// order). All parsing, sanitising, grouping and collision handling
-    /// happens here, once.
-    pub fn new(metrics: &[(&str, MetricType)], opts: &Options) -> Layout {
-        Self::with_extras(metrics, &[], opts)
-    }
-
-    /// Like [`Layout::new`], plus series computed by the host ([`Extra`]), which follow the
-    /// metrics list: `values[metrics.len() + i]` is the value of `extras[i]`. Extras go through
-    /// the same checks (option filters, collisions) as metrics; a skipped extra is reported
-    /// under its family name.
-    pub fn with_extras(metrics: &[(&str, MetricType)], extras: &[Extra], opts: &Options) -> Layout {
-        Self::with_histograms(metrics, extras, &[], opts)
-    }
-
-    /// Like [`Layout::with_extras`], plus histogram families ([`Histogram`]), rendered after
-    /// every other family, in the order given. A histogram one of whose names (`x`,
-    /// `x_bucket`, `x_sum`, `x_count`, `x_created`) is already owned by an earlier family is
-    /// skipped whole ([`SkipReason::NameClash`], reported under its family name with index
-    /// `metrics.len() + extras.len() + i`). Series dropped by [`Options::workers`] /
-    /// [`Options::cores`], series with an `le` label or a label of [`Options::labels`] and
-    /// repeated label sets are left out without a [`Skipped`] entry; their slots stay in the
-    /// `hist` values.
-    pub fn with_histograms(
-        metrics: &[(&str, MetricType)],
-        extras: &[Extra],
-        histograms: &[Histogram],
-        opts: &Options,
-    ) -> Layout {
-        let prefix: String = opts
-            .prefix
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b == b'_' {
-                    b as char
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let constant: Vec<(String, String)> = opts
-            .labels
-            .iter()
-            .filter(|(k, v)| validate_label(k, v).is_ok())
-            .cloned()
-            .collect();
-        let mut skipped = Vec::new();
-        let mut fams: Vec<FamilyBuild> = Vec::new();
-        // Family name → index in `fams`.
-        let mut by_name: HashMap<String, usize> = HashMap::new();
-        // Every family or sample name some family owns.
-        let mut owned: HashSet<String> = HashSet::new();
-        // (family index, canonical labels) of every series.
-        let mut seen: HashSet<(usize, String)> = HashSet::new();
-
-        let inputs = metrics
-            .iter()
-            .map(|&(name, ty)| (name, candidate(name, ty, &prefix)))
-            .chain(
-                extras
-                    .iter()
-                    .map(|e| (e.family, Ok(extra_candidate(e, &prefix)))),
-            );
-        for (index, (name, cand)) in inputs.enumerate() {
-            let mut skip = |reason| {
-                skipped.push(Skipped {
-                    index,
-                    name: name.to_owned(),
-                    reason,
-                })
-            };
-            let cand = match cand {
-                Ok(c) => c,
-                Err(reason) => {
-                    skip(reason);
-                    continue;
-                }
-            };
-            if !opts.workers && cand.labels.iter().any(|(k, _)| k == "worker") {
-                skip(SkipReason::WorkersDisabled);
-                continue;
-            }
-            if !opts.cores && cand.labels.iter().any(|(k, _)| k == "core") {
-                skip(SkipReason::CoresDisabled);
-                continue;
-            }
-            if let Some(label) = labels::clash(&cand.labels, &constant) {
-                skip(SkipReason::LabelClash {
-                    label: label.to_owned(),
-                });
-                continue;
-            }
-            let fi = match by_name.get(&cand.family) {
-                Some(&fi) if fams[fi].kind != cand.kind => {
-                    skip(SkipReason::TypeConflict {
-                        family: cand.family,
-                    });
-                    continue;
-                }
-                Some(&fi) => fi,
-                None => {
-                    let names = match cand.kind {
-                        Kind::Counter => vec![
-                            cand.family.clone(),
-                            format!("{}_total", cand.family),
-                            format!("{}_created", cand.family),
-                        ],
-                        Kind::Gauge => vec![cand.family.clone()],
-                    };
-                    if let Some(n) = names.iter().find(|n| owned.contains(*n)) {
-                        skip(SkipReason::NameClash { name: n.clone() });
-                        continue;
-                    }
-                    owned.extend(names);
-                    by_name.insert(cand.family.clone(), fams.len());
-                    fams.push(FamilyBuild {
-                        name: cand.family.clone(),
-                        kind: cand.kind,
-                        help: cand.help.clone(),
-                        series: Vec::new(),
-                    });
-                    fams.len() - 1
-                }
-            };
-            let mut canon: Vec<&(String, String)> = cand.labels.iter().collect();
-            canon.sort();
-            let mut key = String::new();
-            for (k, v) in canon {
-                key.push_str(k);
-                key.push('=');
-                escape::push_label_value(v, &mut key);
-                key.push('"');
-            }
-            if !seen.insert((fi, key)) {
-                let name = match cand.kind {
-                    Kind::Counter => format!("{}_total", cand.family),
-                    Kind::Gauge => cand.family,
-                };
-                skip(SkipReason::DuplicateSeries { name });
-                continue;
-            }
-            fams[fi].series.push(SeriesBuild {
-                index,
-                labels: labels::with_constant(&cand.labels, &constant),
-                scale: cand.scale,
-            });
-        }
-        let mut layout = Self::assemble(fams, skipped, opts);
-        layout.add_histograms(
-            histograms,
-            &prefix,
-            &mut owned,
-            metrics.len() + extras.len(),
-            &constant,
-            opts,
-        );
-        layout.shrink();
-        layout
-    }
-
-    /// Gives back the spare capacity of the construction (the layout lives as long as the
-    /// process, in every process: at 16 × 32 the doubling of these buffers alone was 0.5 MB).
-    fn shrink(&mut self) {
-        self.bytes.shrink_to_fit();
-        self.pb.shrink_to_fit();
-        self.families.shrink_to_fit();
-        self.series.shrink_to_fit();
-        self.skipped.shrink_to_fit();
-        self.hists.shrink();
-    }
-
-    /// Lays the families out as bytes.
-    fn assemble(fams: Vec<FamilyBuild>, skipped: Vec<Skipped>, opts: &Options) -> Layout {
-        let mut text = String::new();
-        let mut families = Vec::with_capacity(fams.len());
-        let mut series = Vec::new();
-        let (mut text_size, mut om_size) = (0, "# EOF\n".len());
-        let (mut pb, mut pb_size) = (Vec::new(), 0);
-        for fam in fams {
-            let counter = fam.kind == Kind::Counter;
-            let sample_name = if counter {
-                format!("{}_total", fam.name)
-            } else {
-                fam.name.clone()
-            };
-            let om_name = if counter && opts.types {
-                &fam.name
-            } else {
-                &sample_name
-            };
-            let head = |text: &mut String, name: &str, om: bool| {
-                let start = text.len();
-                push_head(text, name, &fam.help, fam.kind.as_str(), om, opts);
-                Span {
-                    start,
-                    end: text.len(),
-                }
-            };
-            let text_head = head(&mut text, &sample_name, false);
-            let om_head = head(&mut text, om_name, true);
-            let pb_ty = if counter {
-                protobuf::TYPE_COUNTER
-            } else {
-                protobuf::TYPE_GAUGE
-            };
-            let pb_head =
-                protobuf::push_family_head(&mut pb, &sample_name, &fam.help, pb_ty, opts.help);
-            // The unit of typed OpenMetrics, whose counter family names have no `_total`.
-            let pb_unit = protobuf::push_unit(&mut pb, unit_of(&fam.name));
-            let mut pb_len = (pb_head.end - pb_head.start) + (pb_unit.end - pb_unit.start);
-            text_size += text_head.end - text_head.start;
-            om_size += om_head.end - om_head.start;
-            let first = series.len();
-            let mut max_index = 0;
-            for SeriesBuild {
-                index,
-                labels,
-                scale,
-            } in &fam.series
-            {
-                let start = text.len();
-                text.push_str(&sample_name);
-                push_labels(labels, &mut text);
-                text.push(' ');
-                let prefix = Span {
-                    start,
-                    end: text.len(),
-                };
-                let line = prefix.end - prefix.start + MAX_VALUE_LEN + 1;
-                text_size += line;
-                om_size += line;
-                max_index = max_index.max(*index);
-                let pb_prefix = protobuf::push_scalar_prefix(&mut pb, labels, counter);
-                pb_len += pb_prefix.end - pb_prefix.start + 8;
-                series.push(SeriesOut {
-                    prefix,
-                    pb_prefix,
-                    index: *index,
-                    scale: *scale,
-                    clamp: counter,
-                });
-            }
-            pb_size += protobuf::varint_len(pb_len as u64) + pb_len;
-            families.push(FamilyOut {
-                text_head,
-                om_head,
-                pb_head,
-                pb_unit,
-                pb_len,
-                first,
-                end: series.len(),
-                max_index,
-            });
-        }
-        Layout {
-            bytes: text.into_bytes(),
-            pb,
-            pb_size,
-            families,
-            series,
-            skipped,
-            text_size,
-            om_size,
-            hists: histogram::Hists::default(),
-        }
-    }
-
-    /// Appends the exposition of `values` to `out` (the caller clears it).
-    ///
-    /// `values[i]` is the current value of the `i`-th metric given to
-    /// [`Layout::new`]. If `values` is shorter than that list, series without
-    /// a value are left out (and families left without series, entirely);
-    /// extra values are ignored. Never panics.
-    pub fn render(&self, values: &[i64], fmt: Format, out: &mut Vec<u8>) {
-        self.render_all(values, &[], &[], fmt, out);
-    }
-
-    /// Total number of `u64` slots [`Layout::render_all`] expects in `hist`: the sum over
-    /// *all* the histograms given to [`Layout::with_histograms`] (skipped ones included, so
-    /// that the host's indexing never depends on collisions) of
-    /// `series.len() * slots_per_series()`.
-    pub fn histogram_slots(&self) -> usize {
-        self.hists.slots
-    }
-
-    /// [`Layout::render`] plus the histogram families.
-    ///
-    /// `hist` holds, for each histogram in the order given to [`Layout::with_histograms`],
-    /// for each of its series in order: the *non-cumulative* count of each bucket (bounds
-    /// order, then `+Inf`), then the sum of the observed values in microseconds
-    /// ([`Histogram::slots_per_series`] slots). A series whose slots are missing (`hist` too
-    /// short) or whose total count is 0 is left out, and so is a family left without series
-    /// (HELP and TYPE included). Cumulative counts saturate at `u64::MAX`.
-    ///
-    /// `exemplars` is empty (no exemplars) or parallel to `hist` (entries at sum positions
-    /// are ignored, and so is a trace id that is not 32 lowercase hex digits): `Some`
-    /// attaches an exemplar to that bucket's line in OpenMetrics, to that bucket in protobuf
-    /// (the text format 0.0.4 has none). The host guarantees the exemplar value lies within
-    /// its bucket. Never panics, whatever the lengths of `values`, `hist` and `exemplars`.
-    ///
-    /// With [`Histogram::native`], each series' slots go on with the zero bucket's count and
-    /// the non-cumulative counts of the native buckets `first_index ..= first_index +
-    /// buckets - 1` (see [`NativeSpec`]); the text formats ignore them, and `exemplars` at
-    /// those positions are ignored too. A series is left out when its classic counts are all
-    /// 0, whatever its native ones (the host counts every observation in both).
-    ///
-    /// [`Format::Protobuf`] renders the same families, series and values (`protobuf.rs`), and
-    /// the native buckets: schema, zero threshold and count, spans and deltas, and the
-    /// exemplars of the classic buckets again as native exemplars. If `hist` ends within a
-    /// series' native slots, that series is rendered as a classic histogram.
-    pub fn render_all(
-        &self,
-        values: &[i64],
-        hist: &[u64],
-        exemplars: &[Option<Exemplar>],
-        fmt: Format,
-        out: &mut Vec<u8>,
-    ) {
-        if fmt == Format::Protobuf {
-            self.render_protobuf(values, hist, exemplars, out);
-            return;
-        }
-        let om = fmt == Format::OpenMetrics;
-        out.reserve(if om { self.om_size } else { self.text_size });
-        let bytes = self.bytes.as_slice();
-        for fam in &self.families {
-            let series = &self.series[fam.first..fam.end];
-            if fam.max_index >= values.len() && !series.iter().any(|s| s.index < values.len()) {
-                continue;
-            }
-            let head = if om { fam.om_head } else { fam.text_head };
-            out.extend_from_slice(&bytes[head.start..head.end]);
-            for s in series {
-                let Some(&v) = values.get(s.index) else {
-                    continue;
-                };
-                out.extend_from_slice(&bytes[s.prefix.start..s.prefix.end]);
-                let v = if s.clamp && v < 0 { 0 } else { v };
-                // Most series are idle cores' zeros: no formatting for them.
-                if v == 0 {
-                    out.extend_from_slice(b"0\n");
-                } else {
-                    push_value(out, v, s.scale);
-                    out.push(b'\n');
-                }
-            }
-        }
-        self.render_histograms(hist, exemplars, fmt, out);
-        if om {
-            out.extend_from_slice(b"# EOF\n");
-        }
-    }
-
-    /// The metrics that are not exported, with the reason, in list order.
-    pub fn skipped(&self) -> &[Skipped] {
-        &self.skipped
-    }
-
-    /// Number of sample lines rendered per scrape when every value is present and every
-    /// histogram series has observations: one per counter or gauge series, and
-    /// `bounds + 3` per histogram series (its buckets, `+Inf` included, `_sum` and `_count`).
-    pub fn series(&self) -> usize {
-        self.series.len() + self.hists.lines
-    }
-
-    /// Number of families rendered per scrape (histogram families included, when they have
-    /// observations).
-    pub fn families(&self) -> usize {
-        self.families.len() + self.hists.families.len()
-    }
-}
-
-/// Appends `v / 10^scale` as an exact decimal (no exponent, no trailing zeros
-/// after the point, no point for whole numbers).
-fn push_value(out: &mut Vec<u8>, v: i64, scale: u8) {
-    push_scaled(out, v < 0, v.unsigned_abs(), scale);
-}
-
-/// Appends `±u / 10^scale` (`-` when `neg` and `u != 0`) as [`push_value`] does.
-// Once the histogram and protobuf writers called it too, LLVM stopped inlining it into the
-// per-series loop of the text formats: a call per series made the 16 x 32 text render 12 %
-// slower (b71d89a; bench/engine_baseline.py).
-#[inline]
-fn push_scaled(out: &mut Vec<u8>, neg: bool, u: u64, scale: u8) {
-    let mut buf = itoa::Buffer::new();
-    if neg && u != 0 {
-        out.push(b'-');
-    }
-    if scale == 0 {
-        out.extend_from_slice(buf.format(u).as_bytes());
-        return;
-    }
-    let scale = usize::from(scale).min(POW10.len() - 1);
-    let (int, mut frac) = (u / POW10[scale], u % POW10[scale]);
-    out.extend_from_slice(buf.format(int).as_bytes());
-    if frac != 0 {
-        let mut digits = [b'0'; 12];
-        for d in digits[..scale].iter_mut().rev() {
-            *d = b'0' + (frac % 10) as u8;
-            frac /= 10;
-        }
-        let mut n = scale;
-        while digits[n - 1] == b'0' {
-            n -= 1;
-        }
-        out.push(b'.');
-        out.extend_from_slice(&digits[..n]);
+impl Exemplar {
+    /// Whether the trace id is 32 lowercase hex digits; an exemplar without one is not
+    /// rendered, in any format.
+    fn has_valid_trace_id(&self) -> bool {
+        // Branch-free (no early exit): measured cheaper than `all` here.
+        let bad = self.trace_id.iter().fold(0u8, |acc, &b| {
+            acc | (u8::from(b.wrapping_sub(b'0') >= 10) & u8::from(b.wrapping_sub(b'a') >= 6))
+        });
+        bad == 0
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn value(v: i64, scale: u8) -> String {
-        let mut out = Vec::new();
-        push_value(&mut out, v, scale);
-        String::from_utf8(out).expect("UTF-8 output")
-    }
-
-    #[test]
-    fn values() {
-        let cases: &[(i64, u8, &str)] = &[
-            (0, 0, "0"),
-            (42, 0, "42"),
-            (-42, 0, "-42"),
-            (i64::MAX, 0, "9223372036854775807"),
-            (i64::MIN, 0, "-9223372036854775808"),
-            (0, 6, "0"),
-            (1_500_000, 6, "1.5"),
-            (7, 6, "0.000007"),
-            (-7, 6, "-0.000007"),
-            (-1_500_000, 6, "-1.5"),
-            (2_000_000, 6, "2"),
-            (-2_000_000, 6, "-2"),
-            (123_456_789, 6, "123.456789"),
-            (1_000_001, 6, "1.000001"),
-            (250, 3, "0.25"),
-            (i64::MAX, 6, "9223372036854.775807"),
-            (i64::MIN, 6, "-9223372036854.775808"),
-            (i64::MIN, 12, "-9223372.036854775808"),
-            (1, 12, "0.000000000001"),
-            (5, 1, "0.5"),
-        ];
-        for &(v, s, want) in cases {
-            assert_eq!(value(v, s), want, "{v} / 10^{s}");
-            assert!(value(v, s).len() <= MAX_VALUE_LEN);
-        }
-    }
 
     #[test]
     fn metric_types() {
@@ -1199,102 +399,5 @@ mod tests {
             Format::OpenMetrics.content_type(),
             "application/openmetrics-text; version=1.0.0; charset=utf-8"
         );
-    }
-
-    #[test]
-    fn prefixes() {
-        for ok in ["", "uwsgi_", "_", "a", "My_App2_", "__x"] {
-            assert_eq!(validate_prefix(ok), Ok(()), "{ok:?}");
-        }
-        for bad in ["1x", "a-b", "a b", "é", "x:", "a.b", "9"] {
-            let err = validate_prefix(bad).unwrap_err();
-            assert!(err.contains("must be empty or start with"), "{err}");
-        }
-        assert_eq!(
-            validate_prefix("ab-c").unwrap_err(),
-            "invalid prefix \"ab-c\": character '-' at byte 2 is not allowed; a metric prefix must be empty or start with an ASCII letter or '_' followed by ASCII letters, digits or '_' (for example \"uwsgi_\")"
-        );
-    }
-
-    fn render(
-        metrics: &[(&str, MetricType)],
-        values: &[i64],
-        opts: &Options,
-        fmt: Format,
-    ) -> String {
-        let mut out = Vec::new();
-        Layout::new(metrics, opts).render(values, fmt, &mut out);
-        String::from_utf8(out).expect("UTF-8 output")
-    }
-
-    #[test]
-    fn short_and_long_values() {
-        let m = [
-            ("a", MetricType::Gauge),
-            ("q.1", MetricType::Gauge),
-            ("q.2", MetricType::Gauge),
-        ];
-        let o = Options {
-            help: false,
-            ..Options::default()
-        };
-        assert_eq!(render(&m, &[], &o, Format::Text), "");
-        assert_eq!(render(&m, &[], &o, Format::OpenMetrics), "# EOF\n");
-        assert_eq!(
-            render(&m, &[1, 2], &o, Format::Text),
-            "# TYPE uwsgi_a gauge\nuwsgi_a 1\n# TYPE uwsgi_q gauge\nuwsgi_q{q=\"1\"} 2\n"
-        );
-        assert_eq!(
-            render(&m, &[1, 2, 3, 4], &o, Format::Text),
-            "# TYPE uwsgi_a gauge\nuwsgi_a 1\n# TYPE uwsgi_q gauge\nuwsgi_q{q=\"1\"} 2\nuwsgi_q{q=\"2\"} 3\n"
-        );
-    }
-
-    #[test]
-    fn negative_counters_render_as_zero() {
-        let m = [("c", MetricType::Counter), ("g", MetricType::Gauge)];
-        let o = Options {
-            help: false,
-            ..Options::default()
-        };
-        assert_eq!(
-            render(&m, &[-5, -5], &o, Format::OpenMetrics),
-            "# TYPE uwsgi_c counter\nuwsgi_c_total 0\n# TYPE uwsgi_g gauge\nuwsgi_g -5\n# EOF\n"
-        );
-    }
-
-    #[test]
-    fn collisions() {
-        use MetricType::{Counter as C, Gauge as G};
-        let m = [
-            ("x", C),         // uwsgi_x counter
-            ("x", G),         // same family, other type
-            ("x.total", C),   // same series as the first
-            ("x.created", G), // clashes with uwsgi_x_created
-            ("x.1", C),       // new series of uwsgi_x
-            ("kb.1.y.2", G),  // uwsgi_y{kb,y}
-            ("y.2.kb.1", G),  // same labelset in another order
-            ("...", G),
-            ("rss_size", MetricType::Alias),
-        ];
-        let l = Layout::new(&m, &Options::default());
-        let reasons: Vec<String> = l
-            .skipped()
-            .iter()
-            .map(|s| format!("{}#{s}", s.index))
-            .collect();
-        assert_eq!(
-            reasons,
-            [
-                "1#x: family uwsgi_x already exists with another type",
-                "2#x.total: duplicate series of uwsgi_x_total (same labels as an earlier metric)",
-                "3#x.created: name uwsgi_x_created is already used by another family",
-                "6#y.2.kb.1: duplicate series of uwsgi_y (same labels as an earlier metric)",
-                "7#...: no usable name left after sanitising",
-                "8#rss_size: alias of another metric",
-            ]
-        );
-        assert_eq!(l.series(), 3);
-        assert_eq!(l.families(), 2);
     }
 }

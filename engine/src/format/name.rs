@@ -408,6 +408,7 @@ mod tests {
         (r.name, r.scale, r.converted_from, r.removed)
     }
 
+    // A data table of (input, expected) cases, one `assert_eq!` each, ~128 lines: not split.
     #[test]
     fn rewrites() {
         let none: Vec<String> = vec![];

@@ -36,6 +36,7 @@
 //! A format the caller does not offer ([`Offer`]) is never chosen.
 
 use super::Format;
+use crate::header::{self, parse_q};
 
 /// The formats negotiation may choose besides the text format, which is always offered
 /// (it is the answer when nothing else is acceptable).
@@ -79,45 +80,6 @@ impl Best {
     }
 }
 
-pub(crate) fn trim(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &s[start..end]
-}
-
-/// Parses an RFC 9110 qvalue (`0`, `0.5`, `1.000`...) into thousandths;
-/// digits past the third decimal are ignored. `None` if malformed or > 1.
-pub(crate) fn parse_q(v: &[u8]) -> Option<u16> {
-    let (int, frac) = match v.iter().position(|&b| b == b'.') {
-        Some(dot) => (&v[..dot], &v[dot + 1..]),
-        None => (v, &[][..]),
-    };
-    if int.is_empty() && frac.is_empty() {
-        return None;
-    }
-    if !int.iter().chain(frac).all(u8::is_ascii_digit) || int.len() > 4 {
-        return None;
-    }
-    let mut q: u32 = 0;
-    for &d in int {
-        q = q * 10 + u32::from(d - b'0');
-    }
-    q *= 1000;
-    for (i, &d) in frac.iter().take(3).enumerate() {
-        q += u32::from(d - b'0') * [100, 10, 1][i];
-    }
-    if q > 1000 || (q == 1000 && frac.iter().any(|&d| d != b'0')) {
-        return None;
-    }
-    Some(q as u16)
-}
-
 /// Specificity with which the range `ty/sub; version=...` matches the media
 /// type `want_ty/want_sub` supporting `versions`, or `None`.
 fn specificity(
@@ -148,36 +110,31 @@ fn specificity(
 }
 
 pub(crate) fn negotiate(accept: Option<&[u8]>, offer: Offer) -> Format {
-    let Some(header) = accept else {
+    let Some(list) = accept else {
         return Format::Text;
     };
     let mut om = Best::NONE;
     let mut text = Best::NONE;
     // Highest q of an exact protobuf range.
     let mut pb: Option<u16> = None;
-    'ranges: for range in header.split(|&b| b == b',') {
-        let mut parts = range.split(|&b| b == b';');
-        let media = trim(parts.next().unwrap_or_default());
+    'ranges: for (media, params) in header::elements(list) {
         let Some(slash) = media.iter().position(|&b| b == b'/') else {
             continue;
         };
-        let (ty, sub) = (trim(&media[..slash]), trim(&media[slash + 1..]));
+        let (ty, sub) = (
+            header::trim(&media[..slash]),
+            header::trim(&media[slash + 1..]),
+        );
         if ty.is_empty() || sub.is_empty() {
             continue;
         }
         let mut q = 1000;
         let mut version = None;
         let (mut proto, mut encoding) = (None, None);
-        for param in parts {
-            let param = trim(param);
-            let Some(eq) = param.iter().position(|&b| b == b'=') else {
+        for param in params {
+            let Some((key, value)) = header::parameter(param) else {
                 continue;
             };
-            let key = trim(&param[..eq]);
-            let mut value = trim(&param[eq + 1..]);
-            if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
-                value = &value[1..value.len() - 1];
-            }
             if key.eq_ignore_ascii_case(b"q") {
                 match parse_q(value) {
                     Some(v) => q = v,
@@ -234,24 +191,6 @@ mod tests {
         for &(h, want) in cases {
             assert_eq!(negotiate(Some(h.as_bytes()), offer), want, "Accept: {h}");
         }
-    }
-
-    #[test]
-    fn q_values() {
-        assert_eq!(parse_q(b"0"), Some(0));
-        assert_eq!(parse_q(b"1"), Some(1000));
-        assert_eq!(parse_q(b"1.000"), Some(1000));
-        assert_eq!(parse_q(b"0.5"), Some(500));
-        assert_eq!(parse_q(b"0.75"), Some(750));
-        assert_eq!(parse_q(b"0.1234"), Some(123));
-        assert_eq!(parse_q(b".5"), Some(500));
-        assert_eq!(parse_q(b"1.5"), None);
-        assert_eq!(parse_q(b"2"), None);
-        assert_eq!(parse_q(b""), None);
-        assert_eq!(parse_q(b"."), None);
-        assert_eq!(parse_q(b"-1"), None);
-        assert_eq!(parse_q(b"abc"), None);
-        assert_eq!(parse_q(b"99999999999"), None);
     }
 
     #[test]

@@ -243,14 +243,19 @@ fn check_hist_series(fam: &str, key: &Labels, s: &HistSeries) -> Result<(), Stri
     }
 }
 
-const ABBREVIATIONS: [&str; 14] = [
-    "s", "ms", "us", "ns", "sec", "b", "kb", "mb", "gb", "tb", "pb", "m", "h", "d",
-];
-const PREFIXES: [&str; 18] = [
-    "pico", "nano", "micro", "milli", "centi", "deci", "deca", "hecto", "kilo", "kibi", "mega",
-    "mibi", "giga", "gibi", "tera", "tebi", "peta", "pebi",
-];
-const UNITS: [(&str, &str); 24] = [
+// promlint's tables, transcribed from prometheus/client_golang
+// `prometheus/testutil/promlint/validations/units.go` (unchanged since 60a8513, checked at
+// 89c60c0), in its order: `units`, `unitPrefixes`, `unitAbbreviations`.
+//
+// Deliberately not shared with the engine's copy (engine/src/format/name.rs), although the
+// data is the same: the engine's tables decide which tokens it rewrites, these decide what
+// the checker reports. Were they one table, a unit missing from it (or a typo) would be
+// missed by both at once and no test could notice; two copies each taken from upstream have
+// to be wrong in the same way for that. A new promlint unit goes into both.
+
+/// `units`: a unit and its base unit.
+const UNITS: &[(&str, &str)] = &[
+    // Base units.
     ("amperes", "amperes"),
     ("bytes", "bytes"),
     ("celsius", "celsius"),
@@ -261,20 +266,37 @@ const UNITS: [(&str, &str); 24] = [
     ("metres", "metres"),
     ("seconds", "seconds"),
     ("volts", "volts"),
+    // Non base units. Time.
     ("minutes", "seconds"),
     ("hours", "seconds"),
     ("days", "seconds"),
     ("weeks", "seconds"),
+    // Temperature.
     ("kelvins", "kelvin"),
     ("fahrenheit", "celsius"),
     ("rankine", "celsius"),
+    // Length.
     ("inches", "meters"),
     ("yards", "meters"),
     ("miles", "meters"),
+    // Bytes.
     ("bits", "bytes"),
+    // Energy.
     ("calories", "joules"),
+    // Mass.
     ("pounds", "grams"),
     ("ounces", "grams"),
+];
+
+/// `unitPrefixes`.
+const PREFIXES: &[&str] = &[
+    "pico", "nano", "micro", "milli", "centi", "deci", "deca", "hecto", "kilo", "kibi", "mega",
+    "mibi", "giga", "gibi", "tera", "tebi", "peta", "pebi",
+];
+
+/// `unitAbbreviations`: "common abbreviations that we'd like to discourage".
+const ABBREVIATIONS: &[&str] = &[
+    "s", "ms", "us", "ns", "sec", "b", "kb", "mb", "gb", "tb", "pb", "m", "h", "d",
 ];
 
 /// promlint (client_golang `testutil/promlint`) on one text-format family.
@@ -296,7 +318,7 @@ fn promlint(name: &str, ty: Option<&str>, labels: &[String]) -> Result<(), Strin
         }
     }
     for tok in name.split('_') {
-        for (unit, base) in UNITS {
+        for &(unit, base) in UNITS {
             for p in PREFIXES.iter().copied().chain([""]) {
                 if tok.strip_prefix(p) == Some(unit) && (p.to_owned() + unit) != base {
                     return err("non-base unit");
@@ -363,12 +385,54 @@ pub fn check(out: &str, fmt: Format, opts: &Options, lint: bool) -> Result<usize
     if !body.is_empty() && !body.ends_with('\n') {
         return Err("last line without newline".into());
     }
-    let mut closed: HashSet<String> = HashSet::new();
-    let mut series: HashSet<(String, Labels)> = HashSet::new();
-    let mut cur: Option<Family> = None;
-    let mut total = 0;
+    let mut c = Checker {
+        om,
+        opts,
+        lint,
+        closed: HashSet::new(),
+        series: HashSet::new(),
+        cur: None,
+        total: 0,
+    };
+    for line in body.lines() {
+        if line.is_empty() {
+            return Err("empty line".into());
+        }
+        if let Some(meta) = line.strip_prefix("# ") {
+            c.metadata(line, meta)?;
+        } else if line.starts_with('#') {
+            return Err(format!("unexpected comment {line:?}"));
+        } else {
+            c.sample(line)?;
+        }
+    }
+    c.finish()?;
+    Ok(c.total)
+}
 
-    let finish = |fam: Family, closed: &mut HashSet<String>| -> Result<(), String> {
+/// The state of one [`check`]: the family being read and what the earlier ones left.
+struct Checker<'a> {
+    om: bool,
+    opts: &'a Options,
+    lint: bool,
+    /// Families already ended.
+    closed: HashSet<String>,
+    /// Every (sample name, sorted labels) seen.
+    series: HashSet<(String, Labels)>,
+    /// The family being read.
+    cur: Option<Family>,
+    /// Samples seen.
+    total: usize,
+}
+
+impl Checker<'_> {
+    /// Ends the current family, if any: its metadata, promlint, histogram series, and that it
+    /// was not seen before.
+    fn finish(&mut self) -> Result<(), String> {
+        let Some(fam) = self.cur.take() else {
+            return Ok(());
+        };
+        let (om, opts) = (self.om, self.opts);
         if fam.samples == 0 {
             return Err(format!("family {} without samples", fam.name));
         }
@@ -386,7 +450,7 @@ pub fn check(out: &str, fmt: Format, opts: &Options, lint: bool) -> Result<usize
         if fam.unit != unit_due {
             return Err(format!("family {}: UNIT presence {}", fam.name, fam.unit));
         }
-        if lint {
+        if self.lint {
             let names: Vec<String> = if fam.ty.as_deref() == Some("histogram") {
                 fam.label_names
                     .iter()
@@ -401,75 +465,79 @@ pub fn check(out: &str, fmt: Format, opts: &Options, lint: bool) -> Result<usize
         for (key, s) in &fam.hist {
             check_hist_series(&fam.name, key, s)?;
         }
-        if !closed.insert(fam.name.clone()) {
+        if !self.closed.insert(fam.name.clone()) {
             return Err(format!("family {} is not contiguous", fam.name));
         }
         Ok(())
-    };
+    }
 
-    for line in body.lines() {
-        if line.is_empty() {
-            return Err("empty line".into());
+    /// Ends the current family and starts `name`'s, which must not have been seen before.
+    fn start(&mut self, name: &str) -> Result<(), String> {
+        self.finish()?;
+        if self.closed.contains(name) {
+            return Err(format!("family {name} is not contiguous"));
         }
-        if let Some(meta) = line.strip_prefix("# ") {
-            let mut parts = meta.splitn(3, ' ');
-            let (kw, name, rest) = (parts.next().unwrap_or(""), parts.next(), parts.next());
-            let name = name.ok_or_else(|| format!("bad metadata {line:?}"))?;
-            if !is_metric_name(name) {
-                return Err(format!("bad family name {name:?}"));
-            }
-            let rest = rest.ok_or_else(|| format!("bad metadata {line:?}"))?;
-            if cur.as_ref().is_none_or(|f| f.name != name) {
-                if let Some(f) = cur.take() {
-                    finish(f, &mut closed)?;
-                }
-                if closed.contains(name) {
-                    return Err(format!("family {name} is not contiguous"));
-                }
-                cur = Some(Family {
-                    name: name.to_owned(),
-                    ..Family::default()
-                });
-            }
-            let fam = cur.as_mut().expect("current family");
-            if fam.samples > 0 {
-                return Err(format!("metadata after samples: {line:?}"));
-            }
-            match kw {
-                "HELP" if !fam.help => {
-                    fam.help = true;
-                    if om {
-                        check_escapes(rest, &['\\', '"', 'n'], true)?;
-                    } else {
-                        check_escapes(rest, &['\\', 'n'], false)?;
-                    }
-                }
-                "TYPE" if fam.ty.is_none() => {
-                    if !["counter", "gauge", "histogram"].contains(&rest) {
-                        return Err(format!("bad type {rest:?}"));
-                    }
-                    fam.ty = Some(rest.to_owned());
-                }
-                "UNIT" if om && !fam.unit => {
-                    if !name.ends_with(&format!("_{rest}")) {
-                        return Err(format!("unit {rest} does not match {name}"));
-                    }
-                    fam.unit = true;
-                }
-                _ => return Err(format!("unexpected or repeated metadata {line:?}")),
-            }
-            continue;
+        self.cur = Some(Family {
+            name: name.to_owned(),
+            ..Family::default()
+        });
+        Ok(())
+    }
+
+    /// A `# HELP`, `# TYPE` or `# UNIT` line (`meta` after the `# `).
+    fn metadata(&mut self, line: &str, meta: &str) -> Result<(), String> {
+        let mut parts = meta.splitn(3, ' ');
+        let (kw, name, rest) = (parts.next().unwrap_or(""), parts.next(), parts.next());
+        let name = name.ok_or_else(|| format!("bad metadata {line:?}"))?;
+        if !is_metric_name(name) {
+            return Err(format!("bad family name {name:?}"));
         }
-        if line.starts_with('#') {
-            return Err(format!("unexpected comment {line:?}"));
+        let rest = rest.ok_or_else(|| format!("bad metadata {line:?}"))?;
+        if self.cur.as_ref().is_none_or(|f| f.name != name) {
+            self.start(name)?;
         }
+        let om = self.om;
+        let fam = self.cur.as_mut().expect("current family");
+        if fam.samples > 0 {
+            return Err(format!("metadata after samples: {line:?}"));
+        }
+        match kw {
+            "HELP" if !fam.help => {
+                fam.help = true;
+                if om {
+                    check_escapes(rest, &['\\', '"', 'n'], true)?;
+                } else {
+                    check_escapes(rest, &['\\', 'n'], false)?;
+                }
+            }
+            "TYPE" if fam.ty.is_none() => {
+                if !["counter", "gauge", "histogram"].contains(&rest) {
+                    return Err(format!("bad type {rest:?}"));
+                }
+                fam.ty = Some(rest.to_owned());
+            }
+            "UNIT" if om && !fam.unit => {
+                if !name.ends_with(&format!("_{rest}")) {
+                    return Err(format!("unit {rest} does not match {name}"));
+                }
+                fam.unit = true;
+            }
+            _ => return Err(format!("unexpected or repeated metadata {line:?}")),
+        }
+        Ok(())
+    }
+
+    /// A sample line: in its family's group, named and labelled as its type wants, not a
+    /// repeated series.
+    fn sample(&mut self, line: &str) -> Result<(), String> {
         let Sample {
             name,
             labels,
             value,
             exemplar,
         } = parse_sample(line)?;
-        total += 1;
+        self.total += 1;
+        let om = self.om;
         // The family this sample must belong to.
         let belongs = |f: &Family| match (om, f.ty.as_deref()) {
             (true, Some("counter")) => name == format!("{}_total", f.name),
@@ -478,22 +546,13 @@ pub fn check(out: &str, fmt: Format, opts: &Options, lint: bool) -> Result<usize
                 .any(|s| name == format!("{}{s}", f.name)),
             _ => name == f.name,
         };
-        if !cur.as_ref().is_some_and(belongs) {
-            if opts.help || opts.types {
+        if !self.cur.as_ref().is_some_and(belongs) {
+            if self.opts.help || self.opts.types {
                 return Err(format!("sample {name} outside its family's group"));
             }
-            if let Some(f) = cur.take() {
-                finish(f, &mut closed)?;
-            }
-            if closed.contains(&name) {
-                return Err(format!("family {name} is not contiguous"));
-            }
-            cur = Some(Family {
-                name: name.clone(),
-                ..Family::default()
-            });
+            self.start(&name)?;
         }
-        let fam = cur.as_mut().expect("current family");
+        let fam = self.cur.as_mut().expect("current family");
         fam.samples += 1;
         let is_counter = fam.ty.as_deref() == Some("counter");
         if fam.ty.as_deref() == Some("histogram") {
@@ -520,16 +579,13 @@ pub fn check(out: &str, fmt: Format, opts: &Options, lint: bool) -> Result<usize
                 fam.label_names.push(l.clone());
             }
         }
-        let mut key = labels.clone();
+        let mut key = labels;
         key.sort();
-        if !series.insert((name.clone(), key)) {
+        if !self.series.insert((name, key)) {
             return Err(format!("duplicate series {line:?}"));
         }
+        Ok(())
     }
-    if let Some(f) = cur.take() {
-        finish(f, &mut closed)?;
-    }
-    Ok(total)
 }
 
 /// Checks one sample of a histogram family and records it in `fam.hist`.

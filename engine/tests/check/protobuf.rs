@@ -503,6 +503,13 @@ fn check_histogram(h: &PbHistogram) -> Result<(), String> {
     if count == 0 || sum.is_nan() || sum < 0.0 {
         return Err(format!("count {count} sum {sum}"));
     }
+    check_buckets(h, count)?;
+    check_native(h, count)
+}
+
+/// The classic buckets: increasing bounds, cumulative counts up to `count`, exemplars within
+/// their bucket; an `+Inf` bucket only last, with an exemplar.
+fn check_buckets(h: &PbHistogram, count: u64) -> Result<(), String> {
     let mut prev: Option<&PbBucket> = None;
     for (i, b) in h.buckets.iter().enumerate() {
         if b.upper.is_infinite()
@@ -530,6 +537,12 @@ fn check_histogram(h: &PbHistogram) -> Result<(), String> {
         }
         prev = Some(b);
     }
+    Ok(())
+}
+
+/// The native fields: all or none, a valid schema and zero bucket, the no-op span only when
+/// needed, spans as client_golang groups them, exemplars with timestamps.
+fn check_native(h: &PbHistogram, count: u64) -> Result<(), String> {
     let native = h.schema.is_some();
     if native != h.zero_threshold.is_some() || native != h.zero_count.is_some() {
         return Err("partial native fields".into());
@@ -565,47 +578,55 @@ fn check_histogram(h: &PbHistogram) -> Result<(), String> {
         if h.spans.iter().skip(1).any(|s| s.0 <= 2) {
             return Err("gap of 2 or fewer buckets between spans".into());
         }
-        let counts = native_counts(h)?;
-        let mut total = zc;
-        for (&i, &c) in &counts {
-            if c > i64::MAX as u64 {
-                return Err(format!("negative count at {i}"));
-            }
-            total = total.checked_add(c).ok_or("native counts overflow")?;
-        }
-        // Prometheus' ErrHistogramCountMismatch (model/histogram), also enforced by Mimir and
-        // Cortex: the zero bucket and the buckets hold exactly the count.
-        if total != count {
-            return Err(format!("native buckets hold {total}, the count is {count}"));
-        }
-        // First and last bucket of every span are non-empty; empty runs inside are short.
-        let mut idx = 0i64;
-        for (i, &(off, len)) in h.spans.iter().enumerate() {
-            idx = if i == 0 {
-                i64::from(off)
-            } else {
-                idx + i64::from(off)
-            };
-            let first = counts[&(idx as i32)];
-            let last = counts[&((idx + i64::from(len) - 1) as i32)];
-            if first == 0 || last == 0 {
-                return Err("span starting or ending with an empty bucket".into());
-            }
-            let mut run = 0;
-            for k in idx..idx + i64::from(len) {
-                run = if counts[&(k as i32)] == 0 { run + 1 } else { 0 };
-                if run > 2 {
-                    return Err("3 empty buckets inside a span".into());
-                }
-            }
-            idx += i64::from(len);
-        }
+        check_native_buckets(h, zc, count)?;
     }
     for e in &h.exemplars {
         ok_trace_id(e)?;
         if e.timestamp.is_none() {
             return Err("native exemplar without timestamp".into());
         }
+    }
+    Ok(())
+}
+
+/// The native buckets of a histogram with spans: they and the zero bucket hold exactly
+/// `count`, and every span starts and ends with a non-empty bucket, with no run of 3 empty
+/// ones inside.
+fn check_native_buckets(h: &PbHistogram, zc: u64, count: u64) -> Result<(), String> {
+    let counts = native_counts(h)?;
+    let mut total = zc;
+    for (&i, &c) in &counts {
+        if c > i64::MAX as u64 {
+            return Err(format!("negative count at {i}"));
+        }
+        total = total.checked_add(c).ok_or("native counts overflow")?;
+    }
+    // Prometheus' ErrHistogramCountMismatch (model/histogram), also enforced by Mimir and
+    // Cortex: the zero bucket and the buckets hold exactly the count.
+    if total != count {
+        return Err(format!("native buckets hold {total}, the count is {count}"));
+    }
+    // First and last bucket of every span are non-empty; empty runs inside are short.
+    let mut idx = 0i64;
+    for (i, &(off, len)) in h.spans.iter().enumerate() {
+        idx = if i == 0 {
+            i64::from(off)
+        } else {
+            idx + i64::from(off)
+        };
+        let first = counts[&(idx as i32)];
+        let last = counts[&((idx + i64::from(len) - 1) as i32)];
+        if first == 0 || last == 0 {
+            return Err("span starting or ending with an empty bucket".into());
+        }
+        let mut run = 0;
+        for k in idx..idx + i64::from(len) {
+            run = if counts[&(k as i32)] == 0 { run + 1 } else { 0 };
+            if run > 2 {
+                return Err("3 empty buckets inside a span".into());
+            }
+        }
+        idx += i64::from(len);
     }
     Ok(())
 }
