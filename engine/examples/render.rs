@@ -62,7 +62,7 @@ fn run() -> Result<(), String> {
         match arg.as_str() {
             "--prefix" => {
                 opts.prefix = args.next().ok_or(USAGE)?;
-                validate_prefix(&opts.prefix)?;
+                validate_prefix(&opts.prefix).map_err(|e| e.to_string())?;
             }
             "--no-help" => opts.help = false,
             "--no-type" => opts.types = false,

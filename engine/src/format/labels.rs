@@ -37,47 +37,88 @@ pub const RESERVED: &[&str] = &[
     "chdir",
 ];
 
+/// Why a constant label is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelError {
+    /// No `=` in a `--prometheus-label` value.
+    NoEquals(String),
+    EmptyName,
+    BadCharacter {
+        name: String,
+        at: usize,
+        found: char,
+    },
+    ReservedByPrometheus(String),
+    ReservedByPlugin(String),
+    EmptyValue(String),
+}
+
+impl std::fmt::Display for LabelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LabelError::NoEquals(v) => write!(f, "{v:?}: expected NAME=VALUE"),
+            LabelError::EmptyName => f.write_str("empty label name; expected NAME=VALUE"),
+            LabelError::BadCharacter { name, at, found } => write!(
+                f,
+                "label name {name:?}: character {found:?} at byte {at} is not allowed; a label \
+                 name is an ASCII letter or '_' followed by ASCII letters, digits or '_'"
+            ),
+            LabelError::ReservedByPrometheus(name) => write!(
+                f,
+                "label name {name:?}: names starting with \"__\" are reserved by Prometheus"
+            ),
+            LabelError::ReservedByPlugin(name) => write!(
+                f,
+                "label name {name:?} is used by the plugin's own series; choose another \
+                 (reserved: {})",
+                RESERVED.join(", ")
+            ),
+            LabelError::EmptyValue(name) => write!(
+                f,
+                "label {name:?} has an empty value, which Prometheus treats as no label"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LabelError {}
+
 /// Checks one constant label: a Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`), not
 /// reserved by Prometheus (`__` prefix) nor by the plugin ([`RESERVED`]), with a non-empty value
 /// (Prometheus drops a label whose value is empty). Any UTF-8 value is fine: it is escaped for
 /// each format.
-pub fn validate_label(name: &str, value: &str) -> Result<(), String> {
+pub fn validate_label(name: &str, value: &str) -> Result<(), LabelError> {
     let bad = name
         .char_indices()
         .find(|&(i, c)| !(c.is_ascii_alphabetic() || c == '_' || (i > 0 && c.is_ascii_digit())));
     if name.is_empty() {
-        return Err("empty label name; expected NAME=VALUE".into());
+        return Err(LabelError::EmptyName);
     }
-    if let Some((i, c)) = bad {
-        return Err(format!(
-            "label name {name:?}: character {c:?} at byte {i} is not allowed; a label name is an ASCII letter or '_' followed by ASCII letters, digits or '_'"
-        ));
+    if let Some((at, found)) = bad {
+        return Err(LabelError::BadCharacter {
+            name: name.into(),
+            at,
+            found,
+        });
     }
     if name.starts_with("__") {
-        return Err(format!(
-            "label name {name:?}: names starting with \"__\" are reserved by Prometheus"
-        ));
+        return Err(LabelError::ReservedByPrometheus(name.into()));
     }
     if RESERVED.contains(&name) {
-        return Err(format!(
-            "label name {name:?} is used by the plugin's own series; choose another (reserved: {})",
-            RESERVED.join(", ")
-        ));
+        return Err(LabelError::ReservedByPlugin(name.into()));
     }
     if value.is_empty() {
-        return Err(format!(
-            "label {name:?} has an empty value, which Prometheus treats as no label"
-        ));
+        return Err(LabelError::EmptyValue(name.into()));
     }
     Ok(())
 }
 
 /// Parses one `--prometheus-label` value, `NAME=VALUE` (the value may contain `=`), and checks
 /// it with [`validate_label`].
-pub fn parse_label(v: &str) -> Result<(String, String), String> {
+pub fn parse_label(v: &str) -> Result<(String, String), LabelError> {
     let (name, value) = v
         .split_once('=')
-        .ok_or_else(|| format!("{v:?}: expected NAME=VALUE"))?;
+        .ok_or_else(|| LabelError::NoEquals(v.into()))?;
     let name = name.trim();
     validate_label(name, value)?;
     Ok((name.to_owned(), value.to_owned()))
@@ -135,9 +176,9 @@ mod tests {
         ] {
             assert!(parse_label(bad).is_err(), "{bad:?}");
         }
-        assert!(parse_label("worker=1")
-            .unwrap_err()
-            .contains("used by the plugin's own series"));
+        let e = parse_label("worker=1").unwrap_err();
+        assert_eq!(e, LabelError::ReservedByPlugin("worker".into()));
+        assert!(e.to_string().contains("used by the plugin's own series"));
     }
 
     #[test]

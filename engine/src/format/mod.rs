@@ -173,11 +173,11 @@ mod skip;
 mod table;
 mod value;
 
-pub use labels::{parse_label, validate_label, RESERVED as RESERVED_LABELS};
+pub use labels::{parse_label, validate_label, LabelError, RESERVED as RESERVED_LABELS};
 pub use layout::Layout;
 pub use native::{native_bucket_bounds, native_bucket_index, NativeSpec};
 pub use negotiate::Offer;
-pub use options::{validate_prefix, Options};
+pub use options::{validate_prefix, Options, PrefixError};
 pub use skip::{SkipReason, Skipped};
 // For the applications' families (`crate::app`), which share the prefix rule, the escaping
 // and the varints.

@@ -41,18 +41,41 @@ impl Default for Options {
     }
 }
 
-/// Checks a family-name prefix: it must be empty or match
-/// `[a-zA-Z_][a-zA-Z0-9_]*`. The error explains what is wrong.
-pub fn validate_prefix(p: &str) -> Result<(), String> {
-    let rule = "a metric prefix must be empty or start with an ASCII letter or '_' followed by ASCII letters, digits or '_' (for example \"uwsgi_\")";
+/// A `--prometheus-prefix` value that is not empty nor `[a-zA-Z_][a-zA-Z0-9_]*`: the offending
+/// character and its byte offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixError {
+    pub prefix: String,
+    pub at: usize,
+    pub found: char,
+}
+
+impl std::fmt::Display for PrefixError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "invalid prefix {:?}: character {:?} at byte {} is not allowed; a metric prefix must \
+             be empty or start with an ASCII letter or '_' followed by ASCII letters, digits or \
+             '_' (for example \"uwsgi_\")",
+            self.prefix, self.found, self.at
+        )
+    }
+}
+
+impl std::error::Error for PrefixError {}
+
+/// Checks a family-name prefix: it must be empty or match `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn validate_prefix(p: &str) -> Result<(), PrefixError> {
     match p
         .char_indices()
         .find(|&(i, c)| !(c.is_ascii_alphabetic() || c == '_' || (i > 0 && c.is_ascii_digit())))
     {
         None => Ok(()),
-        Some((i, c)) => Err(format!(
-            "invalid prefix {p:?}: character {c:?} at byte {i} is not allowed; {rule}"
-        )),
+        Some((at, found)) => Err(PrefixError {
+            prefix: p.to_owned(),
+            at,
+            found,
+        }),
     }
 }
 
@@ -107,11 +130,13 @@ mod tests {
             assert_eq!(validate_prefix(ok), Ok(()), "{ok:?}");
         }
         for bad in ["1x", "a-b", "a b", "é", "x:", "a.b", "9"] {
-            let err = validate_prefix(bad).unwrap_err();
+            let err = validate_prefix(bad).unwrap_err().to_string();
             assert!(err.contains("must be empty or start with"), "{err}");
         }
+        let e = validate_prefix("ab-c").unwrap_err();
+        assert_eq!((e.at, e.found), (2, '-'));
         assert_eq!(
-            validate_prefix("ab-c").unwrap_err(),
+            e.to_string(),
             "invalid prefix \"ab-c\": character '-' at byte 2 is not allowed; a metric prefix must be empty or start with an ASCII letter or '_' followed by ASCII letters, digits or '_' (for example \"uwsgi_\")"
         );
     }
