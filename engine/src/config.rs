@@ -487,7 +487,17 @@ impl Config {
                     })?;
                 Ok(())
             }
-            _ => self.set_format(opt, value),
+            // Listed, not `_`: a new option must be given a group here (the compiler says so),
+            // never fall into one whose `match` does not know it.
+            Opt::Prefix
+            | Opt::NoWorkers
+            | Opt::NoCores
+            | Opt::NoHelp
+            | Opt::NoType
+            | Opt::NoGzip
+            | Opt::Label
+            | Opt::Compat
+            | Opt::CompatStatsUri => self.set_format(opt, value),
         }
     }
 
