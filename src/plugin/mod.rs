@@ -269,6 +269,10 @@ entry! {
             // Scrapes keep /proc files open (host::procfs): from here on every fork closes
             // them in the child.
             host::fork::install_atfork(atfork_child);
+            // Before fork, like the exposition: the workers share the exit counters.
+            if host::uwsgi::has_master() {
+                crate::exits::setup();
+            }
             // Before fork: the workers share it (see scrape::install for how it stays shared).
             crate::scrape::install(&config());
         }
@@ -280,6 +284,8 @@ static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
 entry! {
     fn master_cycle() {
+        // First, so that a scrape served in this cycle counts a death seen in it.
+        crate::exits::cycle();
         let mut guard = SERVER.lock();
         let Some(server) = guard.as_mut() else {
             return;
