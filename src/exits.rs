@@ -16,7 +16,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use metrics_prometheus_engine::exits::{classify, Death, ExitReason, Limits, WorkerRow};
+use metrics_prometheus_engine::exits::{
+    classify, Death, ExitReason, Limits, WaitStatus, WorkerRow,
+};
 use parking_lot::Mutex;
 
 use crate::ffi;
@@ -25,6 +27,15 @@ use crate::host::{self, children};
 
 /// One counter per reason (`ExitReason::ALL` order), in shared memory.
 static COUNTS: OnceLock<&'static [AtomicU64]> = OnceLock::new();
+
+/// Per worker id, [`LW`] words: the row a worker left when it called `exit()`, written by the
+/// worker itself (`last_words`), for a death the master reaps before the plugin's look.
+static LAST_WORDS: OnceLock<&'static [AtomicU64]> = OnceLock::new();
+/// The worker table, for `last_words` in the workers.
+static WORKERS: OnceLock<SharedSlice<ffi::uwsgi_worker>> = OnceLock::new();
+
+/// A last-words record: pid (written last), exit status, then the row's fields.
+const LW: usize = 8;
 
 /// The master's view of each worker, between cycles.
 static TRACKER: Mutex<Option<Tracker>> = Mutex::new(None);
@@ -66,6 +77,16 @@ pub(crate) fn setup() {
         }
     }
     let workers = host::instance::workers();
+    let _ = WORKERS.set(workers);
+    match host::shared_counters::map(workers.len() * LW) {
+        Ok(words) => {
+            let _ = LAST_WORDS.set(words);
+        }
+        Err(e) => host::log(&format!(
+            "cannot map the workers' last words: {e}; a worker reaped before the plugin's look \
+             counts as unknown"
+        )),
+    }
     *TRACKER.lock() = Some(Tracker {
         workers,
         limits: host::uwsgi::exit_limits(),
@@ -82,6 +103,48 @@ pub(crate) fn count(reason: ExitReason) -> i64 {
         .map_or(0, |c| {
             i64::try_from(c.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
         })
+}
+
+/// In a worker calling `exit(status)` (glibc's `on_exit`, armed in `post_fork`): leaves its row
+/// for the master. Only plain stores to this worker's own slot.
+pub(crate) fn last_words(status: i32) {
+    let (Some(words), Some(workers)) = (LAST_WORDS.get(), WORKERS.get()) else {
+        return;
+    };
+    let w = host::uwsgi::my_worker_id();
+    let Some(slot) = words.get(w * LW..(w + 1) * LW).filter(|_| w > 0) else {
+        return;
+    };
+    let row = Tracker::row_of(workers, w);
+    let fields = [
+        u64::from(status as u32),
+        row.cursed_at as u64,
+        u64::from(row.manage_next_request),
+        row.delta_requests,
+        row.rss_size,
+        row.vsz_size,
+        u64::from(row.cheaped),
+    ];
+    for (word, v) in slot[1..].iter().zip(fields) {
+        word.store(v, Ordering::Relaxed);
+    }
+    slot[0].store(u64::from(host::uwsgi::pid() as u32), Ordering::Release);
+}
+
+/// The exit status and row worker `w` left when process `pid` called `exit()`, if it did.
+fn last_words_of(w: usize, pid: i32, mut row: WorkerRow) -> Option<(i32, WorkerRow)> {
+    let slot = LAST_WORDS.get()?.get(w * LW..(w + 1) * LW)?;
+    if pid <= 0 || slot[0].load(Ordering::Acquire) != u64::from(pid as u32) {
+        return None;
+    }
+    let v = |i: usize| slot[i].load(Ordering::Relaxed);
+    row.cursed_at = v(2) as i64;
+    row.manage_next_request = v(3) != 0;
+    row.delta_requests = v(4);
+    row.rss_size = v(5);
+    row.vsz_size = v(6);
+    row.cheaped = row.cheaped || v(7) != 0;
+    Some((v(1) as u32 as i32, row))
 }
 
 fn add(reason: ExitReason) {
@@ -105,7 +168,10 @@ fn flag(v: Option<i32>) -> bool {
 
 impl Tracker {
     fn row(&self, w: usize) -> WorkerRow {
-        let ws = &self.workers;
+        Self::row_of(&self.workers, w)
+    }
+
+    fn row_of(ws: &SharedSlice<ffi::uwsgi_worker>, w: usize) -> WorkerRow {
         WorkerRow {
             pending_harakiri: ws
                 .read(w, field!(ffi::uwsgi_worker, pending_harakiri))
@@ -135,7 +201,7 @@ impl Tracker {
         &mut self,
         any_ended: bool,
         now: i64,
-        ended: impl Fn(i32) -> Option<metrics_prometheus_engine::exits::WaitStatus>,
+        ended: impl Fn(i32) -> Option<WaitStatus>,
         mut count: impl FnMut(ExitReason),
     ) {
         let first = !self.started;
@@ -155,16 +221,21 @@ impl Tracker {
                 if before.pid > 0 && !before.counted && !first {
                     // Reaped before a look (or by uWSGI's own cheap-mode loops, which wait for
                     // the workers they stop): the last row, what the master left since (a
-                    // cheaped worker stays cheaped, harakiri_count is never reset), no status.
+                    // cheaped worker stays cheaped, harakiri_count is never reset), and the
+                    // worker's last words if it called exit().
                     let last = WorkerRow {
                         cheaped: before.row.cheaped || (pid == 0 && row.cheaped),
                         harakiri_count: row.harakiri_count.max(before.row.harakiri_count),
                         ..before.row
                     };
+                    let (status, last) = match last_words_of(w, before.pid, last) {
+                        Some((code, row)) => (Some(WaitStatus::Exited(code)), row),
+                        None => (None, last),
+                    };
                     count(classify(
                         &Death {
                             worker: w,
-                            status: None,
+                            status,
                             row: last,
                             before: before.row,
                             harakiri_at_spawn: before.harakiri_at_spawn,
@@ -209,7 +280,6 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metrics_prometheus_engine::exits::WaitStatus;
 
     /// A worker table the test edits between cycles (each cycle sees a fresh copy).
     fn table(n: usize) -> Vec<ffi::uwsgi_worker> {

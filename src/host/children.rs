@@ -49,6 +49,32 @@ pub(crate) fn ended(pid: i32) -> Option<WaitStatus> {
     peek(libc::P_PID, id).map(|(_, st)| st)
 }
 
+#[cfg(target_env = "gnu")]
+extern "C" {
+    /// glibc's `on_exit(3)`: like `atexit`, with the status given to `exit`.
+    fn on_exit(
+        f: unsafe extern "C" fn(std::ffi::c_int, *mut std::ffi::c_void),
+        arg: *mut std::ffi::c_void,
+    ) -> std::ffi::c_int;
+}
+
+/// Runs `f(status)` when this process calls `exit(status)` (not on `_exit` nor a signal).
+/// False where the C library has no `on_exit`.
+pub(crate) fn at_exit_with_status(
+    f: unsafe extern "C" fn(std::ffi::c_int, *mut std::ffi::c_void),
+) -> bool {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: registers a function pointer that lives as long as the program; no argument.
+        unsafe { on_exit(f, std::ptr::null_mut()) == 0 }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        let _ = f;
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -401,6 +401,15 @@ entry! {
     /// In each new worker, before its apps and threads start (uWSGI's `post_fork`).
     fn post_fork() {
         crate::latency::heal_after_respawn();
+        // The row this worker leaves if it calls exit(), for the master's exit count.
+        host::children::at_exit_with_status(worker_exit);
+    }
+}
+
+entry! {
+    /// glibc's `on_exit` handler in a worker: `exit(status)` is under way.
+    fn worker_exit(status: std::ffi::c_int, _arg: *mut c_void) {
+        crate::exits::last_words(status);
     }
 }
 
