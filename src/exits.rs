@@ -6,7 +6,8 @@
 //! with its row of the worker table as it left it, when the cycle runs. [`cycle`] peeks at it
 //! (`waitid` with `WNOWAIT`, host::children), reads the row and lets the engine's
 //! [`classify`] decide. A worker that died in the microseconds between the cycle and the
-//! `waitpid` is noticed at the next cycle by its changed pid, and classified from the row read
+//! `waitpid` is noticed at the next cycle by its changed pid, and classified from the row it
+//! left when it called `exit()` ([`last_words`], glibc's `on_exit`), or else from the row read
 //! at the previous cycle, without the status (docs/internals.md, "Worker exits").
 //!
 //! The counters live in shared memory mapped before fork, so the route action in a worker reads

@@ -151,7 +151,8 @@ fn exceeds(value: u64, limit: u64) -> bool {
 ///    code 30 with nothing set is `end_me` run by a SIGINT/SIGTERM from outside (the master
 ///    curses first), so **signal**; any other exit is **exit** (`sys.exit`, `os._exit`,
 ///    `--reload-on-exception`). A native crash is a signal (SIGSEGV, SIGABRT): **signal**.
-/// 6. Without the wait status (reaped before the plugin looked) and nothing set: **unknown**.
+/// 6. Without the wait status (reaped before the plugin looked, and the worker left no last
+///    words because it did not call `exit()`) and nothing set: **unknown**.
 pub fn classify(d: &Death, l: &Limits) -> ExitReason {
     let r = &d.row;
     if r.pending_harakiri > 0 || r.harakiri_count > d.harakiri_at_spawn {
