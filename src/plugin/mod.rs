@@ -284,27 +284,31 @@ static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
 entry! {
     fn master_cycle() {
-        // First, so that a scrape served in this cycle counts a death seen in it.
+        serve_cycle();
+        // Last, as close as the plugin gets to uWSGI's waitpid (master.c:661), which follows
+        // the master_cycle hooks: a worker dying after this look is reaped before the next.
         crate::exits::cycle();
-        let mut guard = SERVER.lock();
-        let Some(server) = guard.as_mut() else {
-            return;
-        };
-        if !server.is_registered() {
-            // master_queue is -1 until master_loop creates it, just before the first cycle.
-            let mq = host::uwsgi::master_queue();
-            if mq < 0 {
-                return;
-            }
-            if !host::uwsgi::add_fd_read(mq, server.epoll_fd()) {
-                host::log(
-                    "cannot add the server to the master's event queue; polling once per cycle",
-                );
-            }
-            server.mark_registered();
-        }
-        server.cycle();
     }
+}
+
+/// One bounded round of the dedicated server, in the master.
+fn serve_cycle() {
+    let mut guard = SERVER.lock();
+    let Some(server) = guard.as_mut() else {
+        return;
+    };
+    if !server.is_registered() {
+        // master_queue is -1 until master_loop creates it, just before the first cycle.
+        let mq = host::uwsgi::master_queue();
+        if mq < 0 {
+            return;
+        }
+        if !host::uwsgi::add_fd_read(mq, server.epoll_fd()) {
+            host::log("cannot add the server to the master's event queue; polling once per cycle");
+        }
+        server.mark_registered();
+    }
+    server.cycle();
 }
 
 /// The Emperor's server (`emperor = prometheus://ADDR`); only an Emperor has one.
