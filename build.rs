@@ -52,6 +52,7 @@ fn main() {
     println!("cargo::rerun-if-changed=src/shim.c");
     println!("cargo::rerun-if-changed=src/cflags.rs");
     println!("cargo::rustc-check-cfg=cfg(uwsgi_routing)");
+    println!("cargo::rustc-check-cfg=cfg(uwsgi_max_requests_delta)");
 
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let bin = env_tracked("UWSGI_BIN").unwrap_or_else(|| "uwsgi".to_string());
@@ -88,6 +89,11 @@ fn main() {
     let routing = cflags::defines(&flags, "UWSGI_ROUTING");
     if routing {
         println!("cargo::rustc-cfg=uwsgi_routing");
+    }
+
+    // `--max-requests-delta` (uwsgi_server.max_requests_delta) came in 2.0.22.
+    if header.windows(19).any(|w| w == b"max_requests_delta;") {
+        println!("cargo::rustc-cfg=uwsgi_max_requests_delta");
     }
 
     generate_bindings(&flags, &out_dir);

@@ -10,6 +10,7 @@
 //! 3. [`live`]: uWSGI's shape read once into a plain `Topology`, its values per scrape;
 //!    [`latency`]: request durations recorded by the after-request hook in shared memory;
 //!    [`app_metrics`]: the application's prometheus_client values, in shared memory;
+//!    [`exits`]: worker deaths by reason, counted by the master;
 //! 4. [`scrape`]: the exporter state and one scrape, shared by both front ends;
 //! 5. the front ends: [`router`] (the `prometheus-metrics` route action) and [`server`]
 //!    (`--prometheus-server`, and `emperor = prometheus://` in an Emperor, whose server also
@@ -18,6 +19,7 @@
 
 pub(crate) mod app_metrics;
 pub(crate) mod cflags;
+pub(crate) mod exits;
 pub(crate) mod ffi;
 pub(crate) mod host;
 pub(crate) mod latency;

@@ -498,6 +498,7 @@ impl Live {
                 }
                 Source::AppDropped => crate::app_metrics::table()
                     .map_or(0, |t| i64::try_from(t.dropped()).unwrap_or(i64::MAX)),
+                Source::WorkerExits(reason) => crate::exits::count(reason),
                 Source::StaleReads => self.stale.first().map_or(0, |c| {
                     i64::try_from(c.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
                 }),

@@ -216,6 +216,12 @@ pub const WORKER_LAST_SPAWN: FamilyDef = def(
     6,
     "When the worker was last spawned, in seconds since the Unix epoch.",
 );
+pub const WORKER_EXITS: FamilyDef = def(
+    "worker_exits",
+    Counter,
+    0,
+    "Worker processes that ended, by reason: harakiri, max_requests, reload_on_rss, reload_on_as (--reload-on-* and --evil-reload-on-*), max_lifetime, reload (a workers', chain or graceful reload ordered by the master), cheaper (stopped by the cheaper subsystem or cheap mode), signal (killed by a signal the master did not send: OOM killer, kill, a native crash), exit (the worker exited by itself: sys.exit, os._exit), unknown (reaped before the plugin saw how it ended). Counted by the master since it started.",
+);
 pub const WORKER_CORE_IN_REQUEST: FamilyDef = def(
     "worker_core_in_request",
     Gauge,
@@ -288,6 +294,7 @@ pub const ALL: &[FamilyDef] = &[
     WORKER_EXCEPTIONS,
     WORKER_SIGNALS,
     WORKER_LAST_SPAWN,
+    WORKER_EXITS,
     WORKER_CORE_IN_REQUEST,
     WORKER_OLDEST_REQUEST,
     WORKER_APP_REQUESTS,

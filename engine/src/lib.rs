@@ -9,6 +9,7 @@
 //!   to export and where each value comes from;
 //! - [`http`]: request heads for the dedicated server (limits, RFC 9112 framing, basic auth);
 //! - [`config`]: every option, declared once, and its parsed value; [`defaults`]: their defaults;
+//! - [`exits`]: why a worker died, from its wait status and its row of the worker table;
 //! - [`emperor`]: the Emperor's own families, one series per vassal (`emperor = prometheus://`);
 //! - [`merge`]: the vassals' expositions merged into the Emperor's (`--prometheus-vassal-socket`);
 //! - `header`: HTTP header-value lists, parameters and q-values (`Accept`, `Accept-Encoding`);
@@ -31,6 +32,7 @@ pub mod compat;
 pub mod compress;
 pub mod config;
 pub mod emperor;
+pub mod exits;
 pub mod format;
 mod header;
 pub mod http;

@@ -7,6 +7,7 @@
 //! uWSGI.
 
 use crate::catalogue::{self as cat, FamilyDef};
+use crate::exits::ExitReason;
 use crate::format::{native_bucket_index, Extra, Histogram, MetricType, NativeSpec};
 
 /// A listening socket of uWSGI, in the order of `uwsgi.sockets`.
@@ -227,6 +228,8 @@ pub enum Source {
     AppSeries,
     /// Application series the table refused (full, or a key too long).
     AppDropped,
+    /// Worker deaths the master saw, for one reason.
+    WorkerExits(ExitReason),
 }
 
 /// What the exporter renders: metric names for the engine, the extra series, and where each
@@ -473,6 +476,13 @@ fn add_instance(p: &mut Plan, t: &Topology) {
     );
     p.add(&cat::LOAD, vec![], Source::Shared(SharedField::Load));
     p.add(&cat::SIGNAL_QUEUE, vec![], Source::SignalQueue);
+    for r in ExitReason::ALL {
+        p.add(
+            &cat::WORKER_EXITS,
+            labels([("reason", r.as_str())]),
+            Source::WorkerExits(r),
+        );
+    }
     if let Some(capacity) = t.app_series {
         p.add(&cat::APP_SERIES, vec![], Source::AppSeries);
         p.add(
@@ -738,6 +748,10 @@ pub(crate) mod tests {
         assert_eq!(count("master_cpu_seconds"), 1);
         assert_eq!(count("worker_open_fds"), 2);
         assert_eq!(count("app_metrics_dropped_series"), 1);
+        let exits = sources_of(&p, "worker_exits");
+        assert_eq!(exits.len(), ExitReason::ALL.len());
+        assert_eq!(exits[0].0.labels, labels([("reason", "harakiri")]));
+        assert_eq!(exits[8].1, Source::WorkerExits(ExitReason::Exit));
         assert_eq!(
             sources_of(&p, "app_metrics_capacity")[0].1,
             Source::Const(64)

@@ -57,6 +57,17 @@ pub(crate) fn fixed_cstr(buf: &[c_char]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// The worker table alone (`numproc + 1` rows, row 0 the master's), for the exit tracker.
+/// Master, after `uwsgi_setup_workers`.
+pub(crate) fn workers() -> SharedSlice<ffi::uwsgi_worker> {
+    // SAFETY: ABI checked; `workers` and `numproc` are set before the plugin's postinit_apps
+    // and never change.
+    let srv = unsafe { &*server() };
+    let numproc = usize::try_from(srv.numproc).unwrap_or(0);
+    // SAFETY: init.c allocates numproc + 1 workers in shared memory before fork.
+    unsafe { SharedSlice::new(srv.workers.cast_const(), numproc + 1) }
+}
+
 /// Reads the instance. Master, pre-fork, after `uwsgi_setup_workers` and the socket binding.
 pub(crate) fn read() -> Instance {
     // SAFETY: the ABI check passed, so the struct has this build's layout; the master is

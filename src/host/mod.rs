@@ -17,10 +17,12 @@
 //! - [`shared_counters`]: zeroed shared memory the plugin maps before fork (the request
 //!   histograms, the application metrics, the stale-read count);
 //! - [`alloc`]: the global allocator, and read-only mappings for data built before fork;
+//! - [`children`]: how a child process ended, seen without reaping it (the exit tracker);
 //! - [`emperor`]: imperial monitors, their scanners and the Emperor's vassal list.
 
 pub(crate) mod abi;
 pub(crate) mod alloc;
+pub(crate) mod children;
 pub(crate) mod emperor;
 pub(crate) mod epoll;
 pub(crate) mod fork;

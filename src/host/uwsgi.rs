@@ -116,6 +116,33 @@ pub(crate) fn mules() -> usize {
     usize::try_from(unsafe { (*server()).mules_cnt }).unwrap_or(0)
 }
 
+/// The options that make uWSGI end a worker, as `uwsgi_close_request` and the master's checks
+/// read them (bytes and seconds; 0 = off).
+pub(crate) fn exit_limits() -> metrics_prometheus_engine::exits::Limits {
+    // SAFETY: ABI checked; integers set during option parsing, read-only afterwards.
+    let srv = unsafe { &*server() };
+    metrics_prometheus_engine::exits::Limits {
+        max_requests: srv.max_requests,
+        #[cfg(uwsgi_max_requests_delta)]
+        max_requests_delta: srv.max_requests_delta,
+        // 2.0.21 has no --max-requests-delta.
+        #[cfg(not(uwsgi_max_requests_delta))]
+        max_requests_delta: 0,
+        min_worker_lifetime: srv.min_worker_lifetime,
+        reload_on_rss: srv.reload_on_rss,
+        reload_on_as: srv.reload_on_as,
+        evil_reload_on_rss: srv.evil_reload_on_rss,
+        evil_reload_on_as: srv.evil_reload_on_as,
+        max_worker_lifetime: srv.max_worker_lifetime,
+        max_worker_lifetime_delta: srv.max_worker_lifetime_delta,
+    }
+}
+
+/// Wall-clock seconds, as `uwsgi_now()`.
+pub(crate) fn now_s() -> i64 {
+    now_us() / 1_000_000
+}
+
 /// Ends the process during startup, as uWSGI itself does for a bad option.
 pub(crate) fn exit_at_startup() -> ! {
     // SAFETY: plain process exit; uWSGI's atexit handlers run as on its own exit(1).

@@ -269,6 +269,10 @@ entry! {
             // Scrapes keep /proc files open (host::procfs): from here on every fork closes
             // them in the child.
             host::fork::install_atfork(atfork_child);
+            // Before fork, like the exposition: the workers share the exit counters.
+            if host::uwsgi::has_master() {
+                crate::exits::setup();
+            }
             // Before fork: the workers share it (see scrape::install for how it stays shared).
             crate::scrape::install(&config());
         }
@@ -280,25 +284,31 @@ static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
 entry! {
     fn master_cycle() {
-        let mut guard = SERVER.lock();
-        let Some(server) = guard.as_mut() else {
-            return;
-        };
-        if !server.is_registered() {
-            // master_queue is -1 until master_loop creates it, just before the first cycle.
-            let mq = host::uwsgi::master_queue();
-            if mq < 0 {
-                return;
-            }
-            if !host::uwsgi::add_fd_read(mq, server.epoll_fd()) {
-                host::log(
-                    "cannot add the server to the master's event queue; polling once per cycle",
-                );
-            }
-            server.mark_registered();
-        }
-        server.cycle();
+        serve_cycle();
+        // Last, as close as the plugin gets to uWSGI's waitpid (master.c:661), which follows
+        // the master_cycle hooks: a worker dying after this look is reaped before the next.
+        crate::exits::cycle();
     }
+}
+
+/// One bounded round of the dedicated server, in the master.
+fn serve_cycle() {
+    let mut guard = SERVER.lock();
+    let Some(server) = guard.as_mut() else {
+        return;
+    };
+    if !server.is_registered() {
+        // master_queue is -1 until master_loop creates it, just before the first cycle.
+        let mq = host::uwsgi::master_queue();
+        if mq < 0 {
+            return;
+        }
+        if !host::uwsgi::add_fd_read(mq, server.epoll_fd()) {
+            host::log("cannot add the server to the master's event queue; polling once per cycle");
+        }
+        server.mark_registered();
+    }
+    server.cycle();
 }
 
 /// The Emperor's server (`emperor = prometheus://ADDR`); only an Emperor has one.
@@ -395,6 +405,15 @@ entry! {
     /// In each new worker, before its apps and threads start (uWSGI's `post_fork`).
     fn post_fork() {
         crate::latency::heal_after_respawn();
+        // The row this worker leaves if it calls exit(), for the master's exit count.
+        host::children::at_exit_with_status(worker_exit);
+    }
+}
+
+entry! {
+    /// glibc's `on_exit` handler in a worker: `exit(status)` is under way.
+    fn worker_exit(status: std::ffi::c_int, _arg: *mut c_void) {
+        crate::exits::last_words(status);
     }
 }
 

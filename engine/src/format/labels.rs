@@ -25,6 +25,7 @@ pub const RESERVED: &[&str] = &[
     "plugin_version",
     "method",
     "code",
+    "reason",
     // Histograms, summaries and exemplars.
     "le",
     "quantile",
