@@ -8,6 +8,7 @@
 //! - [`plan`]: from a plain description of a uWSGI instance ([`plan::Topology`]) to the series
 //!   to export and where each value comes from;
 //! - [`http`]: request heads for the dedicated server (limits, RFC 9112 framing, basic auth);
+//! - [`queue`]: the `X-Request-Start` / `X-Queue-Start` header of `--prometheus-queue-time`;
 //! - [`config`]: every option, declared once, and its parsed value; [`defaults`]: their defaults;
 //! - [`emperor`]: the Emperor's own families, one series per vassal (`emperor = prometheus://`);
 //! - [`merge`]: the vassals' expositions merged into the Emperor's (`--prometheus-vassal-socket`);
@@ -36,3 +37,4 @@ mod header;
 pub mod http;
 pub mod merge;
 pub mod plan;
+pub mod queue;
