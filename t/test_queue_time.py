@@ -128,7 +128,8 @@ def test_every_form_lands_in_its_bucket(start_uwsgi, pb, variant):
     ph = m.histogram
     assert ph.sample_count == n and ph.schema == 3 and ph.zero_count == 0
     assert ph.sample_sum == pytest.approx(h['sum'], abs=1e-6)
-    classic = {b.upper_bound: b.cumulative_count for b in ph.bucket if not math.isinf(b.upper_bound)}
+    classic = {b.upper_bound: b.cumulative_count for b in ph.bucket
+               if not math.isinf(b.upper_bound)}
     assert classic[0.25] == 0 and classic[0.5] == n, classic
     counts = native_counts(ph)
     base = 2 ** (2 ** -3)
