@@ -7,13 +7,15 @@ Run it through bench/request_overhead.sh (it builds the plugin and sets the envi
 
 1. callgrind: uWSGI (master, 1 worker, no threads, --http-socket, bench/request_overhead_app.py)
    under `valgrind --tool=callgrind --trace-children=yes`; N sequential requests, each with a W3C
-   `traceparent` header and an `X-Request-Start: t=<now, ms>` header (nginx's form); SIGINT to the master (workers exit and dump their profile); the worker's
-   callgrind.out is parsed: the inclusive Ir of every call to metrics_prometheus_after_request
-   (the `cfn=`/`calls=` records, summed over call sites) divided by the number of calls. Variants:
-   no plugin, plugin with --prometheus-no-histograms, histograms (default), histograms +
-   --prometheus-exemplars, histograms + --prometheus-queue-time. uwsgi_get_var's calls under the
-   hook show which headers it looks up: none without exemplars and queue time. The worker's total Ir per request is printed too (whole request, for
-   scale; its difference between variants includes some run-to-run jitter of uWSGI/Python).
+   `traceparent` header and an `X-Request-Start: t=<now, ms>` header (nginx's form); SIGINT to
+   the master (workers exit and dump their profile); the worker's callgrind.out is parsed: the
+   inclusive Ir of every call to metrics_prometheus_after_request (the `cfn=`/`calls=` records,
+   summed over call sites) divided by the number of calls. Variants: no plugin, plugin with
+   --prometheus-no-histograms, histograms (default), histograms + --prometheus-exemplars,
+   histograms + --prometheus-queue-time. The calls of uwsgi_get_var show which headers the hook
+   looks up: none without exemplars and queue time. The worker's total Ir per request is
+   printed too (whole request, for scale; its difference between variants includes some
+   run-to-run jitter of uWSGI/Python).
    Ir -> ns: bench/request_overhead_calib.c runs hook-shaped code natively (timed) and under
    callgrind (Ir), with plain adds and with relaxed atomic adds; estimate =
    Ir x (ns/Ir of the plain variant) + 2 x (extra ns of one uncontended atomic add).

@@ -28,8 +28,8 @@
 //! the milliseconds threshold.) A value in nanoseconds, which New Relic does not accept either,
 //! reads as microseconds far in the future: it counts as clock skew, visibly.
 //!
-//! Anything else (a sign, an exponent, a server name before `t=`, two values, a number too large
-//! for 64 bits) is ignored: the request is not observed.
+//! Anything else (a sign, an exponent, a server name before `t=`, two values, an integer part of
+//! more than 19 digits) is ignored: the request is not observed.
 
 /// Unix time of 2000-01-01T00:00:00Z: the earliest time a header can name.
 pub const EARLIEST_S: u64 = 946_684_800;
@@ -43,47 +43,40 @@ pub const MAX_QUEUE_US: u64 = 3_600_000_000;
 /// `None` when it is not one of the accepted forms.
 pub fn parse_request_start(v: &[u8]) -> Option<u64> {
     // Runs in the after-request hook of every request that carries the header: a single pass,
-    // integer arithmetic only.
+    // integer arithmetic only, no division, and no overflow check per digit (19 digits always
+    // fit in a u64; a 20-digit time would be microseconds after the year 318 000).
+    const POW10: [u64; 7] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000];
     let v = v.trim_ascii();
     let v = v.strip_prefix(b"t=").unwrap_or(v);
-    let (int, frac) = match v.iter().position(|&b| b == b'.') {
-        Some(dot) => (&v[..dot], &v[dot + 1..]),
-        None => (v, &[][..]),
-    };
-    if int.is_empty() {
+    let digits = |s: &[u8]| s.iter().take_while(|b| b.is_ascii_digit()).count();
+    let len = digits(v);
+    if len == 0 || len > 19 {
         return None;
     }
-    let mut n: u64 = 0;
-    for &b in int {
-        let d = b.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        n = n.checked_mul(10)?.checked_add(u64::from(d))?;
-    }
-    // µs per unit, and how many digits of the fraction are below the unit but above 1 µs.
-    let (scale, frac_digits) = if n >= EARLIEST_S * 1_000_000 {
-        (1, 0)
+    let n = v[..len]
+        .iter()
+        .fold(0u64, |n, &b| n * 10 + u64::from(b - b'0'));
+    let frac = match &v[len..] {
+        [] => &[][..],
+        [b'.', f @ ..] if digits(f) == f.len() => f,
+        _ => return None,
+    };
+    // The unit, as a power of ten of µs: the fraction's digits above 1 µs.
+    let places = if n >= EARLIEST_S * 1_000_000 {
+        0
     } else if n >= EARLIEST_S * 1_000 {
-        (1_000, 3)
+        3
     } else if n >= EARLIEST_S {
-        (1_000_000, 6)
+        6
     } else {
         return None;
     };
-    let mut f: u64 = 0;
-    let mut weight = scale;
-    for (i, &b) in frac.iter().enumerate() {
-        let d = b.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        if i < frac_digits {
-            weight /= 10;
-            f += u64::from(d) * weight;
-        }
-    }
-    n.checked_mul(scale)?.checked_add(f)
+    let used = frac.len().min(places);
+    let f = frac[..used]
+        .iter()
+        .fold(0u64, |f, &b| f * 10 + u64::from(b - b'0'))
+        * POW10[places - used];
+    n.checked_mul(POW10[places])?.checked_add(f)
 }
 
 /// One request's queue time.
@@ -162,7 +155,12 @@ mod tests {
             Some(946_684_799_999_999 * 1_000)
         );
         assert_eq!(parse_request_start(b"946684800000000"), Some(e * 1_000_000));
-        assert_eq!(parse_request_start(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(
+            parse_request_start(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        // 20 digits: refused (microseconds after the year 318 000).
+        assert_eq!(parse_request_start(b"18446744073709551615"), None);
         // Nanoseconds read as microseconds (far future): skew, visibly.
         let ns = format!("{}", T * 1_000_000_000);
         assert_eq!(parse_request_start(ns.as_bytes()), Some(T * 1_000_000_000));
