@@ -7,12 +7,15 @@ Run it through bench/request_overhead.sh (it builds the plugin and sets the envi
 
 1. callgrind: uWSGI (master, 1 worker, no threads, --http-socket, bench/request_overhead_app.py)
    under `valgrind --tool=callgrind --trace-children=yes`; N sequential requests, each with a W3C
-   `traceparent` header; SIGINT to the master (workers exit and dump their profile); the worker's
-   callgrind.out is parsed: the inclusive Ir of every call to metrics_prometheus_after_request
-   (the `cfn=`/`calls=` records, summed over call sites) divided by the number of calls. Variants:
-   no plugin, plugin with --prometheus-no-histograms, histograms (default), histograms +
-   --prometheus-exemplars. The worker's total Ir per request is printed too (whole request, for
-   scale; its difference between variants includes some run-to-run jitter of uWSGI/Python).
+   `traceparent` header and an `X-Request-Start: t=<now, ms>` header (nginx's form); SIGINT to
+   the master (workers exit and dump their profile); the worker's callgrind.out is parsed: the
+   inclusive Ir of every call to metrics_prometheus_after_request (the `cfn=`/`calls=` records,
+   summed over call sites) divided by the number of calls. Variants: no plugin, plugin with
+   --prometheus-no-histograms, histograms (default), histograms + --prometheus-exemplars,
+   histograms + --prometheus-queue-time. The calls of uwsgi_get_var show which headers the hook
+   looks up: none without exemplars and queue time. The worker's total Ir per request is
+   printed too (whole request, for scale; its difference between variants includes some
+   run-to-run jitter of uWSGI/Python).
    Ir -> ns: bench/request_overhead_calib.c runs hook-shaped code natively (timed) and under
    callgrind (Ir), with plain adds and with relaxed atomic adds; estimate =
    Ir x (ns/Ir of the plain variant) + 2 x (extra ns of one uncontended atomic add).
@@ -48,7 +51,8 @@ CALIB_SRC = os.path.join(HERE, 'request_overhead_calib.c')
 HOOK = 'metrics_prometheus_after_request'
 REQUEST_PATH = ('wsgi_req_setup', 'wsgi_req_accept', 'wsgi_req_recv', 'uwsgi_close_request')
 # callees of the hook worth showing (exemplars): uWSGI's header lookup and the traceparent parser
-BREAKDOWN = ('uwsgi_get_var', 'metrics_prometheus_engine::http::traceparent_trace_id')
+BREAKDOWN = ('uwsgi_get_var', 'metrics_prometheus_engine::http::traceparent_trace_id',
+             'metrics_prometheus_engine::queue::queue_time')
 T0 = time.monotonic()
 STARTED = []  # Popen objects of session leaders we started
 
@@ -193,7 +197,8 @@ def callgrind_variant(tmp, name, uwsgi, extra, n):
         raise RuntimeError('%s: the hook was not added to the after-request chain' % name)
     for i in range(n):
         tp = '00-%032x-%016x-01' % (0x4bf92f3577b34da6a3ce929d0e0e4736 + i, 0x00f067aa0ba902b7)
-        status, body = http_get(port, '/', [('traceparent', tp)])
+        status, body = http_get(port, '/', [('traceparent', tp),
+                                            ('X-Request-Start', 't=%.3f' % time.time())])
         if status != 200 or body != b'ok\n':
             raise RuntimeError('%s: request %d answered %r %r' % (name, i, status, body[:100]))
     os.kill(p.pid, signal.SIGINT)  # uWSGI: kill the workers (SIGINT), they exit() and dump
@@ -346,7 +351,8 @@ def run(a, tmp):
                 ('plain', []),
                 ('no-histograms', ['--need-plugin', a.plugin, '--prometheus-no-histograms']),
                 ('histograms', ['--need-plugin', a.plugin]),
-                ('hist+exemplars', ['--need-plugin', a.plugin, '--prometheus-exemplars'])):
+                ('hist+exemplars', ['--need-plugin', a.plugin, '--prometheus-exemplars']),
+                ('hist+queue-time', ['--need-plugin', a.plugin, '--prometheus-queue-time'])):
             cg.append(callgrind_variant(tmp, name, a.uwsgi, extra, a.cg_requests))
     tp = None
     if not a.skip_wrk:
@@ -376,7 +382,7 @@ def run(a, tmp):
         plain_req = cg[0]['path'] / cg[0]['n']
         print()
         print('callgrind: 1 worker, no threads, --http-socket, %d sequential requests with a '
-              'traceparent header' % a.cg_requests)
+              'traceparent and an X-Request-Start header' % a.cg_requests)
         ghz = re.search(r'@\s*([\d.]+)\s*GHz', model)
         ns_1ipc = 1 / float(ghz.group(1)) if ghz else None
         print('  %-16s %11s %11s %9s %12s %11s %14s %9s'

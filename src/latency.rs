@@ -15,6 +15,13 @@
 //! native pages in use: a few pages per worker instead of the whole stripe (the mapping is
 //! shared memory: every page the master reads is a page it holds).
 //!
+//! The queue-time histogram (`--prometheus-queue-time`) is a second recorder of the same shape
+//! in a mapping of its own: one series (no labels), the same buckets, and after it, in each
+//! worker's stripe, the count of requests whose header was later than their start (clock skew).
+//! The same hook feeds it, after the request histogram, from the request's `X-Request-Start` or
+//! `X-Queue-Start` header (parsed by the engine's `queue` module); without the option the
+//! recorder does not exist and the headers are never looked up.
+//!
 //! Exemplars (`--prometheus-exemplars`): per worker, series and bucket, one 64-byte cell with
 //! the latest trace id, duration and time, written under a per-cell sequence counter (odd while
 //! a write is in progress; a thread that finds it odd drops its exemplar rather than wait), and
@@ -27,8 +34,10 @@ use std::sync::OnceLock;
 use metrics_prometheus_engine::format::{Exemplar, NativeSpec};
 use metrics_prometheus_engine::http::traceparent_trace_id;
 use metrics_prometheus_engine::plan::{
-    bucket_index, code_index, method_index, native_slot, native_spec, series_index, REQUEST_SERIES,
+    bucket_index, code_index, method_index, native_slot, native_spec, series_index, QUEUE_SERIES,
+    REQUEST_SERIES,
 };
+use metrics_prometheus_engine::queue::{queue_time, QueueTime};
 
 use crate::host;
 use crate::host::request::Request;
@@ -36,7 +45,35 @@ use crate::host::request::Request;
 /// u64 words per exemplar cell: sequence, 4 words of trace id, value, timestamp, padding.
 const CELL_WORDS: usize = 8;
 
+/// What a recorder records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Request durations, by method and status class.
+    Requests,
+    /// Queue times, one series, with the skew count after it.
+    Queue,
+}
+
+impl Kind {
+    fn series(self) -> usize {
+        match self {
+            Kind::Requests => REQUEST_SERIES,
+            Kind::Queue => QUEUE_SERIES,
+        }
+    }
+
+    /// Counter words of a stripe after its series.
+    fn tail(self) -> usize {
+        match self {
+            Kind::Requests => 0,
+            Kind::Queue => 1,
+        }
+    }
+}
+
 struct Recorder {
+    /// Series per stripe.
+    series: usize,
     bounds_us: Vec<u64>,
     /// Classic buckets, +Inf included.
     classic: usize,
@@ -45,43 +82,57 @@ struct Recorder {
     per_series: usize,
     /// Words of a stripe's classic region (then comes the native region).
     classic_region: usize,
+    /// Offset in a stripe of its tail words (after the native region), and how many: the skew
+    /// count of the queue recorder.
+    tail_at: usize,
+    tail: usize,
     /// Words per worker stripe (a multiple of 8: 64 bytes).
     stride: usize,
     workers: usize,
     counts: &'static [AtomicU64],
-    /// Per worker: REQUEST_SERIES × buckets cells of CELL_WORDS (empty without exemplars).
+    /// Per worker: series × buckets cells of CELL_WORDS (empty without exemplars).
     cells: &'static [AtomicU64],
 }
 
 static RECORDER: OnceLock<Recorder> = OnceLock::new();
+/// The queue-time recorder: only with `--prometheus-queue-time` (and [`RECORDER`]).
+static QUEUE: OnceLock<Recorder> = OnceLock::new();
 
 fn round_up_to_line(words: usize) -> usize {
     words.div_ceil(8) * 8
 }
 
-/// Maps the counters for `workers` worker ids (1..=workers; id 0 is unused). Master, before
-/// fork. Returns the bytes mapped.
+/// Maps the counters for `workers` worker ids (1..=workers; id 0 is unused), and with
+/// `queue_time` those of the queue-time histogram. Master, before fork. Returns the bytes
+/// mapped.
 pub(crate) fn setup(
     bounds_us: &[u64],
     native_schema: i8,
     workers: usize,
     exemplars: bool,
+    queue_time: bool,
 ) -> std::io::Result<usize> {
-    let shape = Recorder::shape(bounds_us, native_schema, workers, exemplars);
-    let counts = host::shared_counters::map(shape.0)?;
-    let cells = if exemplars {
-        host::shared_counters::map(shape.1)?
-    } else {
-        &[]
-    };
-    let bytes = (counts.len() + cells.len()) * 8;
-    let _ = RECORDER.set(Recorder::new(
-        bounds_us,
-        native_schema,
-        workers,
-        counts,
-        cells,
-    ));
+    let mut bytes = 0;
+    for kind in [Kind::Requests, Kind::Queue] {
+        if kind == Kind::Queue && !queue_time {
+            continue;
+        }
+        // Exemplars are the request histogram's only.
+        let exemplars = exemplars && kind == Kind::Requests;
+        let shape = Recorder::shape(kind, bounds_us, native_schema, workers, exemplars);
+        let counts = host::shared_counters::map(shape.0)?;
+        let cells = if exemplars {
+            host::shared_counters::map(shape.1)?
+        } else {
+            &[]
+        };
+        bytes += (counts.len() + cells.len()) * 8;
+        let r = Recorder::new(kind, bounds_us, native_schema, workers, counts, cells);
+        let _ = match kind {
+            Kind::Requests => RECORDER.set(r),
+            Kind::Queue => QUEUE.set(r),
+        };
+    }
     Ok(bytes)
 }
 
@@ -90,20 +141,53 @@ pub(crate) fn enabled() -> bool {
     RECORDER.get().is_some()
 }
 
+/// True once [`setup`] ran with the queue-time histogram.
+pub(crate) fn queue_enabled() -> bool {
+    QUEUE.get().is_some()
+}
+
 /// Records one finished request. Runs in the worker, in the thread that served it.
 pub(crate) fn observe(req: &Request) {
     let Some(r) = RECORDER.get() else {
         return;
     };
     let (start, end) = req.times_us();
+    let wid = host::uwsgi::my_worker_id();
     let trace = || req.var(b"HTTP_TRACEPARENT").and_then(traceparent_trace_id);
     r.record(
-        host::uwsgi::my_worker_id(),
+        wid,
         series_index(method_index(req.method()), code_index(req.status())),
         start,
         end,
         trace,
     );
+    observe_queue(QUEUE.get(), wid, || queue_time_of(req, start));
+}
+
+/// The request's queue time: from `X-Request-Start`, else (absent or not an accepted form)
+/// from `X-Queue-Start`, as New Relic's agents look them up.
+fn queue_time_of(req: &Request, start_us: u64) -> Option<QueueTime> {
+    req.var(b"HTTP_X_REQUEST_START")
+        .and_then(|v| queue_time(v, start_us))
+        .or_else(|| {
+            req.var(b"HTTP_X_QUEUE_START")
+                .and_then(|v| queue_time(v, start_us))
+        })
+}
+
+/// Records a queue time in `q` when there is a queue recorder: `read` (which looks the headers
+/// up) is called only then.
+fn observe_queue(q: Option<&Recorder>, wid: usize, read: impl FnOnce() -> Option<QueueTime>) {
+    if let Some(q) = q {
+        if let Some(t) = read() {
+            q.record_queue(wid, t);
+        }
+    }
+}
+
+/// Requests whose queue-time header was later than their start, over every worker.
+pub(crate) fn queue_skew() -> u64 {
+    QUEUE.get().map_or(0, Recorder::skew)
 }
 
 /// In a new worker, before it serves anything: see [`Recorder::heal`].
@@ -119,11 +203,12 @@ pub(crate) fn heal_after_respawn() {
     }
 }
 
-/// The histogram's values for the engine: see [`Recorder::collect`].
+/// The histograms' values for the engine, in the plan's order (request durations, then queue
+/// times): see [`Recorder::collect`].
 pub(crate) fn collect(hist: &mut Vec<u64>, exemplars: &mut Vec<Option<Exemplar>>, native: bool) {
     hist.clear();
     exemplars.clear();
-    if let Some(r) = RECORDER.get() {
+    for r in [RECORDER.get(), QUEUE.get()].into_iter().flatten() {
         r.collect(hist, exemplars, native);
     }
 }
@@ -131,6 +216,7 @@ pub(crate) fn collect(hist: &mut Vec<u64>, exemplars: &mut Vec<Option<Exemplar>>
 impl Recorder {
     /// Words of the counters and of the exemplar cells for this configuration.
     fn shape(
+        kind: Kind,
         bounds_us: &[u64],
         native_schema: i8,
         workers: usize,
@@ -138,12 +224,13 @@ impl Recorder {
     ) -> (usize, usize) {
         let classic = bounds_us.len() + 1;
         let per_series = classic + 1 + 1 + native_spec(native_schema).buckets;
-        let stride = round_up_to_line(REQUEST_SERIES * per_series);
-        let cells = (workers + 1) * REQUEST_SERIES * classic * CELL_WORDS;
+        let stride = round_up_to_line(kind.series() * per_series + kind.tail());
+        let cells = (workers + 1) * kind.series() * classic * CELL_WORDS;
         ((workers + 1) * stride, if exemplars { cells } else { 0 })
     }
 
     fn new(
+        kind: Kind,
         bounds_us: &[u64],
         native_schema: i8,
         workers: usize,
@@ -153,13 +240,17 @@ impl Recorder {
         let classic = bounds_us.len() + 1;
         let native = native_spec(native_schema);
         let per_series = classic + 1 + 1 + native.buckets;
+        let series = kind.series();
         Recorder {
+            series,
             bounds_us: bounds_us.to_vec(),
             classic,
             native,
             per_series,
-            classic_region: REQUEST_SERIES * (classic + 1),
-            stride: round_up_to_line(REQUEST_SERIES * per_series),
+            classic_region: series * (classic + 1),
+            tail_at: series * per_series,
+            tail: kind.tail(),
+            stride: round_up_to_line(series * per_series + kind.tail()),
             workers,
             counts,
             cells,
@@ -177,7 +268,7 @@ impl Recorder {
         trace: impl FnOnce() -> Option<[u8; 32]>,
     ) {
         let r = self;
-        if wid == 0 || wid > r.workers || series >= REQUEST_SERIES {
+        if wid == 0 || wid > r.workers || series >= r.series {
             return;
         }
         let duration = end.saturating_sub(start);
@@ -223,8 +314,30 @@ impl Recorder {
         c[0].store(seq + 2, Ordering::Release);
     }
 
+    /// Records a queue time of worker `wid` (the queue recorder): in the histogram, and when
+    /// the header was later than the start, in the skew count.
+    fn record_queue(&self, wid: usize, t: QueueTime) {
+        if wid == 0 || wid > self.workers || self.tail == 0 {
+            return;
+        }
+        self.record(wid, 0, 0, t.wait_us, || None);
+        if t.skew {
+            self.counts[wid * self.stride + self.tail_at].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The skew counts of every worker (the queue recorder).
+    fn skew(&self) -> u64 {
+        if self.tail == 0 {
+            return 0;
+        }
+        (1..=self.workers).fold(0u64, |a, w| {
+            a.wrapping_add(self.counts[w * self.stride + self.tail_at].load(Ordering::Relaxed))
+        })
+    }
+
     fn cell(&self, wid: usize, series: usize, bucket: usize) -> &[AtomicU64] {
-        let at = ((wid * REQUEST_SERIES + series) * self.classic + bucket) * CELL_WORDS;
+        let at = ((wid * self.series + series) * self.classic + bucket) * CELL_WORDS;
         &self.cells[at..at + CELL_WORDS]
     }
 
@@ -237,7 +350,7 @@ impl Recorder {
             return 0;
         }
         let mut healed = 0;
-        for series in 0..REQUEST_SERIES {
+        for series in 0..self.series {
             for bucket in 0..self.classic {
                 let c = self.cell(wid, series, bucket);
                 if c[0].load(Ordering::Relaxed) % 2 == 1 {
@@ -253,13 +366,15 @@ impl Recorder {
         healed
     }
 
-    /// `hist` in `render_all`'s order (summed over workers; the native part only when
-    /// `native`, else left 0) and, with exemplars on, the latest exemplar of each bucket (else
-    /// left empty). `hist` and `exemplars` come in empty.
+    /// Appends to `hist` this histogram's values in `render_all`'s order (summed over workers;
+    /// the native part only when `native`, else left 0) and, with exemplars on, to `exemplars`
+    /// the latest exemplar of each bucket, at the same indexes (else it is left as it is).
     fn collect(&self, hist: &mut Vec<u64>, exemplars: &mut Vec<Option<Exemplar>>, native: bool) {
         let r = self;
-        let words = REQUEST_SERIES * r.per_series;
-        hist.resize(words, 0);
+        let words = r.series * r.per_series;
+        let first = hist.len();
+        hist.resize(first + words, 0);
+        let hist = &mut hist[first..];
         let classic = r.classic + 1;
         let add = |h: &mut [u64], c: &[AtomicU64], order: Ordering| {
             for (h, c) in h.iter_mut().zip(c) {
@@ -295,13 +410,13 @@ impl Recorder {
         if r.cells.is_empty() {
             return;
         }
-        exemplars.resize(words, None);
-        for series in 0..REQUEST_SERIES {
+        exemplars.resize(first + words, None);
+        for series in 0..r.series {
             for bucket in 0..r.classic {
                 let best = (1..=r.workers)
                     .filter_map(|w| read_cell(r.cell(w, series, bucket)))
                     .max_by_key(|e| e.timestamp_us);
-                exemplars[series * r.per_series + bucket] = best;
+                exemplars[first + series * r.per_series + bucket] = best;
             }
         }
     }
@@ -347,11 +462,16 @@ mod tests {
 
     /// A recorder over leaked local memory, as `setup` makes one over shared memory.
     fn recorder(workers: usize, exemplars: bool) -> &'static Recorder {
-        let (counts, cells) = Recorder::shape(&BOUNDS, 3, workers, exemplars);
+        recorder_of(Kind::Requests, workers, exemplars)
+    }
+
+    fn recorder_of(kind: Kind, workers: usize, exemplars: bool) -> &'static Recorder {
+        let (counts, cells) = Recorder::shape(kind, &BOUNDS, 3, workers, exemplars);
         let leak = |n: usize| -> &'static [AtomicU64] {
             Box::leak((0..n).map(|_| AtomicU64::new(0)).collect())
         };
         Box::leak(Box::new(Recorder::new(
+            kind,
             &BOUNDS,
             3,
             workers,
@@ -500,5 +620,106 @@ mod tests {
             latest(r).map(|e| (e.value_us, e.trace_id)),
             Some((10, trace(5)))
         );
+    }
+
+    /// Queue times land in their classic and native buckets, the sum and (for a header later
+    /// than the start) the skew count, per worker stripe, summed at collection; the queue
+    /// recorder's values come after the request recorder's, as the plan lays the families out.
+    #[test]
+    fn queue_times_and_skew() {
+        use metrics_prometheus_engine::plan::{queue_histogram, request_histogram};
+        let q = recorder_of(Kind::Queue, 2, false);
+        let t = |wait_us, skew| QueueTime { wait_us, skew };
+        q.record_queue(1, t(300_000, false));
+        q.record_queue(2, t(300_000, false));
+        q.record_queue(2, t(0, true));
+        q.record_queue(1, t(0, false));
+        q.record_queue(3, t(5, true)); // no such worker
+        assert_eq!(q.skew(), 1);
+        let r = recorder(2, true);
+        r.record(1, 0, 0, 20, || Some(trace(1)));
+        let (mut hist, mut ex) = (Vec::new(), Vec::new());
+        r.collect(&mut hist, &mut ex, true);
+        q.collect(&mut hist, &mut ex, true);
+        let native = Some(native_spec(3));
+        let slots =
+            |h: metrics_prometheus_engine::format::Histogram| h.series.len() * h.slots_per_series();
+        let (rs, qs) = (
+            slots(request_histogram(&BOUNDS, native)),
+            slots(queue_histogram(&BOUNDS, native)),
+        );
+        assert_eq!(hist.len(), rs + qs);
+        assert_eq!(ex.len(), rs, "exemplars are the request histogram's only");
+        let qh = &hist[rs..];
+        // BOUNDS: 1 ms, 100 ms, 1 s: two in (0.1, 1], two in [0, 1 ms], none above.
+        assert_eq!(&qh[..q.classic], &[2, 0, 2, 0]);
+        assert_eq!(qh[q.classic], 600_000);
+        let (zero, buckets) = (qh[q.classic + 1], &qh[q.classic + 2..]);
+        assert_eq!(zero, 2);
+        assert_eq!(buckets[native_slot(&q.native, 300_000)], 2);
+        assert_eq!(buckets.iter().sum::<u64>(), 2);
+        // Without native (text scrapes), the native part stays 0.
+        hist.clear();
+        q.collect(&mut hist, &mut ex, false);
+        assert_eq!(hist[q.classic + 1..].iter().sum::<u64>(), 0);
+        // A request recorder has no skew count.
+        r.record_queue(1, t(0, true));
+        assert_eq!(r.skew(), 0);
+    }
+
+    /// Without a queue recorder (`--prometheus-queue-time` off), the headers are never read.
+    #[test]
+    fn queue_headers_are_not_read_when_off() {
+        observe_queue(None, 1, || panic!("header read with queue time off"));
+        let q = recorder_of(Kind::Queue, 1, false);
+        let mut read = false;
+        observe_queue(Some(q), 1, || {
+            read = true;
+            queue_time(b"t=1700000000.000", 1_700_000_000_300_000)
+        });
+        assert!(read);
+        let (mut hist, mut ex) = (Vec::new(), Vec::new());
+        q.collect(&mut hist, &mut ex, false);
+        assert_eq!(&hist[..q.classic + 1], &[0, 0, 1, 0, 300_000]);
+    }
+
+    /// Threads of one worker record queue times (some skewed) while a scraper collects: never
+    /// more native than classic counts, and every observation and skew counted at the end.
+    #[test]
+    fn concurrent_queue_writers_and_a_reader() {
+        let q = recorder_of(Kind::Queue, 1, false);
+        let done = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..2u64)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for i in 0..100_000u64 {
+                        let skew = (i + t) % 5 == 0;
+                        let wait_us = if skew { 0 } else { (i * 7919) % 2_000_000 };
+                        q.record_queue(1, QueueTime { wait_us, skew });
+                    }
+                })
+            })
+            .collect();
+        let reader = {
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let (mut hist, mut ex) = (Vec::new(), Vec::new());
+                while !done.load(Ordering::Relaxed) {
+                    hist.clear();
+                    q.collect(&mut hist, &mut ex, true);
+                    let t = totals(q, &hist);
+                    assert!(t[0].1 <= t[0].0, "{t:?}");
+                }
+            })
+        };
+        for w in writers {
+            w.join().expect("writer");
+        }
+        done.store(true, Ordering::Relaxed);
+        reader.join().expect("reader");
+        let (mut hist, mut ex) = (Vec::new(), Vec::new());
+        q.collect(&mut hist, &mut ex, true);
+        assert_eq!(totals(q, &hist), [(200_000, 200_000)]);
+        assert_eq!(q.skew(), 40_000);
     }
 }

@@ -499,6 +499,9 @@ impl Live {
                 Source::AppDropped => crate::app_metrics::table()
                     .map_or(0, |t| i64::try_from(t.dropped()).unwrap_or(i64::MAX)),
                 Source::WorkerExits(reason) => crate::exits::count(reason),
+                Source::QueueSkew => {
+                    i64::try_from(crate::latency::queue_skew()).unwrap_or(i64::MAX)
+                }
                 Source::StaleReads => self.stale.first().map_or(0, |c| {
                     i64::try_from(c.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
                 }),

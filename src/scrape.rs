@@ -90,6 +90,7 @@ fn build(cfg: &Config) -> Option<Exporter> {
     if latency::enabled() {
         topology.buckets_us = Some(cfg.buckets_us.clone());
         topology.native_schema = Some(cfg.native_schema);
+        topology.queue_time = latency::queue_enabled();
     }
     let plan = match cfg.compat {
         None => plan(&topology),

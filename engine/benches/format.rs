@@ -12,6 +12,8 @@
 //! buckets, observations spread over about 60 of them per series) to the same histogram,
 //! in protobuf (the text formats ignore them).
 //!
+//! `queue_time` parses the `X-Request-Start` header values of `--prometheus-queue-time`.
+//!
 //! Criterion reports throughput in series per second; ns per series is the
 //! reciprocal (the median time divided by `Layout::series()`).
 //!
@@ -212,6 +214,27 @@ fn bench(c: &mut Criterion) {
         });
     }
     gz.finish();
+
+    // The header parser of --prometheus-queue-time, once per request in the after-request
+    // hook: each form the proxies send, and a value it ignores.
+    let mut queue = c.benchmark_group("queue_time");
+    for (name, v) in [
+        ("nginx_t_seconds_millis", &b"t=1700000000.123"[..]),
+        ("haproxy_t_millis", b"t=1700000000123"),
+        ("apache_t_micros", b"t=1700000000123456"),
+        ("heroku_millis", b"1700000000123"),
+        ("garbage", b"web1 t=1700000000.123"),
+    ] {
+        queue.bench_function(name, |b| {
+            b.iter(|| {
+                metrics_prometheus_engine::queue::queue_time(
+                    black_box(v),
+                    black_box(1_700_000_000_500_000),
+                )
+            })
+        });
+    }
+    queue.finish();
 
     let mut new = c.benchmark_group("layout_new");
     new.sample_size(20);

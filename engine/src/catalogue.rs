@@ -262,6 +262,16 @@ pub const WORKER_FDS: FamilyDef = def("worker_open_fds", Gauge, 0, PROC_FDS_HELP
 pub const REQUEST_DURATION: &str = "request_duration_seconds";
 pub const REQUEST_DURATION_HELP: &str = "Time from the start to the end of each request, as uWSGI measures it (end_of_request - start_of_request), over every worker, by method and status class.";
 
+/// The queue-time histogram (`--prometheus-queue-time`, recorded by the same hook).
+pub const REQUEST_QUEUE: &str = "request_queue_seconds";
+pub const REQUEST_QUEUE_HELP: &str = "Time from the front proxy receiving each request (its X-Request-Start or X-Queue-Start header) to uWSGI starting it (start_of_request), over every worker; requests without a readable header are not counted, a header later than the start (clock skew) counts as 0.";
+pub const REQUEST_QUEUE_SKEW: FamilyDef = def(
+    "request_queue_skew",
+    Counter,
+    0,
+    "Requests whose X-Request-Start or X-Queue-Start header named a time after uWSGI started them (the proxy's clock is ahead of this host's): counted as 0 in uwsgi_request_queue_seconds.",
+);
+
 /// Every family above, for documentation and tests.
 pub const ALL: &[FamilyDef] = &[
     UP,
@@ -275,6 +285,7 @@ pub const ALL: &[FamilyDef] = &[
     LISTEN_QUEUE,
     LOAD,
     SIGNAL_QUEUE,
+    REQUEST_QUEUE_SKEW,
     CACHE_ITEMS,
     CACHE_MAX_ITEMS,
     CACHE_HITS,

@@ -206,6 +206,8 @@ pub struct Config {
     pub exemplars: bool,
     /// Schema of the native (exponential) request histogram served in protobuf.
     pub native_schema: i8,
+    /// The request queue-time histogram from `X-Request-Start` (`--prometheus-queue-time`).
+    pub queue_time: bool,
     /// Compress answers with gzip when the client accepts it (`--prometheus-no-gzip` turns it off).
     pub gzip: bool,
     /// Families under another exporter's names (`--prometheus-compat`).
@@ -288,6 +290,7 @@ impl Default for Config {
             exemplars: false,
             gzip: true,
             native_schema: crate::defaults::NATIVE_SCHEMA,
+            queue_time: false,
             compat: None,
             compat_stats_uri: None,
             vassal_socket: None,
@@ -377,6 +380,8 @@ declare_options! {
         "schema (-4..8, default ", default_native_schema!(), "; buckets grow by a factor of 2^(2^-schema)) of the native request histogram served to Prometheus in protobuf";
     Exemplars = c"prometheus-exemplars", flag, Nothing,
         "attach the W3C traceparent trace id of the latest request of each histogram bucket as an OpenMetrics exemplar";
+    QueueTime = c"prometheus-queue-time", flag, Nothing,
+        "record uwsgi_request_queue_seconds, the time from the front proxy receiving each request to uWSGI starting it, from its X-Request-Start or X-Queue-Start header (t=SECONDS.MILLIS as nginx's t=${msec}, or seconds, milliseconds or microseconds since the epoch, told apart by magnitude); the proxy must set the header on every request (off by default: the header is never read)";
     NoGzip = c"prometheus-no-gzip", flag, Nothing,
         "never compress answers (by default they are gzipped when the client's Accept-Encoding allows it and the body is at least ", gzip_min_size!(), " bytes)";
     Label = c"prometheus-label", value, Nothing,
@@ -464,9 +469,11 @@ impl Config {
             | Opt::Path
             | Opt::Allow
             | Opt::BasicAuth => self.set_server(opt, value),
-            Opt::Buckets | Opt::NoHistograms | Opt::Exemplars | Opt::NativeSchema => {
-                self.set_histograms(opt, value)
-            }
+            Opt::Buckets
+            | Opt::NoHistograms
+            | Opt::Exemplars
+            | Opt::NativeSchema
+            | Opt::QueueTime => self.set_histograms(opt, value),
             Opt::VassalSocket | Opt::VassalTimeout => self.set_emperor(opt, value),
             Opt::AppMetrics => {
                 self.app_metrics = flag(value).map_err(ConfigError::of(opt))?;
@@ -610,6 +617,7 @@ impl Config {
             }
             Opt::NoHistograms => self.histograms = !flag(value).map_err(ConfigError::of(opt))?,
             Opt::Exemplars => self.exemplars = flag(value).map_err(ConfigError::of(opt))?,
+            Opt::QueueTime => self.queue_time = flag(value).map_err(ConfigError::of(opt))?,
             Opt::NativeSchema => {
                 let v = value.unwrap_or("").trim();
                 self.native_schema = v
@@ -688,8 +696,8 @@ impl Config {
         self.given.contains(&opt)
     }
 
-    /// Once every option is parsed: a combination that would mislead (exemplars without the
-    /// histograms that carry them, credentials or networks that protect nothing while the
+    /// Once every option is parsed: a combination that would mislead (exemplars or the
+    /// queue-time histogram without the request histograms whose hook records them, credentials or networks that protect nothing while the
     /// metrics stay reachable through the route action) is a [`Conflict`]; an option that
     /// merely has nothing to act on is [`Ignored`]. `emperor` is true when an `emperor =
     /// prometheus://ADDR` monitor is configured (its listener takes the server options too).
@@ -701,6 +709,13 @@ impl Config {
                 Opt::Exemplars,
                 "exemplars live in the request histograms, which --prometheus-no-histograms \
                  turns off; give one of the two",
+            );
+        }
+        if self.queue_time && !self.histograms {
+            return conflict(
+                Opt::QueueTime,
+                "the queue-time histogram is recorded by the after-request hook of the request \
+                 histograms, which --prometheus-no-histograms turns off; give one of the two",
             );
         }
         if self.given(Opt::BasicAuth) && !listener {
@@ -920,7 +935,7 @@ mod tests {
     #[test]
     fn options_are_declared_once() {
         let mut names: Vec<&str> = OPTIONS.iter().map(|d| d.opt.name()).collect();
-        assert_eq!(names.len(), 23);
+        assert_eq!(names.len(), 24);
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), OPTIONS.len(), "duplicate option name");
@@ -1082,6 +1097,19 @@ mod tests {
         let e = c.check(false).unwrap_err();
         assert_eq!(e.opt, Opt::Exemplars);
         assert!(e.to_string().starts_with("--prometheus-exemplars: "), "{e}");
+        let c = configured(&[(Opt::NoHistograms, None), (Opt::QueueTime, None)]);
+        let e = c.check(false).unwrap_err();
+        assert_eq!(e.opt, Opt::QueueTime);
+        assert!(
+            e.to_string().starts_with("--prometheus-queue-time: "),
+            "{e}"
+        );
+        // Given as false, it asks for nothing.
+        let c = configured(&[(Opt::NoHistograms, None), (Opt::QueueTime, Some("false"))]);
+        assert_eq!(c.check(false), Ok(vec![]));
+        assert!(!Config::default().queue_time);
+        let c = configured(&[(Opt::QueueTime, Some("on"))]);
+        assert!(c.queue_time && c.check(false) == Ok(vec![]));
         let auth = (
             Opt::BasicAuth,
             Some("u:sha256:".to_owned() + &"a".repeat(64)),

@@ -8,6 +8,7 @@
 //! - [`plan`]: from a plain description of a uWSGI instance ([`plan::Topology`]) to the series
 //!   to export and where each value comes from;
 //! - [`http`]: request heads for the dedicated server (limits, RFC 9112 framing, basic auth);
+//! - [`queue`]: the `X-Request-Start` / `X-Queue-Start` header of `--prometheus-queue-time`;
 //! - [`config`]: every option, declared once, and its parsed value; [`defaults`]: their defaults;
 //! - [`exits`]: why a worker died, from its wait status and its row of the worker table;
 //! - [`emperor`]: the Emperor's own families, one series per vassal (`emperor = prometheus://`);
@@ -38,3 +39,4 @@ mod header;
 pub mod http;
 pub mod merge;
 pub mod plan;
+pub mod queue;

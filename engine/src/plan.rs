@@ -59,6 +59,8 @@ pub struct Topology {
     pub buckets_us: Option<Vec<u64>>,
     /// Schema of the native request histogram (served in protobuf).
     pub native_schema: Option<i8>,
+    /// The queue-time histogram is recorded (`--prometheus-queue-time`; with `buckets_us` only).
+    pub queue_time: bool,
     /// Capacity of the application metrics' table (`--prometheus-app-metrics`), if on.
     pub app_series: Option<usize>,
 }
@@ -230,6 +232,8 @@ pub enum Source {
     AppDropped,
     /// Worker deaths the master saw, for one reason.
     WorkerExits(ExitReason),
+    /// Requests whose queue-time header was later than their start.
+    QueueSkew,
 }
 
 /// What the exporter renders: metric names for the engine, the extra series, and where each
@@ -239,7 +243,8 @@ pub struct Plan {
     pub names: Vec<(String, MetricType)>,
     pub extras: Vec<Extra>,
     pub sources: Vec<Source>,
-    /// The request-duration histogram, series in [`series_index`] order.
+    /// The request-duration histogram, series in [`series_index`] order, then (with
+    /// [`Topology::queue_time`]) the queue-time histogram, one series.
     pub histograms: Vec<Histogram>,
 }
 
@@ -392,6 +397,23 @@ pub fn request_histogram(bounds_us: &[u64], native: Option<NativeSpec>) -> Histo
     }
 }
 
+/// Series of the queue-time histogram: one, without labels. The wait before a worker picks a
+/// request up says how saturated the instance is, not what the request is: its status does not
+/// exist yet and its method changes nothing to it; one series is also 1/48 of the request
+/// histogram's shared memory per worker and of its scrape work.
+pub const QUEUE_SERIES: usize = 1;
+
+/// The queue-time histogram over the request histogram's bounds and native buckets.
+pub fn queue_histogram(bounds_us: &[u64], native: Option<NativeSpec>) -> Histogram {
+    Histogram {
+        family: cat::REQUEST_QUEUE,
+        help: cat::REQUEST_QUEUE_HELP,
+        bounds_us: bounds_us.to_vec(),
+        series: vec![Vec::new(); QUEUE_SERIES],
+        native,
+    }
+}
+
 /// `socket.K.listen_queue` → K.
 pub(crate) fn socket_metric(name: &str) -> Option<usize> {
     name.strip_prefix("socket.")?
@@ -482,6 +504,9 @@ fn add_instance(p: &mut Plan, t: &Topology) {
             labels([("reason", r.as_str())]),
             Source::WorkerExits(r),
         );
+    }
+    if t.queue_time && t.buckets_us.is_some() {
+        p.add(&cat::REQUEST_QUEUE_SKEW, vec![], Source::QueueSkew);
     }
     if let Some(capacity) = t.app_series {
         p.add(&cat::APP_SERIES, vec![], Source::AppSeries);
@@ -594,8 +619,11 @@ fn add_processes(p: &mut Plan, t: &Topology) {
         p.add(def, vec![], Source::Proc(Proc::Master, f));
     }
     if let Some(bounds) = &t.buckets_us {
-        p.histograms
-            .push(request_histogram(bounds, t.native_schema.map(native_spec)));
+        let native = t.native_schema.map(native_spec);
+        p.histograms.push(request_histogram(bounds, native));
+        if t.queue_time {
+            p.histograms.push(queue_histogram(bounds, native));
+        }
     }
     for w in 1..=t.workers {
         let ws = w.to_string();
@@ -660,6 +688,7 @@ pub(crate) mod tests {
             stats: Some("127.0.0.1:1717".into()),
             buckets_us: Some(vec![5_000, 100_000, 1_000_000]),
             native_schema: Some(3),
+            queue_time: true,
             app_series: Some(64),
         }
     }
@@ -777,9 +806,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn queue_histogram_and_skew() {
+        let p = plan(&topo());
+        assert_eq!(p.histograms.len(), 2);
+        let q = &p.histograms[1];
+        assert_eq!(q.family, "request_queue_seconds");
+        assert_eq!(
+            (q.bounds_us.as_slice(), q.native),
+            (p.histograms[0].bounds_us.as_slice(), p.histograms[0].native)
+        );
+        assert_eq!(q.series, [Vec::<(String, String)>::new()]);
+        assert_eq!(sources_of(&p, "request_queue_skew")[0].1, Source::QueueSkew);
+        let off = plan(&Topology {
+            queue_time: false,
+            ..topo()
+        });
+        assert_eq!(off.histograms.len(), 1);
+        assert!(sources_of(&off, "request_queue_skew").is_empty());
+        // Without the request histograms (whose hook records it), no queue time either.
+        let none = plan(&Topology {
+            buckets_us: None,
+            ..topo()
+        });
+        assert!(none.histograms.is_empty());
+        assert!(sources_of(&none, "request_queue_skew").is_empty());
+    }
+
+    #[test]
     fn request_histogram_series() {
         let p = plan(&topo());
-        assert_eq!(p.histograms.len(), 1);
+        assert_eq!(p.histograms.len(), 2);
         let h = &p.histograms[0];
         assert_eq!(h.bounds_us, [5_000, 100_000, 1_000_000]);
         assert_eq!(h.series.len(), REQUEST_SERIES);

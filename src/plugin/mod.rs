@@ -211,16 +211,22 @@ entry! {
                 cfg.native_schema,
                 workers,
                 cfg.exemplars,
+                cfg.queue_time,
             ) {
                 Ok(bytes) => {
                     host::request::add_after_request_hook(c"metrics_prometheus_after_request");
                     host::log(&format!(
                         "request histograms on: {} classic buckets, native schema {}, {} bytes \
-                         of shared memory per worker{}",
+                         of shared memory per worker{}{}",
                         cfg.buckets_us.len() + 1,
                         cfg.native_schema,
                         bytes / (workers + 1),
-                        if cfg.exemplars { ", exemplars on" } else { "" }
+                        if cfg.exemplars { ", exemplars on" } else { "" },
+                        if cfg.queue_time {
+                            ", queue time on (X-Request-Start, X-Queue-Start)"
+                        } else {
+                            ""
+                        }
                     ));
                 }
                 Err(e) => fatal(&format!("cannot map the request histograms: {e}")),
