@@ -6,6 +6,7 @@
 use std::ffi::CStr;
 use std::net::IpAddr;
 
+use crate::health::QueueLimit;
 use crate::http::BasicAuth;
 use std::path::PathBuf;
 
@@ -197,6 +198,8 @@ pub struct Config {
     pub allow: Vec<Cidr>,
     /// Credentials required on `--prometheus-server`.
     pub basic_auth: Option<BasicAuth>,
+    /// When `/readyz` judges a listen queue too long (`--prometheus-ready-queue`).
+    pub ready_queue: QueueLimit,
     pub format: crate::format::Options,
     /// Request-duration histograms (`--prometheus-no-histograms` turns them off).
     pub histograms: bool,
@@ -281,6 +284,7 @@ impl Default for Config {
             path: crate::defaults::PATH.to_string(),
             allow: Vec::new(),
             basic_auth: None,
+            ready_queue: QueueLimit::default(),
             format: crate::format::Options::default(),
             histograms: true,
             buckets_us: parse_buckets(crate::defaults::BUCKETS)
@@ -358,7 +362,9 @@ declare_options! {
     Allow = c"prometheus-allow", value, Nothing,
         "comma-separated networks (10.0.0.0/8, ::1) allowed to connect to --prometheus-server over TCP; others get 403";
     BasicAuth = c"prometheus-basic-auth", value, Nothing,
-        "require HTTP basic auth on --prometheus-server: USER:sha256:HEX (HEX = sha256 of the password)";
+        "require HTTP basic auth on --prometheus-server: USER:sha256:HEX (HEX = sha256 of the password); /healthz and /readyz stay open";
+    ReadyQueue = c"prometheus-ready-queue", value, Nothing,
+        "/readyz of --prometheus-server answers 503 when a socket has N or more connections waiting to be accepted (default: half the socket's backlog; 0: queues not judged)";
     Prefix = c"prometheus-prefix", value, Nothing,
         "prefix of every exported metric family (default ", default_prefix!(), ")";
     NoWorkers = c"prometheus-no-workers", flag, Nothing,
@@ -463,7 +469,8 @@ impl Config {
             | Opt::ServerOwner
             | Opt::Path
             | Opt::Allow
-            | Opt::BasicAuth => self.set_server(opt, value),
+            | Opt::BasicAuth
+            | Opt::ReadyQueue => self.set_server(opt, value),
             Opt::Buckets | Opt::NoHistograms | Opt::Exemplars | Opt::NativeSchema => {
                 self.set_histograms(opt, value)
             }
@@ -541,6 +548,15 @@ impl Config {
             Opt::BasicAuth => {
                 self.basic_auth =
                     Some(BasicAuth::parse(value.unwrap_or("")).map_err(ConfigError::of(opt))?);
+            }
+            Opt::ReadyQueue => {
+                let v = value.unwrap_or("").trim();
+                let n = v.parse::<u32>().map_err(|_| {
+                    err(format!(
+                        "'{v}' is not a number of waiting connections (0 turns the check off)"
+                    ))
+                })?;
+                self.ready_queue = QueueLimit::from_option(n);
             }
             _ => unreachable!("server options only"),
         }
@@ -733,6 +749,11 @@ impl Config {
                  action answers on its route's own path)",
             ),
             (
+                Opt::ReadyQueue,
+                self.servers.is_empty(),
+                "it is for /readyz of --prometheus-server, and none is configured",
+            ),
+            (
                 Opt::ServerMode,
                 !unix,
                 "no --prometheus-server listens on a UNIX socket",
@@ -910,7 +931,7 @@ mod tests {
     #[test]
     fn options_are_declared_once() {
         let mut names: Vec<&str> = OPTIONS.iter().map(|d| d.opt.name()).collect();
-        assert_eq!(names.len(), 23);
+        assert_eq!(names.len(), 24);
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), OPTIONS.len(), "duplicate option name");
@@ -1160,6 +1181,29 @@ mod tests {
             ),
             []
         );
+    }
+
+    #[test]
+    fn ready_queue_values() {
+        let mut c = Config::default();
+        assert_eq!(c.ready_queue, QueueLimit::HalfBacklog);
+        c.apply(Opt::ReadyQueue, Some(" 3 ")).expect("valid value");
+        assert_eq!(c.ready_queue, QueueLimit::At(3));
+        c.apply(Opt::ReadyQueue, Some("0")).expect("valid value");
+        assert_eq!(c.ready_queue, QueueLimit::Off);
+        for bad in ["", "-1", "x", "1.5", "4294967296"] {
+            let e = c.apply(Opt::ReadyQueue, Some(bad)).unwrap_err().to_string();
+            assert!(
+                e.starts_with("invalid value for --prometheus-ready-queue: "),
+                "{e}"
+            );
+        }
+        // Only /readyz of --prometheus-server reads it (the Emperor's judges no queue).
+        let c = configured(&[(Opt::ReadyQueue, Some("3"))]);
+        let ignored: Vec<Opt> = c.check(true).unwrap().iter().map(|i| i.opt).collect();
+        assert_eq!(ignored, [Opt::ReadyQueue]);
+        let c = configured(&[(Opt::ReadyQueue, Some("3")), (Opt::Server, Some(":9117"))]);
+        assert_eq!(c.check(false), Ok(vec![]));
     }
 
     #[test]

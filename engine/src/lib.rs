@@ -8,6 +8,7 @@
 //! - [`plan`]: from a plain description of a uWSGI instance ([`plan::Topology`]) to the series
 //!   to export and where each value comes from;
 //! - [`http`]: request heads for the dedicated server (limits, RFC 9112 framing, basic auth);
+//! - [`health`]: the readiness decision of its `/readyz` (workers accepting, listen queues);
 //! - [`config`]: every option, declared once, and its parsed value; [`defaults`]: their defaults;
 //! - [`emperor`]: the Emperor's own families, one series per vassal (`emperor = prometheus://`);
 //! - [`merge`]: the vassals' expositions merged into the Emperor's (`--prometheus-vassal-socket`);
@@ -33,6 +34,7 @@ pub mod config;
 pub mod emperor;
 pub mod format;
 mod header;
+pub mod health;
 pub mod http;
 pub mod merge;
 pub mod plan;
