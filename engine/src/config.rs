@@ -1204,6 +1204,12 @@ mod tests {
         assert_eq!(ignored, [Opt::ReadyQueue]);
         let c = configured(&[(Opt::ReadyQueue, Some("3")), (Opt::Server, Some(":9117"))]);
         assert_eq!(c.check(false), Ok(vec![]));
+        // The metrics path cannot be a probe's.
+        let e = Config::default()
+            .apply(Opt::Path, Some("/healthz"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("health endpoint"), "{e}");
     }
 
     #[test]
