@@ -364,7 +364,7 @@ declare_options! {
     BasicAuth = c"prometheus-basic-auth", value, Nothing,
         "require HTTP basic auth on --prometheus-server: USER:sha256:HEX (HEX = sha256 of the password); /healthz and /readyz stay open";
     ReadyQueue = c"prometheus-ready-queue", value, Nothing,
-        "/readyz of --prometheus-server answers 503 when a socket has N or more connections waiting to be accepted (default: half the socket's backlog; 0: queues not judged)";
+        "/readyz of --prometheus-server answers 503 when a socket has N or more connections waiting to be accepted (default: the socket's backlog / ", ready_queue_divisor!(), ", rounded up; 0: queues not judged)";
     Prefix = c"prometheus-prefix", value, Nothing,
         "prefix of every exported metric family (default ", default_prefix!(), ")";
     NoWorkers = c"prometheus-no-workers", flag, Nothing,
@@ -1221,6 +1221,7 @@ mod tests {
         assert!(help(Opt::NativeSchema).contains("default 3;"));
         assert!(help(Opt::NoGzip).contains("at least 1024 bytes"));
         assert!(help(Opt::VassalTimeout).contains("(default 1000, at most 10000)"));
+        assert!(help(Opt::ReadyQueue).contains("(default: the socket's backlog / 2, rounded up;"));
         let d = Config::default();
         assert_eq!(d.native_schema, crate::defaults::NATIVE_SCHEMA);
         assert_eq!(d.path, crate::defaults::PATH);

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::defaults::READY_QUEUE_DIVISOR;
+
 /// What the decision reads of one worker, from uWSGI's worker table (`struct uwsgi_worker`,
 /// in shared memory).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,7 +48,8 @@ pub struct Socket<'a> {
 /// not ready.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum QueueLimit {
-    /// Half the socket's backlog, rounded up (at least 1): the default.
+    /// The socket's backlog divided by [`READY_QUEUE_DIVISOR`] (2), rounded up (at least 1):
+    /// the default.
     #[default]
     HalfBacklog,
     /// This many (`--prometheus-ready-queue N`, N >= 1).
@@ -68,7 +71,7 @@ impl QueueLimit {
     /// The threshold for a socket with this backlog; `None` when the queues are not judged.
     pub fn threshold(self, backlog: u32) -> Option<u32> {
         match self {
-            QueueLimit::HalfBacklog => Some(backlog.div_ceil(2).max(1)),
+            QueueLimit::HalfBacklog => Some(backlog.div_ceil(READY_QUEUE_DIVISOR).max(1)),
             QueueLimit::At(n) => Some(n),
             QueueLimit::Off => None,
         }
