@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from conftest import free_port
+from conftest import VARIANTS as ALL_VARIANTS
+from conftest import Uwsgi, free_port
 from helpers import get, master_pid, server_addrs
 from promcheck import samples
 
@@ -237,3 +238,21 @@ def test_metrics_path_cannot_be_a_probe(start_uwsgi, path):
     assert u.wait_exit() != 0
     assert re.search(r"invalid value for --prometheus-path: '%s' is a health endpoint" % path,
                      u.log()), u.log()
+
+
+def test_the_emperors_probes(tmpdir_path):
+    """An Emperor serving prometheus:// has no workers or sockets of its own: its /readyz
+    answers as its /healthz, proving its loop runs."""
+    v = ALL_VARIANTS['pip-routing'].require()
+    vassals = os.path.join(tmpdir_path, 'vassals')
+    os.makedirs(vassals)
+    u = Uwsgi(v, ['--plugin', v.plugin, '--emperor', vassals,
+                  '--emperor', 'prometheus://127.0.0.1:%d' % free_port()], tmpdir_path, wrapper=[])
+    try:
+        addr = u.start(wait_for=r"serving the Emperor's metrics on (\S+)").wait_log(
+            r"serving the Emperor's metrics on (\S+)").group(1)
+        assert probe(addr, '/healthz') == (200, 'ok\n')
+        assert probe(addr, '/readyz') == (200, 'ready\n')
+        assert get(addr)[0] == 200
+    finally:
+        u.kill()
