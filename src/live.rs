@@ -13,6 +13,7 @@
 //! values, to the microsecond. Torn reads across fields are possible and harmless; no lock a
 //! worker could hold is ever taken, and no pointer a worker can change is followed.
 
+use metrics_prometheus_engine::health::{self, QueueLimit, Verdict};
 use metrics_prometheus_engine::plan::{
     AppField, CacheField, CoreField, MuleField, Proc, ProcField, SharedField, Source, SpoolerField,
     Topology, WorkerField, WorkerStatus,
@@ -29,6 +30,8 @@ use crate::host::{self, net};
 
 #[derive(Clone)]
 struct SocketFd {
+    /// As uWSGI names it (the `name` label), for `/readyz`'s reason.
+    name: String,
     fd: i32,
     unix: bool,
     /// Its inode, for sock_diag (UNIX sockets only).
@@ -54,6 +57,8 @@ pub(crate) struct Live {
     master_pid: i32,
     /// `uwsgi_worker_is_busy` (a seam for the unit tests).
     is_busy: fn(usize) -> bool,
+    /// `uwsgi.status.is_cheap` (a seam for the unit tests).
+    is_cheap: fn() -> bool,
     /// Scrapes of any process that found uWSGI's metrics lock held by a writer (one counter in
     /// shared memory; empty when it could not be mapped).
     stale: &'static [AtomicU64],
@@ -101,6 +106,7 @@ pub(crate) fn read(list: MetricsList) -> (Topology, Live) {
     for (desc, fd) in inst.sockets {
         let unix = desc.is_unix();
         sockets.push(SocketFd {
+            name: desc.name.clone(),
             fd,
             unix,
             inode: if unix {
@@ -145,6 +151,7 @@ pub(crate) fn read(list: MetricsList) -> (Topology, Live) {
         listen_backlog: inst.listen_backlog,
         master_pid: host::uwsgi::pid(),
         is_busy: host::uwsgi::worker_is_busy,
+        is_cheap: host::uwsgi::is_cheap,
         stale: host::shared_counters::map(1).unwrap_or_else(|e| {
             host::log(&format!("cannot map the stale-read counter: {e}"));
             &[]
@@ -450,6 +457,40 @@ impl Live {
         }
     }
 
+    /// What `/readyz` decides on, read now: each worker's flags in the worker table (shared
+    /// memory), uWSGI's cheap mode, and every socket's listen queue (TCP_INFO; one sock_diag
+    /// exchange for the UNIX ones). Bounded and never blocking: the master calls it.
+    pub(crate) fn readiness(&self, limit: QueueLimit, scratch: &mut Scratch) -> Verdict<'_> {
+        let ws = &self.workers;
+        let flag = |v: Option<i32>| v.is_some_and(|v| v != 0);
+        let workers = (1..=self.numproc).map(|w| health::Worker {
+            running: ws
+                .read(w, field!(ffi::uwsgi_worker, pid))
+                .is_some_and(|p| p > 0),
+            accepting: flag(ws.read(w, field!(ffi::uwsgi_worker, accepting))),
+            cheaped: flag(ws.read(w, field!(ffi::uwsgi_worker, cheaped))),
+            suspended: flag(ws.read(w, field!(ffi::uwsgi_worker, suspended))),
+            next_request: flag(ws.read(w, field!(ffi::uwsgi_worker, manage_next_request))),
+        });
+        if limit != QueueLimit::Off {
+            self.read_unix_queues(scratch);
+        }
+        let queues = &scratch.unix_queues;
+        let sockets = self
+            .sockets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| health::Socket {
+                name: &s.name,
+                queue: match limit {
+                    QueueLimit::Off => None,
+                    _ if s.unix => queues.get(i).copied().flatten(),
+                    _ => net::tcp_listen_queue(s.fd),
+                },
+            });
+        health::decide(workers, (self.is_cheap)(), sockets, limit)
+    }
+
     /// Sets `values` to one value per source.
     pub(crate) fn fill(&self, sources: &[Source], values: &mut Vec<i64>, scratch: &mut Scratch) {
         values.clear();
@@ -534,6 +575,7 @@ mod tests {
             listen_backlog: 100,
             master_pid: 0,
             is_busy,
+            is_cheap: || false,
             stale: &[],
         }
     }
@@ -597,5 +639,35 @@ mod tests {
         assert_eq!(live.status(1), WorkerStatus::Idle);
         assert_eq!(live.core_field(1, 0, CoreField::Requests), 0);
         assert_eq!(live.socket_queue(0, None, true, &Scratch::default()), 0);
+    }
+
+    #[test]
+    fn readiness_reads_the_worker_flags() {
+        let mut scratch = Scratch::default();
+        let verdict = |set: fn(&mut ffi::uwsgi_worker), cheap: bool, scratch: &mut Scratch| {
+            let workers = zeroed_workers(2);
+            // Worker 1 never started; worker 2 runs and accepts, then `set` changes it.
+            workers[2].pid = 4242;
+            workers[2].accepting = 1;
+            workers[2].manage_next_request = 1;
+            set(&mut workers[2]);
+            let mut live = live_over(workers, |_| false);
+            if cheap {
+                live.is_cheap = || true;
+            }
+            live.readiness(QueueLimit::default(), scratch).to_string()
+        };
+        assert_eq!(verdict(|_| {}, false, &mut scratch), "ready");
+        for set in [
+            |w: &mut ffi::uwsgi_worker| w.cheaped = 1,
+            |w: &mut ffi::uwsgi_worker| w.suspended = 1,
+            |w: &mut ffi::uwsgi_worker| w.manage_next_request = 0,
+            |w: &mut ffi::uwsgi_worker| w.accepting = 0,
+            |w: &mut ffi::uwsgi_worker| w.pid = 0,
+        ] {
+            assert_eq!(verdict(set, false, &mut scratch), "no worker accepting");
+            // In cheap mode the master spawns the workers at the first connection.
+            assert_eq!(verdict(set, true, &mut scratch), "ready");
+        }
     }
 }

@@ -10,6 +10,7 @@ use metrics_prometheus_engine::emperor::{EmperorView, Vassal};
 use metrics_prometheus_engine::format::{
     Exemplar, Format, Layout, MetricType, Options, SkipReason,
 };
+use metrics_prometheus_engine::health::{QueueLimit, Verdict};
 use metrics_prometheus_engine::plan::{plan, Source};
 
 use crate::app_metrics;
@@ -239,6 +240,17 @@ pub(crate) fn render_vassals(vassals: &[Vassal], fmt: Format, scratch: &mut Scra
             host::log(&format!("emperor: not exported: {s}"));
         }
     }
+}
+
+/// What `/readyz` answers, read now (see `Live::readiness`). Master only.
+pub(crate) fn readiness(
+    limit: QueueLimit,
+    scratch: &mut Scratch,
+) -> Result<Verdict<'static>, ScrapeError> {
+    let Some(exp) = EXPORTER.get() else {
+        return Err(ScrapeError::NoMetrics);
+    };
+    Ok(exp.frozen.live.readiness(limit, &mut scratch.live))
 }
 
 /// Renders the exposition into `scratch.out`.

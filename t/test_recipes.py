@@ -488,6 +488,13 @@ def test_kubernetes_pod_annotations(ini_uwsgi, prometheus, tmp):
                                      == 'other-5f6d7-abcde' for x in dropped), dropped
     assert prom.wait('the plugin metrics', lambda: prom.query(
         'uwsgi_requests_total{namespace="shop",pod="shop-7d4b9c-x2x9q"}'))
+    # The container's probes, asked of the running uWSGI on the port they name.
+    (container,) = docs['Deployment']['spec']['template']['spec']['containers']
+    ports = {p['name']: p['containerPort'] for p in container['ports']}
+    for kind, body in [('livenessProbe', b'ok\n'), ('readinessProbe', b'ready\n')]:
+        http_get = container[kind]['httpGet']
+        assert ports[http_get['port']] == metrics
+        assert get('127.0.0.1:%d' % metrics, http_get['path'])[::2] == (200, body), kind
 
 
 def test_kubernetes_manifests_consistent():
@@ -518,6 +525,12 @@ def test_kubernetes_manifests_consistent():
     assert re.search(r'^prometheus-server = :%d$' % ports['metrics'], ini, re.M), ini
     assert re.search(r'^http-socket = :%d$' % ports['http'], ini, re.M), ini
     assert re.search(r'^die-on-term = true$', ini, re.M), ini
+    # The probes: on the metrics port, by name; /healthz for liveness, /readyz for readiness.
+    assert container['livenessProbe']['httpGet'] == {'path': '/healthz', 'port': 'metrics'}
+    assert container['readinessProbe']['httpGet'] == {'path': '/readyz', 'port': 'metrics'}
+    for kind in ('livenessProbe', 'readinessProbe'):
+        probe = container[kind]
+        assert probe['timeoutSeconds'] < probe['periodSeconds'], probe
     ann = tpl['metadata']['annotations']
     assert ann == {'prometheus.io/scrape': 'true', 'prometheus.io/port': str(ports['metrics']),
                    'prometheus.io/path': '/metrics'}

@@ -6,6 +6,7 @@
 use std::ffi::CStr;
 use std::net::IpAddr;
 
+use crate::health::QueueLimit;
 use crate::http::BasicAuth;
 use std::path::PathBuf;
 
@@ -197,6 +198,8 @@ pub struct Config {
     pub allow: Vec<Cidr>,
     /// Credentials required on `--prometheus-server`.
     pub basic_auth: Option<BasicAuth>,
+    /// When `/readyz` judges a listen queue too long (`--prometheus-ready-queue`).
+    pub ready_queue: QueueLimit,
     pub format: crate::format::Options,
     /// Request-duration histograms (`--prometheus-no-histograms` turns them off).
     pub histograms: bool,
@@ -283,6 +286,7 @@ impl Default for Config {
             path: crate::defaults::PATH.to_string(),
             allow: Vec::new(),
             basic_auth: None,
+            ready_queue: QueueLimit::default(),
             format: crate::format::Options::default(),
             histograms: true,
             buckets_us: parse_buckets(crate::defaults::BUCKETS)
@@ -361,7 +365,9 @@ declare_options! {
     Allow = c"prometheus-allow", value, Nothing,
         "comma-separated networks (10.0.0.0/8, ::1) allowed to connect to --prometheus-server over TCP; others get 403";
     BasicAuth = c"prometheus-basic-auth", value, Nothing,
-        "require HTTP basic auth on --prometheus-server: USER:sha256:HEX (HEX = sha256 of the password)";
+        "require HTTP basic auth on --prometheus-server: USER:sha256:HEX (HEX = sha256 of the password); /healthz and /readyz stay open";
+    ReadyQueue = c"prometheus-ready-queue", value, Nothing,
+        "/readyz of --prometheus-server answers 503 when a socket has N or more connections waiting to be accepted (default: the socket's backlog / ", ready_queue_divisor!(), ", rounded up; 0: queues not judged)";
     Prefix = c"prometheus-prefix", value, Nothing,
         "prefix of every exported metric family (default ", default_prefix!(), ")";
     NoWorkers = c"prometheus-no-workers", flag, Nothing,
@@ -468,7 +474,8 @@ impl Config {
             | Opt::ServerOwner
             | Opt::Path
             | Opt::Allow
-            | Opt::BasicAuth => self.set_server(opt, value),
+            | Opt::BasicAuth
+            | Opt::ReadyQueue => self.set_server(opt, value),
             Opt::Buckets
             | Opt::NoHistograms
             | Opt::Exemplars
@@ -558,6 +565,15 @@ impl Config {
             Opt::BasicAuth => {
                 self.basic_auth =
                     Some(BasicAuth::parse(value.unwrap_or("")).map_err(ConfigError::of(opt))?);
+            }
+            Opt::ReadyQueue => {
+                let v = value.unwrap_or("").trim();
+                let n = v.parse::<u32>().map_err(|_| {
+                    err(format!(
+                        "'{v}' is not a number of waiting connections (0 turns the check off)"
+                    ))
+                })?;
+                self.ready_queue = QueueLimit::from_option(n);
             }
             _ => unreachable!("server options only"),
         }
@@ -758,6 +774,11 @@ impl Config {
                  action answers on its route's own path)",
             ),
             (
+                Opt::ReadyQueue,
+                self.servers.is_empty(),
+                "it is for /readyz of --prometheus-server, and none is configured",
+            ),
+            (
                 Opt::ServerMode,
                 !unix,
                 "no --prometheus-server listens on a UNIX socket",
@@ -935,7 +956,7 @@ mod tests {
     #[test]
     fn options_are_declared_once() {
         let mut names: Vec<&str> = OPTIONS.iter().map(|d| d.opt.name()).collect();
-        assert_eq!(names.len(), 24);
+        assert_eq!(names.len(), 25);
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), OPTIONS.len(), "duplicate option name");
@@ -1201,6 +1222,35 @@ mod tests {
     }
 
     #[test]
+    fn ready_queue_values() {
+        let mut c = Config::default();
+        assert_eq!(c.ready_queue, QueueLimit::HalfBacklog);
+        c.apply(Opt::ReadyQueue, Some(" 3 ")).expect("valid value");
+        assert_eq!(c.ready_queue, QueueLimit::At(3));
+        c.apply(Opt::ReadyQueue, Some("0")).expect("valid value");
+        assert_eq!(c.ready_queue, QueueLimit::Off);
+        for bad in ["", "-1", "x", "1.5", "4294967296"] {
+            let e = c.apply(Opt::ReadyQueue, Some(bad)).unwrap_err().to_string();
+            assert!(
+                e.starts_with("invalid value for --prometheus-ready-queue: "),
+                "{e}"
+            );
+        }
+        // Only /readyz of --prometheus-server reads it (the Emperor's judges no queue).
+        let c = configured(&[(Opt::ReadyQueue, Some("3"))]);
+        let ignored: Vec<Opt> = c.check(true).unwrap().iter().map(|i| i.opt).collect();
+        assert_eq!(ignored, [Opt::ReadyQueue]);
+        let c = configured(&[(Opt::ReadyQueue, Some("3")), (Opt::Server, Some(":9117"))]);
+        assert_eq!(c.check(false), Ok(vec![]));
+        // The metrics path cannot be a probe's.
+        let e = Config::default()
+            .apply(Opt::Path, Some("/healthz"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("health endpoint"), "{e}");
+    }
+
+    #[test]
     fn help_texts_carry_the_defaults() {
         let help = |o: Opt| o.decl().help.to_str().expect("UTF-8").to_owned();
         assert!(help(Opt::Path).contains("(default /metrics)"));
@@ -1209,6 +1259,7 @@ mod tests {
         assert!(help(Opt::NativeSchema).contains("default 3;"));
         assert!(help(Opt::NoGzip).contains("at least 1024 bytes"));
         assert!(help(Opt::VassalTimeout).contains("(default 1000, at most 10000)"));
+        assert!(help(Opt::ReadyQueue).contains("(default: the socket's backlog / 2, rounded up;"));
         let d = Config::default();
         assert_eq!(d.native_schema, crate::defaults::NATIVE_SCHEMA);
         assert_eq!(d.path, crate::defaults::PATH);

@@ -44,6 +44,14 @@ macro_rules! gzip_min_size {
     };
 }
 
+/// `--prometheus-ready-queue`: by default `/readyz` fails from a socket's backlog divided by
+/// this, rounded up, connections waiting.
+macro_rules! ready_queue_divisor {
+    () => {
+        2
+    };
+}
+
 /// `--prometheus-app-series`: entries of the application metrics' table.
 macro_rules! default_app_series {
     () => {
@@ -64,5 +72,6 @@ pub const NATIVE_SCHEMA: i8 = default_native_schema!();
 pub const VASSAL_TIMEOUT_MS: u32 = default_vassal_timeout_ms!();
 pub const MAX_VASSAL_TIMEOUT_MS: u32 = max_vassal_timeout_ms!();
 pub const GZIP_MIN_SIZE: usize = gzip_min_size!();
+pub const READY_QUEUE_DIVISOR: u32 = ready_queue_divisor!();
 pub const APP_SERIES: usize = default_app_series!();
 pub const MAX_APP_SERIES: usize = max_app_series!();

@@ -152,8 +152,30 @@ pub enum Action {
     Metrics { fmt: Format, head: bool, gzip: bool },
     /// The small HTML page at `/`.
     Index { head: bool },
+    /// `/healthz` or `/readyz`: answered without credentials (see [`parse_with_auth`]).
+    Probe { probe: Probe, head: bool },
     /// An error response with the status's own short body.
     Error(Status),
+}
+
+/// The health endpoints of the dedicated server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// `/healthz`: 200 whenever it is answered (the master loop answers it).
+    Live,
+    /// `/readyz`: 200 when the instance can take requests, else 503 and the reason.
+    Ready,
+}
+
+impl Probe {
+    pub const ALL: [Probe; 2] = [Probe::Live, Probe::Ready];
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Probe::Live => "/healthz",
+            Probe::Ready => "/readyz",
+        }
+    }
 }
 
 /// Result of looking at the bytes received so far.
@@ -172,7 +194,9 @@ pub fn parse(buf: &[u8], metrics_path: &str) -> Parsed {
 }
 
 /// [`parse`], and when `auth` is set, every request must carry those basic-auth credentials
-/// (else 401).
+/// (else 401), but a GET or HEAD of a [`Probe`] path: probes (a kubelet's) send no
+/// credentials, and their answers carry no metrics. `--prometheus-allow` still applies to
+/// them (it is checked when the connection is accepted).
 pub fn parse_with_auth(buf: &[u8], metrics_path: &str, auth: Option<&BasicAuth>) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
@@ -191,7 +215,8 @@ pub fn parse_with_auth(buf: &[u8], metrics_path: &str, auth: Option<&BasicAuth>)
             if !framing_ok(req.headers) {
                 return Parsed::Done(Action::Error(Status::BadRequest));
             }
-            if let Some(auth) = auth {
+            let action = decide(&req, metrics_path);
+            if let Some(auth) = auth.filter(|_| !matches!(action, Action::Probe { .. })) {
                 let given = req
                     .headers
                     .iter()
@@ -201,7 +226,7 @@ pub fn parse_with_auth(buf: &[u8], metrics_path: &str, auth: Option<&BasicAuth>)
                     return Parsed::Done(Action::Error(Status::Unauthorized));
                 }
             }
-            Parsed::Done(decide(&req, metrics_path))
+            Parsed::Done(action)
         }
         Err(httparse::Error::TooManyHeaders) => {
             Parsed::Done(Action::Error(Status::HeadersTooLarge))
@@ -281,7 +306,9 @@ fn decide(req: &httparse::Request<'_, '_>, metrics_path: &str) -> Action {
     let target = req.path.unwrap_or("");
     // Query strings are tolerated and ignored (Prometheus adds none, but people do).
     let path = target.split(['?', '#']).next().unwrap_or("");
-    if path == metrics_path {
+    if let Some(probe) = Probe::ALL.into_iter().find(|p| p.path() == path) {
+        Action::Probe { probe, head }
+    } else if path == metrics_path {
         let header = |name: &str| {
             req.headers
                 .iter()
@@ -364,7 +391,9 @@ pub fn index_page(metrics_path: &str) -> String {
     let p = html_escape(metrics_path);
     format!(
         "<!DOCTYPE html>\n<html><head><title>uWSGI metrics</title></head><body>\
-         <h1>uWSGI metrics</h1><p><a href=\"{p}\">{p}</a></p></body></html>\n"
+         <h1>uWSGI metrics</h1><p><a href=\"{p}\">{p}</a></p>\
+         <p>Probes: <a href=\"/healthz\">/healthz</a>, <a href=\"/readyz\">/readyz</a></p>\
+         </body></html>\n"
     )
 }
 
@@ -388,6 +417,8 @@ pub enum PathError {
     TooLong,
     NoLeadingSlash(String),
     ForbiddenByte(String),
+    /// A path the server answers itself (`/healthz`, `/readyz`).
+    Reserved(&'static str),
 }
 
 /// Far below HEAD_LIMIT, so a request for the path always fits in an accepted head.
@@ -401,6 +432,11 @@ impl std::fmt::Display for PathError {
             PathError::ForbiddenByte(p) => write!(
                 f,
                 "'{p}' may not contain spaces, control characters, '?' or '#'"
+            ),
+            PathError::Reserved(p) => write!(
+                f,
+                "'{p}' is a health endpoint of --prometheus-server (/healthz, /readyz); \
+                 choose another path for the metrics"
             ),
         }
     }
@@ -420,6 +456,9 @@ pub fn validate_path(p: &str) -> Result<(), PathError> {
         .any(|b| b <= b' ' || b == b'?' || b == b'#' || b >= 0x7f)
     {
         return Err(PathError::ForbiddenByte(p.into()));
+    }
+    if let Some(probe) = Probe::ALL.into_iter().find(|q| q.path() == p) {
+        return Err(PathError::Reserved(probe.path()));
     }
     Ok(())
 }
@@ -492,6 +531,73 @@ mod tests {
             p("GET /metrics\r\n\r\n"),
             Parsed::Done(Action::Error(Status::BadRequest))
         );
+    }
+
+    #[test]
+    fn probes() {
+        let probe = |probe, head| Parsed::Done(Action::Probe { probe, head });
+        assert_eq!(
+            p("GET /healthz HTTP/1.1\r\n\r\n"),
+            probe(Probe::Live, false)
+        );
+        assert_eq!(
+            p("HEAD /healthz?x HTTP/1.0\r\n\r\n"),
+            probe(Probe::Live, true)
+        );
+        assert_eq!(
+            p("GET /readyz HTTP/1.1\r\n\r\n"),
+            probe(Probe::Ready, false)
+        );
+        assert_eq!(
+            p("HEAD /readyz HTTP/1.1\r\n\r\n"),
+            probe(Probe::Ready, true)
+        );
+        assert_eq!(
+            p("POST /readyz HTTP/1.1\r\n\r\n"),
+            Parsed::Done(Action::Error(Status::MethodNotAllowed))
+        );
+        for other in ["/healthz/", "/readyz/x", "/HEALTHZ"] {
+            assert_eq!(
+                p(&format!("GET {other} HTTP/1.1\r\n\r\n")),
+                Parsed::Done(Action::Error(Status::NotFound)),
+                "{other}"
+            );
+        }
+        // Exempt from basic auth (kubelet probes send no credentials), with or without a
+        // header; everything else still needs it, a POST to a probe path too.
+        let real = BasicAuth {
+            user: "prom".into(),
+            sha256: Sha256::digest(b"s3cret").into(),
+        };
+        let with = |req: &str| parse_with_auth(req.as_bytes(), "/metrics", Some(&real));
+        assert_eq!(
+            with("GET /healthz HTTP/1.1\r\n\r\n"),
+            probe(Probe::Live, false)
+        );
+        assert_eq!(
+            with("HEAD /readyz HTTP/1.1\r\nAuthorization: Basic eDp5\r\n\r\n"),
+            probe(Probe::Ready, true)
+        );
+        let denied = Parsed::Done(Action::Error(Status::Unauthorized));
+        for req in [
+            "GET /metrics HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET /nope HTTP/1.1\r\n\r\n",
+            "POST /healthz HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(with(req), denied, "{req:?}");
+        }
+        // Broken heads are still broken.
+        assert_eq!(
+            with("GET /healthz\r\n\r\n"),
+            Parsed::Done(Action::Error(Status::BadRequest))
+        );
+        // The metrics path cannot take a probe's.
+        for path in ["/healthz", "/readyz"] {
+            assert!(matches!(validate_path(path), Err(PathError::Reserved(_))));
+        }
+        assert!(validate_path("/healthz/metrics").is_ok());
+        assert!(index_page("/metrics").contains("href=\"/readyz\""));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`plan`]: from a plain description of a uWSGI instance ([`plan::Topology`]) to the series
 //!   to export and where each value comes from;
 //! - [`http`]: request heads for the dedicated server (limits, RFC 9112 framing, basic auth);
+//! - [`health`]: the readiness decision of its `/readyz` (workers accepting, listen queues);
 //! - [`queue`]: the `X-Request-Start` / `X-Queue-Start` header of `--prometheus-queue-time`;
 //! - [`config`]: every option, declared once, and its parsed value; [`defaults`]: their defaults;
 //! - [`exits`]: why a worker died, from its wait status and its row of the worker table;
@@ -36,6 +37,7 @@ pub mod emperor;
 pub mod exits;
 pub mod format;
 mod header;
+pub mod health;
 pub mod http;
 pub mod merge;
 pub mod plan;

@@ -6,7 +6,8 @@
 //! client sent. Properties: never panics; `Partial` only below `HEAD_LIMIT`;
 //! bytes after a complete head (body, pipelined requests) do not change the
 //! answer; requiring auth only ever turns a complete request's answer into
-//! 401, and the right credentials restore it; every path `validate_path`
+//! 401 (and never a probe's: `/healthz` and `/readyz` stay open), and the right
+//! credentials restore it; every path `validate_path`
 //! accepts is reachable by a GET; responses carry a correct `Content-Length`;
 //! `traceparent_trace_id` (run on every request header in the after-request hook
 //! with exemplars on) only returns 32 lowercase hex digits, not all zero, found
@@ -29,6 +30,7 @@ fn is_complete(a: Action) -> bool {
         a,
         Action::Metrics { .. }
             | Action::Index { .. }
+            | Action::Probe { .. }
             | Action::Error(Status::NotFound | Status::MethodNotAllowed)
     )
 }
@@ -72,6 +74,9 @@ fuzz_target!(|data: &[u8]| {
                     with == res || with == Parsed::Done(Action::Error(Status::Unauthorized)),
                     "auth turned {res:?} into {with:?}"
                 );
+                if matches!(a, Action::Probe { .. }) {
+                    assert_eq!(with, res, "auth changed a probe's answer");
+                }
                 // Add the right credentials after the request line: same answer as
                 // without auth (or 431 if the head is now too large / has too many headers).
                 if buf.starts_with(b"GET ") || buf.starts_with(b"HEAD ") {
@@ -125,6 +130,13 @@ fuzz_target!(|data: &[u8]| {
                 let mut out = Vec::new();
                 write_response(&mut out, Status::Ok, fmt.content_type(), "", body, head);
                 check_response(&out, body.len(), head);
+            }
+            Action::Probe { probe, head } => {
+                let body = b"ready\n";
+                let mut out = Vec::new();
+                write_response(&mut out, Status::Ok, "text/plain", "", body, head);
+                check_response(&out, body.len(), head);
+                assert!(buf.windows(probe.path().len()).any(|w| w == probe.path().as_bytes()));
             }
             Action::Index { head } => {
                 let page = index_page(path);

@@ -53,6 +53,13 @@ pub(crate) fn worker_is_busy(wid: usize) -> bool {
     unsafe { (api().worker_is_busy)(wid) != 0 }
 }
 
+/// `uwsgi.status.is_cheap`: cheap mode (`--cheap`, or `--idle` after its timeout): the
+/// workers are stopped and the master spawns them at the first connection on a socket.
+pub(crate) fn is_cheap() -> bool {
+    // SAFETY: ABI checked; an int the master sets and clears in its own loop, read there.
+    unsafe { (*server()).status.is_cheap != 0 }
+}
+
 /// `uwsgi.mywid`: this process' worker id (0 in the master and other non-worker processes).
 pub(crate) fn my_worker_id() -> usize {
     // SAFETY: ABI checked; an int each process sets for itself after fork.

@@ -6,7 +6,8 @@ use std::time::Instant;
 use metrics_prometheus_engine::compress;
 use metrics_prometheus_engine::config::Config;
 use metrics_prometheus_engine::format::Format;
-use metrics_prometheus_engine::http::{self, Action, BasicAuth, Parsed, Status};
+use metrics_prometheus_engine::health::{QueueLimit, Verdict};
+use metrics_prometheus_engine::http::{self, Action, BasicAuth, Parsed, Probe, Status};
 
 use crate::host::epoll::{self, Epoll};
 use crate::scrape::{self, Exposition, ScrapeError, Scratch};
@@ -36,6 +37,13 @@ pub(super) struct Responder {
     gzip: bool,
     /// What the metrics path serves.
     source: Exposition,
+    /// `--prometheus-ready-queue`.
+    ready_queue: QueueLimit,
+    /// `/readyz`'s answer, read at most once per cycle (a burst of probes costs one reading):
+    /// `Ok(verdict)`, or why there is none. Cleared by [`Responder::renew`].
+    readiness: Option<Result<Verdict<'static>, ScrapeError>>,
+    /// The body of a probe's answer.
+    probe_body: String,
     pub(super) budget: Budget,
     pub(super) spares: Spares,
 }
@@ -58,9 +66,18 @@ impl Responder {
             scratch: Scratch::default(),
             gzip: cfg.gzip,
             source,
+            ready_queue: cfg.ready_queue,
+            readiness: None,
+            probe_body: String::new(),
             budget: Budget::new(Instant::now()),
             spares: Spares::default(),
         }
+    }
+
+    /// A new cycle: the whole render budget again, and readiness read afresh.
+    pub(super) fn renew(&mut self, now: Instant) {
+        self.budget.renew(now);
+        self.readiness = None;
     }
 
     /// The request in `head` so far, checked against the metrics path and the credentials.
@@ -113,10 +130,53 @@ impl Responder {
                 };
                 c.buf.extend_from_slice(&self.index[..end]);
             }
+            Action::Probe { probe, head } => self.probe(c, probe, head),
             Action::Error(status) => http::write_error(&mut c.buf, status, false),
         }
         c.start_writing(poller, slot);
         Respond::Ready
+    }
+
+    /// Writes the answer to `/healthz` or `/readyz` into the connection's buffer: 200, or 503
+    /// and the reason, in one line of text. `/healthz` proves the loop that answers it runs:
+    /// the master's (or the Emperor's). The Emperor has no workers or sockets of its own, so
+    /// its `/readyz` answers as its `/healthz` (each vassal's own server answers for it).
+    fn probe(&mut self, c: &mut Conn, probe: Probe, head: bool) {
+        use std::fmt::Write as _;
+        let verdict = match (probe, self.source) {
+            (Probe::Live, _) | (Probe::Ready, Exposition::Emperor) => Ok(Verdict::Ready),
+            (Probe::Ready, Exposition::Instance) => {
+                let (limit, scratch) = (self.ready_queue, &mut self.scratch);
+                *self
+                    .readiness
+                    .get_or_insert_with(|| scrape::readiness(limit, scratch))
+            }
+        };
+        self.probe_body.clear();
+        let status = match verdict {
+            Ok(v) if v.is_ready() => {
+                self.probe_body
+                    .push_str(if probe == Probe::Live { "ok" } else { "ready" });
+                Status::Ok
+            }
+            Ok(v) => {
+                let _ = write!(self.probe_body, "{v}");
+                Status::Unavailable
+            }
+            Err(e) => {
+                self.probe_body.push_str(e.body().trim_end());
+                Status::Unavailable
+            }
+        };
+        self.probe_body.push('\n');
+        http::write_response(
+            &mut c.buf,
+            status,
+            "text/plain; charset=utf-8",
+            "Cache-Control: no-store\r\n",
+            self.probe_body.as_bytes(),
+            head,
+        );
     }
 
     /// Writes the answer to a scrape whose exposition is in `self.scratch.out` (or failed)

@@ -222,7 +222,7 @@ impl Server {
         let n = self.poller.poll(&mut events).len();
         let tokens = || events[..n].iter().filter_map(|e| Token::from_raw(e.u64));
         let now = Instant::now();
-        self.answers.budget.renew(now);
+        self.answers.renew(now);
         // Vassal answers first (they may complete a round), then connections: a client that
         // went away frees its slot before newcomers are counted against the cap.
         if let Some(g) = self.gather.as_mut() {
