@@ -47,6 +47,9 @@ def test_demo_serves_both_front_ends():
                 assert s[('uwsgi_up', frozenset())] == 1
                 promtool_clean(b)
             assert b'uwsgi_myapp_jobs_done_total 1' in fetch(server)[1]
+            # The app's own prometheus_client metrics, served by the master.
+            app_counts = samples(fetch(server)[1])
+            assert app_counts[('demo_requests_total', frozenset({('path', '/metric')}))] == 1
             assert fetch('http://127.0.0.1:%d/' % ports['DEMO_STATS'])[0] == 200
         finally:
             # t/demo.sh execs uWSGI, so p.pid is the master; its session holds only what it forked.
