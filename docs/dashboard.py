@@ -231,7 +231,7 @@ def main():
         try:
             render(prom, instance, start, end, args.out,
                    'uWSGI 2.0.31, 3 workers (--max-requests %d, --harakiri 2, --listen %d, '
-                   '--cache2 items=20), '
+                   '--cache2 items=20, --prometheus-queue-time), '
                    'Prometheus 2.42 scraping every 1 s, $__rate_interval = 15s; load: '
                    'docs/dashboard.md' % (MAX_REQUESTS, LISTEN))
         finally:

@@ -24,10 +24,12 @@ APP = os.path.join(ROOT, 't', 'apps', 'dashboard_app.py')
 def uwsgi_args(max_requests=40, listen=None):
     """uWSGI options for the load below: t/apps/dashboard_app.py (the last --wsgi-file wins over
     the harness's app.py, which it wraps), three workers recycled every `max_requests` requests,
-    a 2 s harakiri, and a 20-item cache that the load fills up."""
+    a 2 s harakiri, a 20-item cache that the load fills up, and the queue time recorded from
+    the X-Request-Start header the load sends."""
     args = ['--wsgi-file', APP, '--workers', '3', '--prometheus-server', '127.0.0.1:0',
             '--cache2', 'name=mycache,items=20', '--harakiri', '2',
-            '--max-requests', str(max_requests), '--min-worker-lifetime', '0']
+            '--max-requests', str(max_requests), '--min-worker-lifetime', '0',
+            '--prometheus-queue-time']
     if listen:
         args += ['--listen', str(listen)]
     return args
@@ -112,12 +114,12 @@ class Prometheus(promserver.Prometheus):
         return self.wait('every target scraped', scraped, timeout)
 
 
-def request(port, path, timeout=30):
+def request(port, path, timeout=30, headers=None):
     """GET; returns the status, or None when uWSGI closed the connection without answering (an
     exception before start_response, a harakiri) or the request failed."""
     conn = http.client.HTTPConnection('127.0.0.1', port, timeout=timeout)
     try:
-        conn.request('GET', path)
+        conn.request('GET', path, headers=headers or {})
         r = conn.getresponse()
         r.read()
         return r.status
@@ -140,6 +142,11 @@ class Load:
       2 s --harakiri kills;
     - every `clear_every` seconds, /cacheclear.
 
+    Every request carries `X-Request-Start: t=SECONDS.MILLIS` (nginx's form) stamped as it is
+    sent, minus a delay drawn uniformly from `proxy_delay` seconds, as if a front proxy had
+    received it that much earlier: uwsgi_request_queue_seconds gets that delay plus the real
+    wait in the listen queue (the bursts' requests wait for a worker).
+
     `intensity(elapsed)` (default 1) scales the fast clients' rate over time; `counts` tallies
     the statuses seen (None: closed without an answer)."""
 
@@ -147,7 +154,8 @@ class Load:
              + ['/status?503', '/error', '/slow?0.2'])
 
     def __init__(self, port, fast=2, pause=0.02, burst_every=6.0, burst=8, harakiri_at=3.0,
-                 harakiri_every=None, clear_every=10.0, intensity=None, paths=PATHS):
+                 harakiri_every=None, clear_every=10.0, intensity=None, paths=PATHS,
+                 proxy_delay=(0.001, 0.02)):
         self.port = port
         self.fast = fast
         self.pause = pause
@@ -158,13 +166,15 @@ class Load:
         self.clear_every = clear_every
         self.intensity = intensity or (lambda elapsed: 1.0)
         self.paths = list(paths)
+        self.proxy_delay = proxy_delay
         self.stopping = threading.Event()
         self.threads = []
         self.counts = {}
         self.lock = threading.Lock()
 
     def _get(self, path, timeout=30):
-        status = request(self.port, path, timeout)
+        start = time.time() - random.uniform(*self.proxy_delay)
+        status = request(self.port, path, timeout, {'X-Request-Start': 't=%.3f' % start})
         with self.lock:
             self.counts[status] = self.counts.get(status, 0) + 1
         return status
