@@ -7,12 +7,11 @@ text format, OpenMetrics and protobuf (classic and native buckets); a header in 
 as 0 and in uwsgi_request_queue_skew_total; off by default.
 """
 import math
-import socket
 import time
 
 import pytest
 
-from helpers import PROTO_ACCEPT, decode, get, server_addrs
+from helpers import PROTO_ACCEPT, decode, get, raw, server_addrs
 from promcheck import promtool_clean, samples
 
 FAMILY = 'uwsgi_request_queue_seconds'
@@ -23,15 +22,8 @@ OM = {'Accept': 'application/openmetrics-text; version=1.0.0'}
 def request(port, headers):
     """One HTTP/1.0 request on its own connection; returns the status."""
     h = ''.join('%s: %s\r\n' % kv for kv in headers.items())
-    with socket.create_connection(('127.0.0.1', port), timeout=20) as s:
-        s.sendall(('GET / HTTP/1.0\r\nHost: x\r\n%s\r\n' % h).encode())
-        data = b''
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
-    return int(data.split(b' ', 2)[1]) if data.startswith(b'HTTP/') else None
+    return raw('127.0.0.1:%d' % port, ('GET / HTTP/1.0\r\nHost: x\r\n%s\r\n' % h).encode(),
+               timeout=20)[0]
 
 
 # Each form as a function of the time the proxy received the request (seconds since the epoch).

@@ -10,13 +10,12 @@ uWSGI reaps it and again after, with a new pid: a second count would show there)
 import os
 import re
 import signal
-import socket
 import threading
 import time
 
 import pytest
 
-from helpers import PROTO_ACCEPT, decode, get, server_addrs
+from helpers import PROTO_ACCEPT, decode, get, raw, server_addrs
 from promcheck import OM_ACCEPT, samples
 
 FAMILY = 'uwsgi_worker_exits_total'
@@ -28,17 +27,10 @@ VARIANTS = ['debian', 'pip-routing']
 def request(port, path):
     """One HTTP/1.0 request; the status, or None when the worker died before answering."""
     try:
-        with socket.create_connection(('127.0.0.1', port), timeout=20) as s:
-            s.sendall(('GET %s HTTP/1.0\r\nHost: x\r\n\r\n' % path).encode())
-            data = b''
-            while True:
-                b = s.recv(65536)
-                if not b:
-                    break
-                data += b
+        return raw('127.0.0.1:%d' % port,
+                   ('GET %s HTTP/1.0\r\nHost: x\r\n\r\n' % path).encode(), timeout=20)[0]
     except ConnectionResetError:
         return None
-    return int(data.split(b' ', 2)[1]) if data.startswith(b'HTTP/') else None
 
 
 def scrape(addr):
