@@ -672,7 +672,13 @@ def family_blocks(text):
 @pytest.mark.parametrize('variant', BOTH)
 def test_the_apps_own_endpoint_agrees_with_the_master(app_uwsgi, variant):
     u = app_uwsgi(variant, ['--workers', '2'])
-    n = work(u, 14)
+    # /work (a labelled child too) on both workers, and at least 14 of them.
+    n, served = 0, set()
+    while n < 14 or served != {1, 2}:
+        status, headers = request(u, '/work?0.05')
+        assert status == 200 and n < 400, (status, n, served)
+        served.add(int(headers['x-worker']))
+        n += 1
     # /odd on both workers: a labelled child (REQUESTS.labels(ODD_LABEL)) exists in the
     # registry of a process only once that process created it, so the app's own endpoint
     # lists it only if the worker answering /metrics-app served /odd (the master's exposition
