@@ -115,7 +115,8 @@ struct Names {
 }
 
 impl Hists {
-    /// Lays out `histograms`: collision checks against `owned` (the skipped ones are
+    /// Lays out `histograms`: the name filter ([`Options::families`], marking in `matched`
+    /// the patterns that match), collision checks against `owned` (the skipped ones are
     /// appended to `skipped`, the first with index `index`), option filters, preformatted
     /// heads and line prefixes.
     pub(super) fn new(
@@ -125,6 +126,7 @@ impl Hists {
         index: usize,
         skipped: &mut Vec<Skipped>,
         constant: &[(String, String)],
+        matched: &mut [bool],
         opts: &Options,
     ) -> Hists {
         let mut h = Hists {
@@ -136,6 +138,14 @@ impl Hists {
             let first_slot = slot;
             slot += hist.series.len() * hist.slots_per_series();
             let name = prefix.family(hist.family);
+            if !opts.families.admit(&name, None, matched) {
+                skipped.push(Skipped {
+                    index: index + i,
+                    name: hist.family.to_owned(),
+                    reason: SkipReason::Filtered { family: name },
+                });
+                continue;
+            }
             if let Err(reason) = claim(&name, owned) {
                 skipped.push(Skipped {
                     index: index + i,
