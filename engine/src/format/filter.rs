@@ -179,6 +179,18 @@ impl Glob {
         &self.text
     }
 
+    /// The literal characters the pattern starts with (before its first `*`, `?` or `[`):
+    /// every name it matches starts with them.
+    pub fn literal_prefix(&self) -> String {
+        self.tokens
+            .iter()
+            .map_while(|t| match t {
+                Token::Byte(b) => Some(char::from(*b)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Whether the pattern matches the whole of `name`.
     pub fn matches(&self, name: &str) -> bool {
         let (name, toks) = (name.as_bytes(), &self.tokens[..]);
@@ -378,6 +390,9 @@ mod tests {
             assert!(e.starts_with(want), "{p}: {e}");
         }
         assert_eq!(g(" a* ").as_str(), "a*");
+        assert_eq!(g("uwsgi_w*_x").literal_prefix(), "uwsgi_w");
+        assert_eq!(g("[u]wsgi").literal_prefix(), "");
+        assert_eq!(g("exact").literal_prefix(), "exact");
     }
 
     #[test]
