@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::candidate::{candidate, extra_candidate, Candidate, Labels};
-use super::histogram::Hists;
+use super::histogram::{Hists, NamesTaken};
 use super::lines::{push_head, push_prefix, unit_of};
 use super::value::MAX_VALUE_LEN;
 use super::{
@@ -272,11 +272,13 @@ impl Layout {
         let hists = Hists::new(
             histograms,
             &prefix,
-            &mut families.owned,
+            NamesTaken {
+                owned: &mut families.owned,
+                matched: &mut families.matched,
+            },
             metrics.len() + extras.len(),
             &mut skipped,
             &constant,
-            &mut families.matched,
             opts,
         );
         let unmatched = opts.families.unmatched(&families.matched);
