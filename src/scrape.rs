@@ -124,6 +124,7 @@ fn build(cfg: &Config) -> Option<Exporter> {
             host::log(&format!("not exported: {s}"));
         }
     }
+    log_unmatched(&layout, cfg);
     let frozen = keep(Frozen {
         layout,
         sources: plan.sources,
@@ -135,6 +136,27 @@ fn build(cfg: &Config) -> Option<Exporter> {
         #[cfg(uwsgi_routing)]
         gzip: cfg.gzip,
     })
+}
+
+/// Names, once at startup, each `--prometheus-include`/`--prometheus-exclude` pattern that
+/// matches no family of this instance (a typo; a family another option turned off counts as
+/// matched). With `--prometheus-app-metrics`, the application's families only appear later: a
+/// pattern that could match one of them (any that does not start with the plugin's prefix,
+/// which application families may not use) is not judged.
+fn log_unmatched(layout: &Layout, cfg: &Config) {
+    let filter = &cfg.format.families;
+    let prefix = cfg.format.prefix.as_str();
+    for &r in layout.unmatched_patterns() {
+        let Some(glob) = filter.get(r) else { continue };
+        let only_uwsgi = !prefix.is_empty() && glob.literal_prefix().starts_with(prefix);
+        if cfg.app_metrics && !only_uwsgi {
+            continue;
+        }
+        host::log(&format!(
+            "{r} {}: the pattern matches no family of this instance",
+            glob.as_str()
+        ));
+    }
 }
 
 /// `value` for the life of the process: copied out of the heap into a read-only mapping (see
@@ -236,7 +258,10 @@ pub(crate) fn render_vassals(vassals: &[Vassal], fmt: Format, scratch: &mut Scra
     let now = host::uwsgi::now_us() / 1_000_000;
     if view.render(vassals, now, fmt, &mut scratch.out) {
         // Two vassal files with the same label (`app.ini`, `app.yaml`): said once per change.
-        for s in view.layout().skipped() {
+        let chosen = |s: &&metrics_prometheus_engine::format::Skipped| {
+            matches!(s.reason, SkipReason::Filtered { .. })
+        };
+        for s in view.layout().skipped().iter().filter(|s| !chosen(s)) {
             host::log(&format!("emperor: not exported: {s}"));
         }
     }

@@ -261,6 +261,9 @@ pub struct AppRenderStats {
     pub skipped_series: usize,
     /// Skips by reason, indexed like [`AppSkipReason::ALL`].
     pub by_reason: [usize; 12],
+    /// Families left out by [`Options::families`] (`--prometheus-include`,
+    /// `--prometheus-exclude`): chosen, so not counted as skips.
+    pub filtered: usize,
     /// The first skip, if any.
     pub first_skip: Option<AppSkip>,
 }
@@ -320,6 +323,10 @@ pub fn render_app(
 ) -> AppRenderStats {
     let mut r = Renderer::new(fmt, opts);
     for (fi, fam) in families.iter().enumerate() {
+        if !r.kept(fam) {
+            r.stats.filtered += 1;
+            continue;
+        }
         if let Err(reason) = r.claim(fam) {
             r.stats.skip(fi, None, reason);
             continue;
@@ -387,6 +394,26 @@ impl<'a> Renderer<'a> {
             le_at: 0,
             buckets: Vec::new(),
             stats: AppRenderStats::default(),
+        }
+    }
+
+    /// Whether [`Options::families`] keeps the family: matched on the name of its text
+    /// `# TYPE` line (`x_total` for a counter, which also matches as `x`), as the engine's
+    /// families are. A family left out claims no name. Nothing is allocated.
+    fn kept(&mut self, fam: &AppFamily) -> bool {
+        let opts: &'a Options = self.opts;
+        let filter = &opts.families;
+        if filter.is_empty() {
+            return true;
+        }
+        if fam.kind == AppKind::Counter {
+            let n = &mut self.name_buf;
+            n.clear();
+            n.push_str(&fam.name);
+            n.push_str("_total");
+            filter.keeps(n, Some(&fam.name))
+        } else {
+            filter.keeps(&fam.name, None)
         }
     }
 

@@ -374,6 +374,10 @@ declare_options! {
         "do not export per-worker (uwsgi_worker_*) families";
     NoCores = c"prometheus-no-cores", flag, Nothing,
         "do not export per-core (thread or async core) series";
+    Include = c"prometheus-include", value, Nothing,
+        "export only the families whose name matches GLOB (repeatable, or comma-separated; * any run, ? one character, [a-z] a set): the name of the text format's # TYPE line, prefix included (uwsgi_worker_*; a counter's ends in _total, and also matches without it); application families included";
+    Exclude = c"prometheus-exclude", value, Nothing,
+        "do not export the families whose name matches GLOB (repeatable, or comma-separated; same matching as --prometheus-include, and wins over it); decided once at startup for uWSGI's families";
     NoHelp = c"prometheus-no-help", flag, Nothing,
         "omit # HELP lines";
     NoType = c"prometheus-no-type", flag, Nothing,
@@ -506,6 +510,8 @@ impl Config {
             Opt::Prefix
             | Opt::NoWorkers
             | Opt::NoCores
+            | Opt::Include
+            | Opt::Exclude
             | Opt::NoHelp
             | Opt::NoType
             | Opt::NoGzip
@@ -593,6 +599,25 @@ impl Config {
             // file means what it says.
             Opt::NoWorkers => self.format.workers = !flag(value).map_err(ConfigError::of(opt))?,
             Opt::NoCores => self.format.cores = !flag(value).map_err(ConfigError::of(opt))?,
+            Opt::Include | Opt::Exclude => {
+                let filter = &mut self.format.families;
+                let list = if opt == Opt::Include {
+                    &mut filter.include
+                } else {
+                    &mut filter.exclude
+                };
+                let globs = value
+                    .unwrap_or("")
+                    .split(',')
+                    .map(crate::format::Glob::parse)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(ConfigError::of(opt))?;
+                for glob in globs {
+                    if !list.contains(&glob) {
+                        list.push(glob);
+                    }
+                }
+            }
             Opt::NoHelp => self.format.help = !flag(value).map_err(ConfigError::of(opt))?,
             Opt::NoType => self.format.types = !flag(value).map_err(ConfigError::of(opt))?,
             Opt::NoGzip => self.gzip = !flag(value).map_err(ConfigError::of(opt))?,
@@ -937,6 +962,36 @@ mod tests {
     }
 
     #[test]
+    fn include_and_exclude() {
+        let mut c = Config::default();
+        assert!(c.format.families.is_empty());
+        c.apply(Opt::Include, Some("uwsgi_worker_*, uwsgi_requests_total"))
+            .expect("valid patterns");
+        c.apply(Opt::Include, Some("uwsgi_worker_*"))
+            .expect("again");
+        c.apply(Opt::Exclude, Some("uwsgi_worker_core_*"))
+            .expect("valid pattern");
+        let pats = |l: &[crate::format::Glob]| -> Vec<String> {
+            l.iter().map(|g| g.as_str().to_owned()).collect()
+        };
+        assert_eq!(
+            pats(&c.format.families.include),
+            ["uwsgi_worker_*", "uwsgi_requests_total"]
+        );
+        assert_eq!(pats(&c.format.families.exclude), ["uwsgi_worker_core_*"]);
+        let before = c.clone();
+        for bad in ["", "a,", "uwsgi-x", "x[", "ok,a.b"] {
+            let e = c.apply(Opt::Exclude, Some(bad)).unwrap_err().to_string();
+            assert!(
+                e.starts_with("invalid value for --prometheus-exclude: "),
+                "{e}"
+            );
+        }
+        assert_eq!(c, before, "a refused value changes nothing");
+        assert_eq!(c.check(false), Ok(vec![]));
+    }
+
+    #[test]
     fn vassal_options() {
         let mut c = Config::default();
         c.apply(Opt::VassalSocket, Some("/run/uwsgi/{vassal}.prom.sock"))
@@ -956,7 +1011,7 @@ mod tests {
     #[test]
     fn options_are_declared_once() {
         let mut names: Vec<&str> = OPTIONS.iter().map(|d| d.opt.name()).collect();
-        assert_eq!(names.len(), 25);
+        assert_eq!(names.len(), 27);
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), OPTIONS.len(), "duplicate option name");

@@ -5,7 +5,8 @@
 //! derived from the engine.
 
 use metrics_prometheus_engine::format::{
-    negotiate, negotiate_among, Format, Layout, MetricType, Offer, Options, SkipReason, Skipped,
+    negotiate, negotiate_among, FamilyFilter, Format, Layout, MetricType, Offer, Options,
+    SkipReason, Skipped,
 };
 
 fn layout(list: &[(&str, u8, i64)], opts: &Options) -> Layout {
@@ -731,6 +732,7 @@ fn options_all_off() {
         workers: false,
         cores: true,
         labels: Vec::new(),
+        families: FamilyFilter::default(),
     };
     assert_text(&render(MIXED, &o, Format::Text), ALL_OFF_TEXT);
     assert_text(&render(MIXED, &o, Format::OpenMetrics), ALL_OFF_OPENMETRICS);
@@ -781,6 +783,7 @@ fn option_defaults() {
             workers: true,
             cores: true,
             labels: Vec::new(),
+            families: FamilyFilter::default(),
         }
     );
 }

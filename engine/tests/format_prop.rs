@@ -10,7 +10,8 @@ use check::protobuf::{
     check_protobuf, decode, native_counts, pb_samples, same_samples, text_helps, text_samples,
 };
 use metrics_prometheus_engine::format::{
-    validate_label, Exemplar, Format, Histogram, Layout, MetricType, NativeSpec, Options,
+    validate_label, Exemplar, FamilyFilter, Format, Glob, Histogram, Layout, MetricType,
+    NativeSpec, Options,
 };
 use proptest::prelude::*;
 
@@ -93,16 +94,19 @@ fn clean_options() -> impl Strategy<Value = Options> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
-        constant_labels(),
+        (constant_labels(), family_filter()),
     )
-        .prop_map(|(prefix, help, types, workers, cores, labels)| Options {
-            prefix: prefix.to_owned(),
-            help,
-            types,
-            workers,
-            cores,
-            labels,
-        })
+        .prop_map(
+            |(prefix, help, types, workers, cores, (labels, families))| Options {
+                prefix: prefix.to_owned(),
+                help,
+                types,
+                workers,
+                cores,
+                labels,
+                families,
+            },
+        )
 }
 
 fn any_options() -> impl Strategy<Value = Options> {
@@ -112,16 +116,45 @@ fn any_options() -> impl Strategy<Value = Options> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
-        proptest::collection::vec((any::<String>(), any::<String>()), 0..3),
+        (
+            proptest::collection::vec((any::<String>(), any::<String>()), 0..3),
+            family_filter(),
+        ),
     )
-        .prop_map(|(prefix, help, types, workers, cores, labels)| Options {
-            prefix,
-            help,
-            types,
-            workers,
-            cores,
-            labels,
-        })
+        .prop_map(
+            |(prefix, help, types, workers, cores, (labels, families))| Options {
+                prefix,
+                help,
+                types,
+                workers,
+                cores,
+                labels,
+                families,
+            },
+        )
+}
+
+/// `--prometheus-include`/`--prometheus-exclude` sets: none (most of the time), or patterns
+/// about the families the generators make.
+fn family_filter() -> impl Strategy<Value = FamilyFilter> {
+    const PATS: &[&str] = &[
+        "*",
+        "uwsgi_*",
+        "*_total",
+        "uwsgi_worker_*",
+        "*_seconds",
+        "?*[a-m]*",
+        "x",
+    ];
+    let list = || proptest::collection::vec(proptest::sample::select(PATS), 0..3);
+    let glob = |p: &&str| Glob::parse(p).expect("valid pattern");
+    prop_oneof![
+        3 => Just(FamilyFilter::default()),
+        1 => (list(), list()).prop_map(move |(i, e)| FamilyFilter {
+            include: i.iter().map(glob).collect(),
+            exclude: e.iter().map(glob).collect(),
+        }),
+    ]
 }
 
 /// Valid constant label sets, one of whose names (`requests`) custom metrics also produce.

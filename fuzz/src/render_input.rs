@@ -5,7 +5,8 @@
 //! ```text
 //! uwsgi_                         line 1: the prefix, verbatim (may be empty or invalid)
 //! h t w c -3                     line 2: flags: `h` no HELP, `t` no TYPE, `w` no workers,
-//!                                        `c` no cores, `l` constant labels; `-N` drops the last N values,
+//!                                        `c` no cores, `l` constant labels, `i` include
+//!                                        only `uwsgi_*`, `x` exclude `*_total`; `-N` drops the last N values,
 //!                                        `+N` appends N extra values (N < 100)
 //! c 10 worker.1.requests         then one metric per line: `<type> <value> <name>`
 //! g 1500 worker.1.avg_response_time      type: c counter, g gauge, a absolute, A alias
@@ -27,7 +28,7 @@
 //! values are arbitrary (the host puts socket names, mountpoints, cache names
 //! there).
 
-use metrics_prometheus_engine::format::{Extra, Kind, MetricType, Options};
+use metrics_prometheus_engine::format::{Extra, FamilyFilter, Glob, Kind, MetricType, Options};
 
 /// Family names the host uses for extras (`live.rs`), plus a few that collide
 /// with the built-in table or with each other's sample names.
@@ -179,6 +180,19 @@ impl RenderInput {
                 ]
             } else {
                 Vec::new()
+            },
+            // Some families left out by name (`--prometheus-exclude`/`--prometheus-include`).
+            families: FamilyFilter {
+                include: if flags.contains('i') {
+                    vec![Glob::parse("uwsgi_*").expect("valid pattern")]
+                } else {
+                    Vec::new()
+                },
+                exclude: if flags.contains('x') {
+                    vec![Glob::parse("*_total").expect("valid pattern")]
+                } else {
+                    Vec::new()
+                },
             },
         };
         let count = |sign: char| {

@@ -107,6 +107,14 @@ pub(super) struct Hists {
     pub(super) pb_size: usize,
 }
 
+/// What the families laid out before the histograms leave them: the names they own, and per
+/// pattern of [`Options::families`] whether it matched one of them (the histograms mark it
+/// too).
+pub(super) struct NamesTaken<'a> {
+    pub(super) owned: &'a mut HashSet<String>,
+    pub(super) matched: &'a mut [bool],
+}
+
 /// The names of a histogram family's samples.
 struct Names {
     bucket: String,
@@ -115,18 +123,21 @@ struct Names {
 }
 
 impl Hists {
-    /// Lays out `histograms`: collision checks against `owned` (the skipped ones are
+    /// Lays out `histograms`: the name filter ([`Options::families`], marking in
+    /// `names.matched` the patterns that match), collision checks against `names.owned` (the
+    /// skipped ones are
     /// appended to `skipped`, the first with index `index`), option filters, preformatted
     /// heads and line prefixes.
     pub(super) fn new(
         histograms: &[Histogram],
         prefix: &Prefix,
-        owned: &mut HashSet<String>,
+        names: NamesTaken<'_>,
         index: usize,
         skipped: &mut Vec<Skipped>,
         constant: &[(String, String)],
         opts: &Options,
     ) -> Hists {
+        let NamesTaken { owned, matched } = names;
         let mut h = Hists {
             typed: opts.types,
             ..Hists::default()
@@ -136,6 +147,14 @@ impl Hists {
             let first_slot = slot;
             slot += hist.series.len() * hist.slots_per_series();
             let name = prefix.family(hist.family);
+            if !opts.families.admit(&name, None, matched) {
+                skipped.push(Skipped {
+                    index: index + i,
+                    name: hist.family.to_owned(),
+                    reason: SkipReason::Filtered { family: name },
+                });
+                continue;
+            }
             if let Err(reason) = claim(&name, owned) {
                 skipped.push(Skipped {
                     index: index + i,

@@ -5,12 +5,12 @@
 use std::collections::{HashMap, HashSet};
 
 use super::candidate::{candidate, extra_candidate, Candidate, Labels};
-use super::histogram::Hists;
+use super::histogram::{Hists, NamesTaken};
 use super::lines::{push_head, push_prefix, unit_of};
 use super::value::MAX_VALUE_LEN;
 use super::{
-    escape, labels, protobuf, validate_label, Extra, Histogram, Kind, MetricType, Options, Prefix,
-    SkipReason, Skipped, Span,
+    escape, labels, protobuf, validate_label, Extra, Histogram, Kind, MetricType, Options,
+    PatternRef, Prefix, SkipReason, Skipped, Span,
 };
 
 #[derive(Clone, Debug)]
@@ -59,6 +59,8 @@ pub struct Layout {
     pub(super) text_size: usize,
     pub(super) om_size: usize,
     pub(super) hists: Hists,
+    /// The patterns of [`Options::families`] that matched no family name considered.
+    unmatched: Vec<PatternRef>,
 }
 
 struct SeriesBuild {
@@ -85,6 +87,8 @@ struct Families {
     owned: HashSet<String>,
     /// (family index, canonical labels) of every series.
     seen: HashSet<(usize, String)>,
+    /// Per pattern of [`Options::families`], whether it matched a family name.
+    matched: Vec<bool>,
 }
 
 impl Families {
@@ -97,6 +101,7 @@ impl Families {
         constant: &[(String, String)],
         opts: &Options,
     ) -> Result<(), SkipReason> {
+        self.by_name_filter(&cand, opts)?;
         filter(&cand.labels, constant, opts)?;
         let fi = self.family_of(&cand)?;
         if !self.seen.insert((fi, canonical(&cand.labels))) {
@@ -112,6 +117,29 @@ impl Families {
             scale: cand.scale,
         });
         Ok(())
+    }
+
+    /// [`Options::families`]: a family left out claims no name.
+    fn by_name_filter(&mut self, cand: &Candidate, opts: &Options) -> Result<(), SkipReason> {
+        let filter = &opts.families;
+        if filter.is_empty() {
+            return Ok(());
+        }
+        match cand.kind {
+            Kind::Counter => {
+                let total = format!("{}_total", cand.family);
+                filter
+                    .admit(&total, Some(&cand.family), &mut self.matched)
+                    .then_some(())
+                    .ok_or(SkipReason::Filtered { family: total })
+            }
+            Kind::Gauge => filter
+                .admit(&cand.family, None, &mut self.matched)
+                .then_some(())
+                .ok_or_else(|| SkipReason::Filtered {
+                    family: cand.family.clone(),
+                }),
+        }
     }
 
     /// The index of the candidate's family, created (its names claimed) if new.
@@ -220,7 +248,10 @@ impl Layout {
             .cloned()
             .collect();
         let mut skipped = Vec::new();
-        let mut families = Families::default();
+        let mut families = Families {
+            matched: vec![false; opts.families.len()],
+            ..Families::default()
+        };
         let inputs = metrics
             .iter()
             .map(|&(name, ty)| (name, candidate(name, ty, &prefix)))
@@ -241,13 +272,17 @@ impl Layout {
         let hists = Hists::new(
             histograms,
             &prefix,
-            &mut families.owned,
+            NamesTaken {
+                owned: &mut families.owned,
+                matched: &mut families.matched,
+            },
             metrics.len() + extras.len(),
             &mut skipped,
             &constant,
             opts,
         );
-        let mut layout = Self::assemble(families.fams, skipped, hists, opts);
+        let unmatched = opts.families.unmatched(&families.matched);
+        let mut layout = Self::assemble(families.fams, skipped, hists, unmatched, opts);
         layout.shrink();
         layout
     }
@@ -268,6 +303,7 @@ impl Layout {
         fams: Vec<FamilyBuild>,
         skipped: Vec<Skipped>,
         hists: Hists,
+        unmatched: Vec<PatternRef>,
         opts: &Options,
     ) -> Layout {
         let mut layout = Layout {
@@ -280,6 +316,7 @@ impl Layout {
             text_size: hists.text_size,
             om_size: "# EOF\n".len() + hists.om_size,
             hists,
+            unmatched,
         };
         let mut text = String::new();
         for fam in &fams {
@@ -371,6 +408,12 @@ impl Layout {
     /// The metrics that are not exported, with the reason, in list order.
     pub fn skipped(&self) -> &[Skipped] {
         &self.skipped
+    }
+
+    /// The patterns of [`Options::families`] that match no family this layout was built from
+    /// (whether or not other options left the family out): for the host to log once.
+    pub fn unmatched_patterns(&self) -> &[PatternRef] {
+        &self.unmatched
     }
 
     /// Number of sample lines rendered per scrape when every value is present and every

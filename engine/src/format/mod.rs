@@ -145,6 +145,7 @@
 //! |---|---|
 //! | `mod.rs` | the vocabulary: [`MetricType`], [`Format`], [`Kind`], [`Extra`], [`Histogram`], [`Exemplar`] |
 //! | `options.rs` | [`Options`], [`validate_prefix`] and the prefix as applied (`Prefix`: the one family-naming rule) |
+//! | `filter.rs` | [`FamilyFilter`] and [`Glob`]: `--prometheus-include` / `--prometheus-exclude` |
 //! | `skip.rs` | [`Skipped`] and [`SkipReason`] |
 //! | `layout.rs` | the [`Layout`] and its construction (families, collisions, preformatted bytes) |
 //! | `candidate.rs` | one metric or [`Extra`] mapped to a family (`table.rs`, then `name.rs`) |
@@ -159,6 +160,7 @@
 
 mod candidate;
 mod escape;
+mod filter;
 mod histogram;
 mod labels;
 mod layout;
@@ -173,6 +175,7 @@ mod skip;
 mod table;
 mod value;
 
+pub use filter::{FamilyFilter, Glob, GlobError, PatternRef};
 pub use labels::{parse_label, validate_label, LabelError, RESERVED as RESERVED_LABELS};
 pub use layout::Layout;
 pub use native::{native_bucket_bounds, native_bucket_index, NativeSpec};

@@ -26,6 +26,10 @@ pub struct Options {
     /// [`validate_label`](super::validate_label); one that fails is left out. A series that already has one of these
     /// label names is left out ([`SkipReason::LabelClash`](super::SkipReason::LabelClash)).
     pub labels: Vec<(String, String)>,
+    /// Families kept and dropped by name (`--prometheus-include`, `--prometheus-exclude`),
+    /// decided when the [`Layout`](super::Layout) is built (default: every family). See
+    /// [`FamilyFilter`](super::FamilyFilter) for the matching rule.
+    pub families: super::FamilyFilter,
 }
 
 impl Default for Options {
@@ -37,6 +41,7 @@ impl Default for Options {
             workers: true,
             cores: true,
             labels: Vec::new(),
+            families: super::FamilyFilter::default(),
         }
     }
 }

@@ -47,6 +47,12 @@ pub enum SkipReason {
         /// The label name.
         label: String,
     },
+    /// Its family is left out by [`Options::families`] (`--prometheus-include`,
+    /// `--prometheus-exclude`).
+    Filtered {
+        /// The family's name as matched (a counter's with `_total`).
+        family: String,
+    },
 }
 
 impl fmt::Display for SkipReason {
@@ -78,6 +84,10 @@ impl fmt::Display for SkipReason {
                     "its label {label} is also a constant label (--prometheus-label)"
                 )
             }
+            SkipReason::Filtered { family } => write!(
+                f,
+                "family {family} is left out by --prometheus-include/--prometheus-exclude"
+            ),
         }
     }
 }
