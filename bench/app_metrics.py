@@ -50,7 +50,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (HERE, ROOT, build_plugin, cleanup, fetch, free_ports, load_env,  # noqa: E402
+from benchlib import (HERE, children, ROOT, build_plugin, cleanup, fetch, free_ports, load_env,  # noqa: E402
                       loadavg, log, machine, median, pct, stop, uwsgi_instance)
 
 PARTS = ('calls', 'scrape', 'memory')
@@ -397,20 +397,10 @@ def table_mapping(pid, nbytes):
 
 def table_bytes(capacity, workers):
     slots = 1 + workers + 64 + 1
-    return 8 * (8 + slots + capacity + capacity * 64 + 2 * slots * capacity)
+    # src/app_metrics.rs, Table::words: header, owners, the hash index, entries, values, stamps.
+    return 8 * (8 + slots + 2 * capacity + capacity * 64 + 2 * slots * capacity)
 
 
-def children(pid):
-    kids = []
-    for d in os.listdir('/proc'):
-        if d.isdigit():
-            try:
-                with open('/proc/%s/stat' % d) as f:
-                    if int(f.read().rsplit(')', 1)[1].split()[1]) == pid:
-                        kids.append(int(d))
-            except (OSError, ValueError):
-                pass
-    return kids
 
 
 def part_memory(a, tmp, uwsgi, so, out, keep):

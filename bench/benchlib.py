@@ -264,3 +264,17 @@ def median(xs):
 
 def count_series(text_body):
     return sum(1 for line in text_body.split(b'\n') if line and not line.startswith(b'#'))
+
+
+def children(pid):
+    """Pids of the direct children of `pid` (from /proc)."""
+    kids = []
+    for d in os.listdir('/proc'):
+        if d.isdigit():
+            try:
+                with open('/proc/%s/stat' % d) as f:
+                    if int(f.read().rsplit(')', 1)[1].split()[1]) == pid:
+                        kids.append(int(d))
+            except (OSError, ValueError):
+                pass
+    return kids

@@ -53,7 +53,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (HERE, OM_ACCEPT, PB_ACCEPT, ROOT, cleanup, count_series, fetch,  # noqa: E402
+from benchlib import (HERE, children, OM_ACCEPT, PB_ACCEPT, ROOT, cleanup, count_series, fetch,  # noqa: E402
                       free_ports, load_env, loadavg, log, machine, median, pct,
                       Scraper, session_cpu_s, start, stop, uwsgi_instance, wait_log, wait_port,
                       build_plugin)
@@ -395,17 +395,6 @@ def smaps(pid):
     return out
 
 
-def children(pid):
-    kids = []
-    for d in os.listdir('/proc'):
-        if d.isdigit():
-            try:
-                with open('/proc/%s/stat' % d) as f:
-                    if int(f.read().rsplit(')', 1)[1].split()[1]) == pid:
-                        kids.append(int(d))
-            except (OSError, ValueError):
-                pass
-    return kids
 
 
 def part_memory(a, tmp, uwsgi, so):
