@@ -131,6 +131,21 @@ def alive(pid):
 
 # --- the protobuf exposition -----------------------------------------------------------------
 
+def native_counts(h):
+    """{native bucket index: count} of a decoded protobuf histogram, its spans and deltas
+    expanded (empty buckets left out)."""
+    counts, idx, prev = {}, 0, 0
+    deltas = iter(h.positive_delta)
+    for span in h.positive_span:
+        idx += span.offset
+        for _ in range(span.length):
+            prev += next(deltas)
+            if prev:
+                counts[idx] = prev
+            idx += 1
+    return counts
+
+
 def decode(pb, body):
     """The MetricFamily messages of a delimited protobuf body (`pb`: the conftest fixture)."""
     from google.protobuf.internal.decoder import _DecodeVarint

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from helpers import PROTO_ACCEPT, decode, get, server_addrs
+from helpers import PROTO_ACCEPT, decode, get, native_counts, server_addrs
 from promcheck import samples
 from promserver import Prometheus
 
@@ -89,16 +89,7 @@ def test_native_buckets_agree_with_classic(start_uwsgi, pb):
     (m,) = fams['uwsgi_request_duration_seconds'].metric
     h = m.histogram
     assert h.sample_count == 8 and h.schema == 3 and h.zero_threshold == 0
-    # Expand spans and deltas into (bucket index, count).
-    counts, idx, prev = {}, 0, 0
-    deltas = iter(h.positive_delta)
-    for span in h.positive_span:
-        idx += span.offset
-        for _ in range(span.length):
-            prev += next(deltas)
-            if prev:
-                counts[idx] = prev
-            idx += 1
+    counts = native_counts(h)  # {bucket index: count}
     assert sum(counts.values()) + h.zero_count == h.sample_count
     base = 2 ** (2 ** -3)
     upper = {i: base ** i for i in counts}

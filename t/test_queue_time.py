@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from helpers import PROTO_ACCEPT, decode, get, raw, server_addrs
+from helpers import PROTO_ACCEPT, decode, get, native_counts, raw, server_addrs
 from promcheck import promtool_clean, samples
 
 FAMILY = 'uwsgi_request_queue_seconds'
@@ -75,20 +75,6 @@ def start(start_uwsgi, variant, args=()):
                     + list(args))
     assert 'queue time on (X-Request-Start, X-Queue-Start)' in u.log()
     return u, server_addrs(u)[0]
-
-
-def native_counts(h):
-    """{native bucket index: count} from a protobuf histogram's spans and deltas."""
-    counts, idx, prev = {}, 0, 0
-    deltas = iter(h.positive_delta)
-    for span in h.positive_span:
-        idx += span.offset
-        for _ in range(span.length):
-            prev += next(deltas)
-            if prev:
-                counts[idx] = prev
-            idx += 1
-    return counts
 
 
 @pytest.mark.parametrize('variant', ['pip-routing', 'debian'])

@@ -10,7 +10,7 @@ import time
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from helpers import PROTO_ACCEPT, decode, get, server_addrs
+from helpers import PROTO_ACCEPT, decode, get, native_counts, server_addrs
 from promcheck import promtool_clean, samples
 
 TRACE = '4bf92f3577b34da6a3ce929d0e0e4736'
@@ -18,14 +18,8 @@ OM_ACCEPT = 'application/openmetrics-text; version=1.0.0'
 
 
 def native_total(h):
-    """The zero bucket plus every native bucket (spans and deltas expanded)."""
-    total, prev = h.zero_count, 0
-    deltas = iter(h.positive_delta)
-    for span in h.positive_span:
-        for _ in range(span.length):
-            prev += next(deltas)
-            total += prev
-    return total
+    """The zero bucket plus every native bucket."""
+    return h.zero_count + sum(native_counts(h).values())
 
 
 def protobuf_problems(fams):
