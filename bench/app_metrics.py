@@ -50,8 +50,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (HERE, children, ROOT, build_plugin, cleanup, fetch, free_ports, load_env,  # noqa: E402
-                      loadavg, log, machine, median, pct, stop, uwsgi_instance)
+from benchlib import (HERE, ROOT, build_plugin, children, cleanup, fetch,  # noqa: E402
+                      free_ports, load_env, loadavg, log, median, pct, report_head, stop,
+                      uwsgi_instance)
 
 PARTS = ('calls', 'scrape', 'memory')
 APP = os.path.join(HERE, 'app_metrics_app.py')
@@ -537,11 +538,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda s, f: sys.exit(128 + s))
     tmp = tempfile.mkdtemp(prefix='mp-bench-app.')
     t0 = time.monotonic()
-    ncpu, model = machine()
     uwsgi = os.environ['UWSGI_PIP_ROUTING']
-    uver = subprocess.run([uwsgi, '--version'], capture_output=True, text=True).stdout.strip()
-    head = 'machine: %d cores, %s; uWSGI %s (pip); load average at start %s' % (
-        ncpu, model, uver, loadavg())
+    head = report_head(uwsgi)
     print(head, flush=True)
     try:
         if a.no_build:

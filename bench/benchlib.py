@@ -76,6 +76,14 @@ def loadavg():
     return ' '.join(open('/proc/loadavg').read().split()[:3])
 
 
+def report_head(uwsgi):
+    """The first line of a bench report: the machine, the uWSGI binary, the load at start."""
+    ncpu, model = machine()
+    uver = subprocess.run([uwsgi, '--version'], capture_output=True, text=True).stdout.strip()
+    return 'machine: %d cores, %s; uWSGI %s (pip); load average at start %s' % (
+        ncpu, model, uver, loadavg())
+
+
 def free_ports(n):
     socks = [socket.socket() for _ in range(n)]
     try:

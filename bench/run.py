@@ -53,8 +53,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (HERE, children, OM_ACCEPT, PB_ACCEPT, ROOT, cleanup, count_series, fetch,  # noqa: E402
-                      free_ports, load_env, loadavg, log, machine, median, pct,
+from benchlib import (HERE, OM_ACCEPT, PB_ACCEPT, ROOT, children, cleanup,  # noqa: E402
+                      count_series, fetch, free_ports, load_env, loadavg, log, median, pct,
+                      report_head,
                       Scraper, session_cpu_s, start, stop, uwsgi_instance, wait_log, wait_port,
                       build_plugin)
 
@@ -531,11 +532,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda s, f: sys.exit(128 + s))
     tmp = tempfile.mkdtemp(prefix='mp-bench-run.')
     t0 = time.monotonic()
-    ncpu, model = machine()
     uwsgi = os.environ['UWSGI_PIP_ROUTING']
-    uver = subprocess.run([uwsgi, '--version'], capture_output=True, text=True).stdout.strip()
-    head = 'machine: %d cores, %s; uWSGI %s (pip); load average at start %s' % (
-        ncpu, model, uver, loadavg())
+    head = report_head(uwsgi)
     print(head, flush=True)
     try:
         so = so_faults = None
