@@ -78,6 +78,8 @@ pub(crate) struct Scratch {
     /// scrape (index: socket).
     inodes: Vec<u64>,
     unix_queues: Vec<Option<(u32, u32)>>,
+    /// The netlink receive buffer of that read.
+    diag_buf: Vec<u8>,
 }
 
 /// Reads uWSGI's shape. Master, pre-fork, after `uwsgi_setup_workers` and the socket binding.
@@ -444,9 +446,11 @@ impl Live {
         scratch
             .inodes
             .extend(self.sockets.iter().map(|s| s.inode.unwrap_or(0)));
-        if let Err(e) =
-            host::sock_diag::unix_listen_queues(&scratch.inodes, &mut scratch.unix_queues)
-        {
+        if let Err(e) = host::sock_diag::unix_listen_queues(
+            &scratch.inodes,
+            &mut scratch.unix_queues,
+            &mut scratch.diag_buf,
+        ) {
             static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
             if !SAID.swap(true, Ordering::Relaxed) {
                 host::log(&format!(

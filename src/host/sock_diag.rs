@@ -27,10 +27,12 @@ const BUF: usize = 32 << 10;
 
 /// `(waiting connections, backlog)` of each listening UNIX socket whose inode is in
 /// `inodes`, in `out` (same order; `None` where the kernel did not list it). `Err` when netlink
-/// cannot be used at all (a kernel without sock_diag, a seccomp filter).
+/// cannot be used at all (a kernel without sock_diag, a seccomp filter). `buf` is the
+/// caller's receive buffer, grown once and kept, so that a steady scrape allocates nothing.
 pub(crate) fn unix_listen_queues(
     inodes: &[u64],
     out: &mut Vec<Option<(u32, u32)>>,
+    buf: &mut Vec<u8>,
 ) -> io::Result<()> {
     out.clear();
     out.resize(inodes.len(), None);
@@ -51,7 +53,9 @@ pub(crate) fn unix_listen_queues(
     // SAFETY: a fresh descriptor owned by nothing else: closed on drop.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     send_dump_request(&sock)?;
-    let mut buf = vec![0u8; BUF];
+    if buf.len() < BUF {
+        buf.resize(BUF, 0);
+    }
     let mut read = 0;
     while read < MAX_BYTES {
         // SAFETY: `buf` is writable for its length; MSG_DONTWAIT never blocks.
@@ -215,7 +219,7 @@ mod tests {
         let listener = UnixListener::bind(&path).expect("bind");
         let ino = socket_inode(listener.as_raw_fd()).expect("inode");
         let mut out = Vec::new();
-        unix_listen_queues(&[ino, 0], &mut out).expect("netlink");
+        unix_listen_queues(&[ino, 0], &mut out, &mut Vec::new()).expect("netlink");
         let (queue, backlog) = out[0].expect("listed");
         assert_eq!(queue, 0);
         assert!(backlog > 0);
@@ -223,7 +227,7 @@ mod tests {
         let clients: Vec<UnixStream> = (0..3)
             .map(|_| UnixStream::connect(&path).expect("connect"))
             .collect();
-        unix_listen_queues(&[ino], &mut out).expect("netlink");
+        unix_listen_queues(&[ino], &mut out, &mut Vec::new()).expect("netlink");
         assert_eq!(out[0], Some((3, backlog)));
         drop(clients);
         let _ = std::fs::remove_file(&path);
