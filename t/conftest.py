@@ -371,18 +371,19 @@ def tmpdir_path():
 
 @pytest.fixture
 def start_uwsgi(tmpdir_path):
-    """start_uwsgi(variant_name, extra_args, http=True, plugin=None, wait_for=...) -> Uwsgi."""
+    """start_uwsgi(variant_name, extra_args, http=True, plugin=None, wait_for=..., app=...) ->
+    Uwsgi."""
     started = []
 
     def _start(variant, args=(), http=True, plugin=None, wait_for=r'spawned uWSGI worker',
-               need=False):
+               need=False, app=APP):
         v = VARIANTS[variant].require()
         sub = tempfile.mkdtemp(dir=tmpdir_path)
         full = ['--need-plugin' if need else '--plugin', plugin or v.plugin]
         if http:
             # Port 0: the kernel picks a free one at bind time, no race with other tests.
             full += ['--http-socket', '127.0.0.1:0']
-        full += ['--wsgi-file', APP, '--die-on-term'] + list(args)
+        full += ['--wsgi-file', app, '--die-on-term'] + list(args)
         u = Uwsgi(v, full, sub)
         u.http_port_from_log = http
         started.append(u)
