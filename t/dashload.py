@@ -17,6 +17,9 @@ JOB = 'uwsgi'
 # What Grafana makes of $__rate_interval with a 1 s scrape interval: at least 4 scrapes, and more
 # than one step of a graph of a few minutes.
 RATE_INTERVAL = '15s'
+# The $route variable's All value (dashboards/uwsgi.json): a series without the label never
+# matches it.
+ROUTE_ALL = '.+'
 
 APP = os.path.join(ROOT, 't', 'apps', 'dashboard_app.py')
 
@@ -61,14 +64,28 @@ def regex_value(value):
     return re.sub(r'[\\^$*+?.()|{}\[\]]', lambda m: '\\\\' + m.group(0), value)
 
 
-def substitute(expr, instance, job=JOB, rate_interval=RATE_INTERVAL):
-    """The PromQL Grafana sends for `expr` with one job and one instance selected."""
+def substitute(expr, instance, job=JOB, rate_interval=RATE_INTERVAL, time_range='5m'):
+    """The PromQL Grafana sends for `expr` with one job and one instance selected, `$route` at
+    All (its allValue `.+`, which Grafana inserts unescaped) and a dashboard time range of
+    `time_range` ($__range, the top-routes table's window)."""
     job, instance = regex_value(job), regex_value(instance)
-    out = (expr.replace('$__rate_interval', rate_interval)
+    out = (expr.replace('$__rate_interval', rate_interval).replace('$__range', time_range)
            .replace('${job}', job).replace('$job', job)
-           .replace('${instance}', instance).replace('$instance', instance))
+           .replace('${instance}', instance).replace('$instance', instance)
+           .replace('${route}', ROUTE_ALL).replace('$route', ROUTE_ALL))
     assert '$' not in out, 'unsubstituted variable in %r' % out
     return out
+
+
+def needs_route(expr):
+    """Whether a panel query is one of the "Latency by route" row's: it selects on the request
+    histogram's `route` label, which exists only with --prometheus-route(-label)."""
+    return '$route' in expr or '${route}' in expr
+
+
+def is_route_rule(name):
+    """Whether a recording rule is per route (rules/uwsgi.rules.yml: `instance_route...`)."""
+    return name.startswith('instance_route')
 
 
 def recording_rule_names(path=RULES):
