@@ -119,7 +119,7 @@ fn generate_bindings(flags: &[String], out_dir: &Path) {
         // uwsgi_register_router is deliberately absent: it exists only in routing builds and is
         // resolved with dlsym (router.rs).
         .allowlist_function(
-            "uwsgi_(log|get_cflags|response_.*|get_var|worker_is_busy|string_new_list|register_imperial_monitor)",
+            "uwsgi_(log|get_cflags|response_.*|get_var|logvar_get|worker_is_busy|string_new_list|register_imperial_monitor)",
         )
         .allowlist_function("event_queue_(add_fd_read|del_fd|read)")
         // The global server struct and the option/route/metric constants.

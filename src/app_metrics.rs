@@ -32,6 +32,7 @@ use std::sync::OnceLock;
 use metrics_prometheus_engine::app::{AppFamily, AppKind, AppSeries, AppValue};
 
 use crate::host;
+use crate::host::shared_counters::stable_hash as hash;
 use crate::host::uwsgi::Role;
 
 /// Words per entry: state, hash, meta, then the key and HELP bytes.
@@ -137,13 +138,6 @@ pub(crate) struct Table {
     entries: &'static [AtomicU64],
     values: &'static [AtomicU64],
     stamps: &'static [AtomicU64],
-}
-
-/// FNV-1a: the same in every process, with no per-process seed.
-fn hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 fn meta(kind: u8, mode: u8, key_len: usize, help_len: usize) -> u64 {

@@ -41,6 +41,7 @@ use metrics_prometheus_engine::queue::{queue_time, QueueTime};
 
 use crate::host;
 use crate::host::request::Request;
+use crate::routes;
 
 /// u64 words per exemplar cell: sequence, 4 words of trace id, value, timestamp, padding.
 const CELL_WORDS: usize = 8;
@@ -103,7 +104,8 @@ fn round_up_to_line(words: usize) -> usize {
 }
 
 /// Maps the counters for `workers` worker ids (1..=workers; id 0 is unused), and with
-/// `queue_time` those of the queue-time histogram. Master, before fork. Returns the bytes
+/// `queue_time` those of the queue-time histogram, each series repeated for `routes` routes
+/// (1 without the route label; see `routes.rs`). Master, before fork. Returns the bytes
 /// mapped.
 pub(crate) fn setup(
     bounds_us: &[u64],
@@ -111,6 +113,7 @@ pub(crate) fn setup(
     workers: usize,
     exemplars: bool,
     queue_time: bool,
+    routes: usize,
 ) -> std::io::Result<usize> {
     let mut bytes = 0;
     for kind in [Kind::Requests, Kind::Queue] {
@@ -119,7 +122,8 @@ pub(crate) fn setup(
         }
         // Exemplars are the request histogram's only.
         let exemplars = exemplars && kind == Kind::Requests;
-        let shape = Recorder::shape(kind, bounds_us, native_schema, workers, exemplars);
+        let series = kind.series() * routes;
+        let shape = Recorder::shape(kind, series, bounds_us, native_schema, workers, exemplars);
         let counts = host::shared_counters::map(shape.0)?;
         let cells = if exemplars {
             host::shared_counters::map(shape.1)?
@@ -127,7 +131,15 @@ pub(crate) fn setup(
             &[]
         };
         bytes += (counts.len() + cells.len()) * 8;
-        let r = Recorder::new(kind, bounds_us, native_schema, workers, counts, cells);
+        let r = Recorder::new(
+            kind,
+            series,
+            bounds_us,
+            native_schema,
+            workers,
+            counts,
+            cells,
+        );
         let _ = match kind {
             Kind::Requests => RECORDER.set(r),
             Kind::Queue => QUEUE.set(r),
@@ -154,14 +166,18 @@ pub(crate) fn observe(req: &Request) {
     let (start, end) = req.times_us();
     let wid = host::uwsgi::my_worker_id();
     let trace = || req.var(b"HTTP_TRACEPARENT").and_then(traceparent_trace_id);
-    r.record(
-        wid,
-        series_index(method_index(req.method()), code_index(req.status())),
-        start,
-        end,
-        trace,
-    );
-    observe_queue(QUEUE.get(), wid, || queue_time_of(req, start));
+    let k = series_index(method_index(req.method()), code_index(req.status()));
+    let Some(routes) = routes::table() else {
+        r.record(wid, k, start, end, trace);
+        observe_queue(QUEUE.get(), wid, 0, || queue_time_of(req, start));
+        return;
+    };
+    let route = routes::route_of(req, wid);
+    r.record(wid, route * REQUEST_SERIES + k, start, end, trace);
+    routes.mark(route, k, false);
+    if observe_queue(QUEUE.get(), wid, route, || queue_time_of(req, start)) {
+        routes.mark(route, 0, true);
+    }
 }
 
 /// The request's queue time: from `X-Request-Start`, else (absent or not an accepted form)
@@ -175,14 +191,21 @@ fn queue_time_of(req: &Request, start_us: u64) -> Option<QueueTime> {
         })
 }
 
-/// Records a queue time in `q` when there is a queue recorder: `read` (which looks the headers
-/// up) is called only then.
-fn observe_queue(q: Option<&Recorder>, wid: usize, read: impl FnOnce() -> Option<QueueTime>) {
+/// Records a queue time in series `series` of `q` when there is a queue recorder: `read`
+/// (which looks the headers up) is called only then. Says whether a time was recorded.
+fn observe_queue(
+    q: Option<&Recorder>,
+    wid: usize,
+    series: usize,
+    read: impl FnOnce() -> Option<QueueTime>,
+) -> bool {
     if let Some(q) = q {
         if let Some(t) = read() {
-            q.record_queue(wid, t);
+            q.record_queue(wid, series, t);
+            return true;
         }
     }
+    false
 }
 
 /// Requests whose queue-time header was later than their start, over every worker.
@@ -204,12 +227,23 @@ pub(crate) fn heal_after_respawn() {
 }
 
 /// The histograms' values for the engine, in the plan's order (request durations, then queue
-/// times): see [`Recorder::collect`].
-pub(crate) fn collect(hist: &mut Vec<u64>, exemplars: &mut Vec<Option<Exemplar>>, native: bool) {
+/// times): see [`Recorder::collect`]. `picks`: with the route label, the request series and
+/// the queue-time series to collect, in this order (see `routes.rs`), else every series.
+pub(crate) fn collect(
+    hist: &mut Vec<u64>,
+    exemplars: &mut Vec<Option<Exemplar>>,
+    native: bool,
+    picks: Option<(&[usize], &[usize])>,
+) {
     hist.clear();
     exemplars.clear();
-    for r in [RECORDER.get(), QUEUE.get()].into_iter().flatten() {
-        r.collect(hist, exemplars, native);
+    for (r, pick) in [
+        (RECORDER.get(), picks.map(|p| p.0)),
+        (QUEUE.get(), picks.map(|p| p.1)),
+    ] {
+        if let Some(r) = r {
+            r.collect(hist, exemplars, native, pick);
+        }
     }
 }
 
@@ -217,6 +251,7 @@ impl Recorder {
     /// Words of the counters and of the exemplar cells for this configuration.
     fn shape(
         kind: Kind,
+        series: usize,
         bounds_us: &[u64],
         native_schema: i8,
         workers: usize,
@@ -224,13 +259,14 @@ impl Recorder {
     ) -> (usize, usize) {
         let classic = bounds_us.len() + 1;
         let per_series = classic + 1 + 1 + native_spec(native_schema).buckets;
-        let stride = round_up_to_line(kind.series() * per_series + kind.tail());
-        let cells = (workers + 1) * kind.series() * classic * CELL_WORDS;
+        let stride = round_up_to_line(series * per_series + kind.tail());
+        let cells = (workers + 1) * series * classic * CELL_WORDS;
         ((workers + 1) * stride, if exemplars { cells } else { 0 })
     }
 
     fn new(
         kind: Kind,
+        series: usize,
         bounds_us: &[u64],
         native_schema: i8,
         workers: usize,
@@ -240,7 +276,6 @@ impl Recorder {
         let classic = bounds_us.len() + 1;
         let native = native_spec(native_schema);
         let per_series = classic + 1 + 1 + native.buckets;
-        let series = kind.series();
         Recorder {
             series,
             bounds_us: bounds_us.to_vec(),
@@ -314,13 +349,13 @@ impl Recorder {
         c[0].store(seq + 2, Ordering::Release);
     }
 
-    /// Records a queue time of worker `wid` (the queue recorder): in the histogram, and when
-    /// the header was later than the start, in the skew count.
-    fn record_queue(&self, wid: usize, t: QueueTime) {
+    /// Records a queue time of worker `wid` in `series` (the queue recorder: one per route):
+    /// in the histogram, and when the header was later than the start, in the skew count.
+    fn record_queue(&self, wid: usize, series: usize, t: QueueTime) {
         if wid == 0 || wid > self.workers || self.tail == 0 {
             return;
         }
-        self.record(wid, 0, 0, t.wait_us, || None);
+        self.record(wid, series, 0, t.wait_us, || None);
         if t.skew {
             self.counts[wid * self.stride + self.tail_at].fetch_add(1, Ordering::Relaxed);
         }
@@ -367,13 +402,21 @@ impl Recorder {
     }
 
     /// Appends to `hist` this histogram's values in `render_all`'s order (summed over workers;
-    /// the native part only when `native`, else left 0) and, with exemplars on, to `exemplars`
-    /// the latest exemplar of each bucket, at the same indexes (else it is left as it is).
-    fn collect(&self, hist: &mut Vec<u64>, exemplars: &mut Vec<Option<Exemplar>>, native: bool) {
+    /// the native part only when `native`, else left 0) for the series of `pick` in its order
+    /// (`None`: every series) and, with exemplars on, to `exemplars` the latest exemplar of
+    /// each bucket, at the same indexes (else it is left as it is).
+    fn collect(
+        &self,
+        hist: &mut Vec<u64>,
+        exemplars: &mut Vec<Option<Exemplar>>,
+        native: bool,
+        pick: Option<&[usize]>,
+    ) {
         let r = self;
-        let words = r.series * r.per_series;
+        let picked = || Pick::new(pick, r.series);
         let first = hist.len();
-        hist.resize(first + words, 0);
+        let n = pick.map_or(r.series, <[usize]>::len);
+        hist.resize(first + n * r.per_series, 0);
         let hist = &mut hist[first..];
         let classic = r.classic + 1;
         let add = |h: &mut [u64], c: &[AtomicU64], order: Ordering| {
@@ -381,14 +424,16 @@ impl Recorder {
                 *h = h.wrapping_add(c.load(order));
             }
         };
+        let native_words = r.per_series - classic;
         for w in 1..=r.workers {
-            let stripe = &r.counts[w * r.stride..w * r.stride + words];
+            let stripe = &r.counts[w * r.stride..w * r.stride + r.series * r.per_series];
             let (classic_region, native_region) = stripe.split_at(r.classic_region);
-            for ((hs, cs), ns) in hist
-                .chunks_exact_mut(r.per_series)
-                .zip(classic_region.chunks_exact(classic))
-                .zip(native_region.chunks_exact(r.per_series - classic))
-            {
+            for (hs, s) in hist.chunks_exact_mut(r.per_series).zip(picked()) {
+                // Never out of range (the picks come from this recorder's routes); left 0 if so.
+                if s >= r.series {
+                    continue;
+                }
+                let cs = &classic_region[s * classic..(s + 1) * classic];
                 if native {
                     // A series this worker never recorded (its classic counts, which `record`
                     // bumps first, still 0) has native counters it never wrote: reading them
@@ -402,6 +447,7 @@ impl Recorder {
                     // engine leaves out the few found in the classic ones only (requests
                     // ending between the two reads), so that the sample's parts agree
                     // (`consistent_count`).
+                    let ns = &native_region[s * native_words..(s + 1) * native_words];
                     add(&mut hs[classic..], ns, Ordering::Acquire);
                 }
                 add(&mut hs[..classic], cs, Ordering::Relaxed);
@@ -410,14 +456,43 @@ impl Recorder {
         if r.cells.is_empty() {
             return;
         }
-        exemplars.resize(first + words, None);
-        for series in 0..r.series {
+        exemplars.resize(first + n * r.per_series, None);
+        for (j, series) in picked().enumerate() {
+            if series >= r.series {
+                continue;
+            }
             for bucket in 0..r.classic {
                 let best = (1..=r.workers)
                     .filter_map(|w| read_cell(r.cell(w, series, bucket)))
                     .max_by_key(|e| e.timestamp_us);
-                exemplars[first + series * r.per_series + bucket] = best;
+                exemplars[first + j * r.per_series + bucket] = best;
             }
+        }
+    }
+}
+
+/// The series a collection reads: every one, or those picked (without allocating).
+enum Pick<'a> {
+    All(std::ops::Range<usize>),
+    Some(std::slice::Iter<'a, usize>),
+}
+
+impl<'a> Pick<'a> {
+    fn new(pick: Option<&'a [usize]>, series: usize) -> Pick<'a> {
+        match pick {
+            Some(p) => Pick::Some(p.iter()),
+            None => Pick::All(0..series),
+        }
+    }
+}
+
+impl Iterator for Pick<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            Pick::All(r) => r.next(),
+            Pick::Some(i) => i.next().copied(),
         }
     }
 }
@@ -466,12 +541,13 @@ mod tests {
     }
 
     fn recorder_of(kind: Kind, workers: usize, exemplars: bool) -> &'static Recorder {
-        let (counts, cells) = Recorder::shape(kind, &BOUNDS, 3, workers, exemplars);
+        let (counts, cells) = Recorder::shape(kind, kind.series(), &BOUNDS, 3, workers, exemplars);
         let leak = |n: usize| -> &'static [AtomicU64] {
             Box::leak((0..n).map(|_| AtomicU64::new(0)).collect())
         };
         Box::leak(Box::new(Recorder::new(
             kind,
+            kind.series(),
             &BOUNDS,
             3,
             workers,
@@ -516,7 +592,7 @@ mod tests {
                 let mut scrapes = 0;
                 while !done.load(Ordering::Relaxed) || scrapes == 0 {
                     hist.clear();
-                    r.collect(&mut hist, &mut ex, true);
+                    r.collect(&mut hist, &mut ex, true, None);
                     let now = totals(r, &hist);
                     for (s, (&(c, n), &(lc, ln))) in now.iter().zip(&last).enumerate() {
                         assert!(n <= c, "series {s}: native {n} > classic {c}");
@@ -534,7 +610,7 @@ mod tests {
         done.store(true, Ordering::Relaxed);
         assert!(reader.join().expect("reader") > 0);
         let (mut hist, mut ex) = (Vec::new(), Vec::new());
-        r.collect(&mut hist, &mut ex, true);
+        r.collect(&mut hist, &mut ex, true, None);
         let t = totals(r, &hist);
         assert_eq!(t.iter().map(|x| x.0).sum::<u64>(), 600_000);
         assert!(t.iter().all(|&(c, n)| c == n), "{t:?}");
@@ -572,7 +648,7 @@ mod tests {
                 while !done.load(Ordering::Relaxed) {
                     hist.clear();
                     ex.clear();
-                    r.collect(&mut hist, &mut ex, false);
+                    r.collect(&mut hist, &mut ex, false, None);
                     if let Some(e) = ex[0] {
                         assert_eq!(e.trace_id, trace(e.value_us - 16), "torn exemplar");
                         assert_eq!(e.timestamp_us as u64, 100 + e.value_us);
@@ -588,7 +664,7 @@ mod tests {
         done.store(true, Ordering::Relaxed);
         reader.join().expect("reader");
         let (mut hist, mut ex) = (Vec::new(), Vec::new());
-        r.collect(&mut hist, &mut ex, false);
+        r.collect(&mut hist, &mut ex, false, None);
         let e = ex[0].expect("an exemplar");
         assert_eq!(e.trace_id, trace(e.value_us - 16));
     }
@@ -605,7 +681,7 @@ mod tests {
         c[1].store(u64::MAX, Ordering::Relaxed);
         let latest = |r: &Recorder| {
             let (mut hist, mut ex) = (Vec::new(), Vec::new());
-            r.collect(&mut hist, &mut ex, false);
+            r.collect(&mut hist, &mut ex, false, None);
             ex[0]
         };
         // Newer than worker 2's, but dropped.
@@ -630,17 +706,17 @@ mod tests {
         use metrics_prometheus_engine::plan::{queue_histogram, request_histogram};
         let q = recorder_of(Kind::Queue, 2, false);
         let t = |wait_us, skew| QueueTime { wait_us, skew };
-        q.record_queue(1, t(300_000, false));
-        q.record_queue(2, t(300_000, false));
-        q.record_queue(2, t(0, true));
-        q.record_queue(1, t(0, false));
-        q.record_queue(3, t(5, true)); // no such worker
+        q.record_queue(1, 0, t(300_000, false));
+        q.record_queue(2, 0, t(300_000, false));
+        q.record_queue(2, 0, t(0, true));
+        q.record_queue(1, 0, t(0, false));
+        q.record_queue(3, 0, t(5, true)); // no such worker
         assert_eq!(q.skew(), 1);
         let r = recorder(2, true);
         r.record(1, 0, 0, 20, || Some(trace(1)));
         let (mut hist, mut ex) = (Vec::new(), Vec::new());
-        r.collect(&mut hist, &mut ex, true);
-        q.collect(&mut hist, &mut ex, true);
+        r.collect(&mut hist, &mut ex, true, None);
+        q.collect(&mut hist, &mut ex, true, None);
         let native = Some(native_spec(3));
         let slots =
             |h: metrics_prometheus_engine::format::Histogram| h.series.len() * h.slots_per_series();
@@ -660,26 +736,26 @@ mod tests {
         assert_eq!(buckets.iter().sum::<u64>(), 2);
         // Without native (text scrapes), the native part stays 0.
         hist.clear();
-        q.collect(&mut hist, &mut ex, false);
+        q.collect(&mut hist, &mut ex, false, None);
         assert_eq!(hist[q.classic + 1..].iter().sum::<u64>(), 0);
         // A request recorder has no skew count.
-        r.record_queue(1, t(0, true));
+        r.record_queue(1, 0, t(0, true));
         assert_eq!(r.skew(), 0);
     }
 
     /// Without a queue recorder (`--prometheus-queue-time` off), the headers are never read.
     #[test]
     fn queue_headers_are_not_read_when_off() {
-        observe_queue(None, 1, || panic!("header read with queue time off"));
+        observe_queue(None, 1, 0, || panic!("header read with queue time off"));
         let q = recorder_of(Kind::Queue, 1, false);
         let mut read = false;
-        observe_queue(Some(q), 1, || {
+        observe_queue(Some(q), 1, 0, || {
             read = true;
             queue_time(b"t=1700000000.000", 1_700_000_000_300_000)
         });
         assert!(read);
         let (mut hist, mut ex) = (Vec::new(), Vec::new());
-        q.collect(&mut hist, &mut ex, false);
+        q.collect(&mut hist, &mut ex, false, None);
         assert_eq!(&hist[..q.classic + 1], &[0, 0, 1, 0, 300_000]);
     }
 
@@ -695,7 +771,7 @@ mod tests {
                     for i in 0..100_000u64 {
                         let skew = (i + t) % 5 == 0;
                         let wait_us = if skew { 0 } else { (i * 7919) % 2_000_000 };
-                        q.record_queue(1, QueueTime { wait_us, skew });
+                        q.record_queue(1, 0, QueueTime { wait_us, skew });
                     }
                 })
             })
@@ -706,7 +782,7 @@ mod tests {
                 let (mut hist, mut ex) = (Vec::new(), Vec::new());
                 while !done.load(Ordering::Relaxed) {
                     hist.clear();
-                    q.collect(&mut hist, &mut ex, true);
+                    q.collect(&mut hist, &mut ex, true, None);
                     let t = totals(q, &hist);
                     assert!(t[0].1 <= t[0].0, "{t:?}");
                 }
@@ -718,7 +794,7 @@ mod tests {
         done.store(true, Ordering::Relaxed);
         reader.join().expect("reader");
         let (mut hist, mut ex) = (Vec::new(), Vec::new());
-        q.collect(&mut hist, &mut ex, true);
+        q.collect(&mut hist, &mut ex, true, None);
         assert_eq!(totals(q, &hist), [(200_000, 200_000)]);
         assert_eq!(q.skew(), 40_000);
     }

@@ -27,5 +27,6 @@ pub(crate) mod live;
 pub(crate) mod plugin;
 #[cfg(uwsgi_routing)]
 pub(crate) mod router;
+pub(crate) mod routes;
 pub(crate) mod scrape;
 pub(crate) mod server;

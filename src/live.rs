@@ -547,6 +547,9 @@ impl Live {
                 Source::QueueSkew => {
                     i64::try_from(crate::latency::queue_skew()).unwrap_or(i64::MAX)
                 }
+                Source::RouteOverflow => {
+                    i64::try_from(crate::routes::overflowed()).unwrap_or(i64::MAX)
+                }
                 Source::StaleReads => self.stale.first().map_or(0, |c| {
                     i64::try_from(c.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
                 }),

@@ -4,19 +4,21 @@
 use std::sync::OnceLock;
 
 use metrics_prometheus_engine::app::{render_app, AppFamily, AppRenderStats};
+use metrics_prometheus_engine::catalogue as cat;
 use metrics_prometheus_engine::compat::{self, CompatOptions};
 use metrics_prometheus_engine::config::{Compat, Config};
 use metrics_prometheus_engine::emperor::{EmperorView, Vassal};
 use metrics_prometheus_engine::format::{
-    Exemplar, Format, Layout, MetricType, Options, SkipReason,
+    Exemplar, Format, Histogram, HistogramLayout, Layout, MetricType, Options, SkipReason,
 };
 use metrics_prometheus_engine::health::{QueueLimit, Verdict};
-use metrics_prometheus_engine::plan::{plan, Source};
+use metrics_prometheus_engine::plan::{plan, routed_request_labels, Source, REQUEST_SERIES};
 
 use crate::app_metrics;
 use crate::host;
 use crate::latency;
 use crate::live::{self, Live};
+use crate::routes;
 
 /// Why a scrape cannot be answered (the front ends send it as a 503 body).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +55,9 @@ struct Frozen {
     live: Live,
     /// Rendering options of the application's families (constant labels, HELP, TYPE).
     format: Options,
+    /// With the route label: the request histograms the layout holds without series (see
+    /// `HistogramLayout`), as exported, whose series each scraper lays out as they appear.
+    routed: Vec<Histogram>,
 }
 
 static EXPORTER: OnceLock<Exporter> = OnceLock::new();
@@ -92,6 +97,7 @@ fn build(cfg: &Config) -> Option<Exporter> {
         topology.buckets_us = Some(cfg.buckets_us.clone());
         topology.native_schema = Some(cfg.native_schema);
         topology.queue_time = latency::queue_enabled();
+        topology.routes = routes::table().is_some();
     }
     let plan = match cfg.compat {
         None => plan(&topology),
@@ -109,7 +115,23 @@ fn build(cfg: &Config) -> Option<Exporter> {
         ),
     };
     let names: Vec<(&str, MetricType)> = plan.names.iter().map(|(n, t)| (n.as_str(), *t)).collect();
-    let layout = Layout::with_histograms(&names, &plan.extras, &plan.histograms, &cfg.format);
+    let mut histograms = plan.histograms;
+    if topology.routes {
+        for h in &mut histograms {
+            h.series.clear();
+        }
+    }
+    let layout = Layout::with_histograms(&names, &plan.extras, &histograms, &cfg.format);
+    let routed = if topology.routes {
+        histograms
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| layout.histogram_kept(*i))
+            .map(|(_, h)| h)
+            .collect()
+    } else {
+        Vec::new()
+    };
     // Skips by design (aliases, worker 0, ...) are documented; collisions between the user's
     // own metric names are worth one line each.
     for s in layout.skipped() {
@@ -130,6 +152,7 @@ fn build(cfg: &Config) -> Option<Exporter> {
         sources: plan.sources,
         live,
         format: cfg.format.clone(),
+        routed,
     });
     Some(Exporter {
         frozen,
@@ -191,6 +214,8 @@ pub(crate) struct Scratch {
     app_families: Vec<AppFamily>,
     /// What the last scrape skipped of them (logged when it changes).
     app_skips: AppRenderStats,
+    /// This scraper's layout of the routed series.
+    routed: Routed,
     /// The rendered exposition.
     pub(crate) out: Vec<u8>,
 }
@@ -203,6 +228,61 @@ impl Scratch {
         host::alloc::release_pages(&mut self.values);
         host::alloc::release_pages(&mut self.hist);
         host::alloc::release_pages(&mut self.exemplars);
+    }
+}
+
+/// A scraper's layout of the request histograms' routed series (`routes.rs`): rebuilt when the
+/// shared table's generation moves, that is when a series is recorded for the first time, so
+/// at most once per series over the instance's life.
+#[derive(Default)]
+struct Routed {
+    /// The table's generation it was built at (`None`: never built).
+    generation: Option<u64>,
+    layout: HistogramLayout,
+    /// The recorders' series laid out, in layout order: request histogram, queue-time one.
+    requests: Vec<usize>,
+    queue: Vec<usize>,
+}
+
+impl Routed {
+    /// Lays out the series recorded so far of the `routed` histograms.
+    fn rebuild(&mut self, table: &routes::Table, routed: &[Histogram], opts: &Options) {
+        self.generation = Some(table.generation());
+        let (mut seen_requests, mut seen_queue) = (Vec::new(), Vec::new());
+        table.seen(&mut seen_requests, &mut seen_queue);
+        let mut names: Vec<Option<String>> = vec![None; table.ids()];
+        let mut name = |id: usize| -> Option<String> {
+            let slot = names.get_mut(id)?;
+            if slot.is_none() {
+                *slot = table
+                    .name(id)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned());
+            }
+            slot.clone()
+        };
+        self.requests.clear();
+        self.queue.clear();
+        let mut hists = Vec::with_capacity(routed.len());
+        for h in routed {
+            let mut h = h.clone();
+            if h.family == cat::REQUEST_QUEUE {
+                for &id in &seen_queue {
+                    if let Some(n) = name(id) {
+                        h.series.push(vec![("route".to_owned(), n)]);
+                        self.queue.push(id);
+                    }
+                }
+            } else {
+                for &(id, k) in &seen_requests {
+                    if let Some(n) = name(id) {
+                        h.series.push(routed_request_labels(k, &n));
+                        self.requests.push(id * REQUEST_SERIES + k);
+                    }
+                }
+            }
+            hists.push(h);
+        }
+        self.layout = HistogramLayout::new(&hists, opts);
     }
 }
 
@@ -290,22 +370,56 @@ pub(crate) fn render(fmt: Format, scratch: &mut Scratch) -> Result<(), ScrapeErr
     let exp = exp.frozen;
     exp.live
         .fill(&exp.sources, &mut scratch.values, &mut scratch.live);
-    latency::collect(
-        &mut scratch.hist,
-        &mut scratch.exemplars,
-        fmt == Format::Protobuf,
-    );
-    exp.layout.render_all(
-        &scratch.values,
-        &scratch.hist,
-        &scratch.exemplars,
-        fmt,
-        &mut scratch.out,
-    );
+    let native = fmt == Format::Protobuf;
+    match routes::table().filter(|_| !exp.routed.is_empty()) {
+        None => {
+            latency::collect(&mut scratch.hist, &mut scratch.exemplars, native, None);
+            exp.layout.render_all(
+                &scratch.values,
+                &scratch.hist,
+                &scratch.exemplars,
+                fmt,
+                &mut scratch.out,
+            );
+        }
+        Some(table) => {
+            // The layout's histograms have no series: no values for them.
+            exp.layout
+                .render_all(&scratch.values, &[], &[], fmt, &mut scratch.out);
+            let r = &mut scratch.routed;
+            if r.generation != Some(table.generation()) {
+                r.rebuild(table, &exp.routed, &exp.format);
+            }
+            latency::collect(
+                &mut scratch.hist,
+                &mut scratch.exemplars,
+                native,
+                Some((&r.requests, &r.queue)),
+            );
+            before_eof(fmt, &mut scratch.out, |out| {
+                r.layout.render(&scratch.hist, &scratch.exemplars, fmt, out);
+            });
+        }
+    }
     if let Some(table) = app_metrics::table() {
         render_app_families(table, &exp.format, fmt, scratch);
     }
     Ok(())
+}
+
+/// Runs `append` on `out` with OpenMetrics' closing `# EOF` (if `out` ends with it) moved
+/// after what it appends.
+fn before_eof<T>(fmt: Format, out: &mut Vec<u8>, append: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    const EOF: &[u8] = b"# EOF\n";
+    let eof = fmt == Format::OpenMetrics && out.ends_with(EOF);
+    if eof {
+        out.truncate(out.len() - EOF.len());
+    }
+    let result = append(out);
+    if eof {
+        out.extend_from_slice(EOF);
+    }
+    result
 }
 
 /// Appends the application's families (`--prometheus-app-metrics`) after uWSGI's, before
@@ -316,20 +430,15 @@ fn render_app_families(
     fmt: Format,
     scratch: &mut Scratch,
 ) {
-    const EOF: &[u8] = b"# EOF\n";
     table.collect(
         &mut scratch.app_cache,
         |pid| host::uwsgi::pid_alive(i32::try_from(pid).unwrap_or(0)),
         &mut scratch.app_families,
     );
-    let eof = fmt == Format::OpenMetrics && scratch.out.ends_with(EOF);
-    if eof {
-        scratch.out.truncate(scratch.out.len() - EOF.len());
-    }
-    let stats = render_app(&scratch.app_families, fmt, opts, &mut scratch.out);
-    if eof {
-        scratch.out.extend_from_slice(EOF);
-    }
+    let families = &scratch.app_families;
+    let stats = before_eof(fmt, &mut scratch.out, |out| {
+        render_app(families, fmt, opts, out)
+    });
     let skips = (stats.skipped_families, stats.skipped_series);
     if skips
         != (

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["ffi", "cflags"],
     &["host"],
-    &["live", "latency", "app_metrics", "exits"],
+    &["live", "latency", "routes", "app_metrics", "exits"],
     &["scrape"],
     &["router", "server"],
     &["plugin"],

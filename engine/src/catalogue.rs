@@ -271,6 +271,12 @@ pub const REQUEST_QUEUE_SKEW: FamilyDef = def(
     0,
     "Requests whose X-Request-Start or X-Queue-Start header named a time after uWSGI started them (the proxy's clock is ahead of this host's): counted as 0 in uwsgi_request_queue_seconds.",
 );
+pub const ROUTE_OVERFLOW: FamilyDef = def(
+    "route_overflow",
+    Counter,
+    0,
+    "Requests whose route was new after --prometheus-route-max distinct routes had been seen: counted under route=\"other\" in the request histograms.",
+);
 
 /// Every family above, for documentation and tests.
 pub const ALL: &[FamilyDef] = &[
@@ -286,6 +292,7 @@ pub const ALL: &[FamilyDef] = &[
     LOAD,
     SIGNAL_QUEUE,
     REQUEST_QUEUE_SKEW,
+    ROUTE_OVERFLOW,
     CACHE_ITEMS,
     CACHE_MAX_ITEMS,
     CACHE_HITS,

@@ -211,6 +211,13 @@ pub struct Config {
     pub native_schema: i8,
     /// The request queue-time histogram from `X-Request-Start` (`--prometheus-queue-time`).
     pub queue_time: bool,
+    /// A `route` label on the request histograms, from the request's logvar `route`
+    /// (`--prometheus-route-label`; also on with any `--prometheus-route`).
+    pub route_label: bool,
+    /// `--prometheus-route` rules, in the order given.
+    pub routes: Vec<crate::routes::RouteRule>,
+    /// Distinct routes kept (`--prometheus-route-max`); `other` not counted.
+    pub route_max: usize,
     /// Compress answers with gzip when the client accepts it (`--prometheus-no-gzip` turns it off).
     pub gzip: bool,
     /// Families under another exporter's names (`--prometheus-compat`).
@@ -295,6 +302,9 @@ impl Default for Config {
             gzip: true,
             native_schema: crate::defaults::NATIVE_SCHEMA,
             queue_time: false,
+            route_label: false,
+            routes: Vec::new(),
+            route_max: crate::defaults::ROUTE_MAX,
             compat: None,
             compat_stats_uri: None,
             vassal_socket: None,
@@ -392,6 +402,12 @@ declare_options! {
         "attach the W3C traceparent trace id of the latest request of each histogram bucket as an OpenMetrics exemplar";
     QueueTime = c"prometheus-queue-time", flag, Nothing,
         "record uwsgi_request_queue_seconds, the time from the front proxy receiving each request to uWSGI starting it, from its X-Request-Start or X-Queue-Start header (t=SECONDS.MILLIS as nginx's t=${msec}, or seconds, milliseconds or microseconds since the epoch, told apart by magnitude); the proxy must set the header on every request (off by default: the header is never read)";
+    RouteLabel = c"prometheus-route-label", flag, Nothing,
+        "add a route label to the request histograms, from the request's logvar route (set by the application: uwsgi.set_logvar('route', '/users/<id>')), else from the first --prometheus-route rule matching PATH_INFO, else route=\"other\"";
+    Route = c"prometheus-route", value, Nothing,
+        "'REGEX NAME' (repeatable, first match wins, after the logvar route): requests whose PATH_INFO matches REGEX get route=NAME, e.g. '^/api/users/[0-9]+$ /api/users/:id'; implies --prometheus-route-label";
+    RouteMax = c"prometheus-route-max", value, Nothing,
+        "distinct routes kept (default ", default_route_max!(), ", at most ", max_route_max!(), "); a new route past them counts as route=\"other\" and in uwsgi_route_overflow_total";
     NoGzip = c"prometheus-no-gzip", flag, Nothing,
         "never compress answers (by default they are gzipped when the client's Accept-Encoding allows it and the body is at least ", gzip_min_size!(), " bytes)";
     Label = c"prometheus-label", value, Nothing,
@@ -484,7 +500,10 @@ impl Config {
             | Opt::NoHistograms
             | Opt::Exemplars
             | Opt::NativeSchema
-            | Opt::QueueTime => self.set_histograms(opt, value),
+            | Opt::QueueTime
+            | Opt::RouteLabel
+            | Opt::Route
+            | Opt::RouteMax => self.set_histograms(opt, value),
             Opt::VassalSocket | Opt::VassalTimeout => self.set_emperor(opt, value),
             Opt::AppMetrics => {
                 self.app_metrics = flag(value).map_err(ConfigError::of(opt))?;
@@ -659,6 +678,22 @@ impl Config {
             Opt::NoHistograms => self.histograms = !flag(value).map_err(ConfigError::of(opt))?,
             Opt::Exemplars => self.exemplars = flag(value).map_err(ConfigError::of(opt))?,
             Opt::QueueTime => self.queue_time = flag(value).map_err(ConfigError::of(opt))?,
+            Opt::RouteLabel => self.route_label = flag(value).map_err(ConfigError::of(opt))?,
+            Opt::Route => {
+                let rule = crate::routes::RouteRule::parse(value.unwrap_or("")).map_err(err)?;
+                self.routes.push(rule);
+            }
+            Opt::RouteMax => {
+                let v = value.unwrap_or("").trim();
+                let max = crate::defaults::MAX_ROUTE_MAX;
+                self.route_max = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| {
+                        err(format!("'{v}' is not a number of routes from 1 to {max}"))
+                    })?;
+            }
             Opt::NativeSchema => {
                 let v = value.unwrap_or("").trim();
                 self.native_schema = v
@@ -737,6 +772,11 @@ impl Config {
         self.given.contains(&opt)
     }
 
+    /// Whether the request histograms carry a `route` label.
+    pub fn routes_on(&self) -> bool {
+        self.route_label || !self.routes.is_empty()
+    }
+
     /// Once every option is parsed: a combination that would mislead (exemplars or the
     /// queue-time histogram without the request histograms whose hook records them, credentials or networks that protect nothing while the
     /// metrics stay reachable through the route action) is a [`Conflict`]; an option that
@@ -757,6 +797,25 @@ impl Config {
                 Opt::QueueTime,
                 "the queue-time histogram is recorded by the after-request hook of the request \
                  histograms, which --prometheus-no-histograms turns off; give one of the two",
+            );
+        }
+        if self.routes_on() && !self.histograms {
+            let opt = if self.routes.is_empty() {
+                Opt::RouteLabel
+            } else {
+                Opt::Route
+            };
+            return conflict(
+                opt,
+                "the route label is a label of the request histograms, which \
+                 --prometheus-no-histograms turns off; give one of the two",
+            );
+        }
+        if crate::routes::distinct_names(&self.routes) > self.route_max {
+            return conflict(
+                Opt::Route,
+                "the rules name more distinct routes than --prometheus-route-max keeps; raise \
+                 it or merge routes",
             );
         }
         if self.given(Opt::BasicAuth) && !listener {
@@ -787,6 +846,12 @@ impl Config {
         let rules = [
             (Opt::Buckets, !self.histograms, no_histograms),
             (Opt::NativeSchema, !self.histograms, no_histograms),
+            (
+                Opt::RouteMax,
+                !self.routes_on(),
+                "it bounds the route label, which neither --prometheus-route-label nor \
+                 --prometheus-route turns on",
+            ),
             (
                 Opt::CompatStatsUri,
                 self.compat.is_none(),
@@ -1011,7 +1076,7 @@ mod tests {
     #[test]
     fn options_are_declared_once() {
         let mut names: Vec<&str> = OPTIONS.iter().map(|d| d.opt.name()).collect();
-        assert_eq!(names.len(), 27);
+        assert_eq!(names.len(), 30);
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), OPTIONS.len(), "duplicate option name");

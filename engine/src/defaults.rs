@@ -59,6 +59,18 @@ macro_rules! default_app_series {
     };
 }
 /// Its largest value (the table's key lengths are u16, its indexes fit anywhere).
+// Distinct routes of the request histogram's `route` label (`--prometheus-route-max`).
+macro_rules! default_route_max {
+    () => {
+        100
+    };
+}
+macro_rules! max_route_max {
+    () => {
+        1000
+    };
+}
+
 macro_rules! max_app_series {
     () => {
         1048576
@@ -75,3 +87,5 @@ pub const GZIP_MIN_SIZE: usize = gzip_min_size!();
 pub const READY_QUEUE_DIVISOR: u32 = ready_queue_divisor!();
 pub const APP_SERIES: usize = default_app_series!();
 pub const MAX_APP_SERIES: usize = max_app_series!();
+pub const ROUTE_MAX: usize = default_route_max!();
+pub const MAX_ROUTE_MAX: usize = max_route_max!();

@@ -10,6 +10,7 @@
 //! - [`http`]: request heads for the dedicated server (limits, RFC 9112 framing, basic auth);
 //! - [`health`]: the readiness decision of its `/readyz` (workers accepting, listen queues);
 //! - [`queue`]: the `X-Request-Start` / `X-Queue-Start` header of `--prometheus-queue-time`;
+//! - [`routes`]: the `route` label's rules and values (`--prometheus-route`);
 //! - [`config`]: every option, declared once, and its parsed value; [`defaults`]: their defaults;
 //! - [`exits`]: why a worker died, from its wait status and its row of the worker table;
 //! - [`emperor`]: the Emperor's own families, one series per vassal (`emperor = prometheus://`);
@@ -42,3 +43,4 @@ pub mod http;
 pub mod merge;
 pub mod plan;
 pub mod queue;
+pub mod routes;

@@ -63,6 +63,9 @@ pub struct Topology {
     pub queue_time: bool,
     /// Capacity of the application metrics' table (`--prometheus-app-metrics`), if on.
     pub app_series: Option<usize>,
+    /// The request histograms have a `route` label (`--prometheus-route-label`; with
+    /// `buckets_us` only).
+    pub routes: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -234,6 +237,8 @@ pub enum Source {
     WorkerExits(ExitReason),
     /// Requests whose queue-time header was later than their start.
     QueueSkew,
+    /// Requests whose new route was counted as `other` (the route table was full).
+    RouteOverflow,
 }
 
 /// What the exporter renders: metric names for the engine, the extra series, and where each
@@ -347,6 +352,14 @@ pub fn code_index(status: i64) -> usize {
 /// The series of the request histogram for a method and status class.
 pub fn series_index(method: usize, code: usize) -> usize {
     method * CODES.len() + code
+}
+
+/// The labels of request-histogram series `series` ([`series_index`]) of `route`: those of
+/// [`request_histogram`], then `route`.
+pub fn routed_request_labels(series: usize, route: &str) -> Vec<(String, String)> {
+    let m = METHODS[(series / CODES.len()) % METHODS.len()];
+    let c = CODES[series % CODES.len()];
+    labels([("method", m), ("code", c), ("route", route)])
 }
 
 /// The bucket of an observation: the first bound it does not exceed (Prometheus' `le`), or
@@ -507,6 +520,9 @@ fn add_instance(p: &mut Plan, t: &Topology) {
     }
     if t.queue_time && t.buckets_us.is_some() {
         p.add(&cat::REQUEST_QUEUE_SKEW, vec![], Source::QueueSkew);
+    }
+    if t.routes && t.buckets_us.is_some() {
+        p.add(&cat::ROUTE_OVERFLOW, vec![], Source::RouteOverflow);
     }
     if let Some(capacity) = t.app_series {
         p.add(&cat::APP_SERIES, vec![], Source::AppSeries);
@@ -690,6 +706,7 @@ pub(crate) mod tests {
             native_schema: Some(3),
             queue_time: true,
             app_series: Some(64),
+            routes: true,
         }
     }
 

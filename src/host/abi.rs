@@ -157,6 +157,8 @@ pub(crate) fn server() -> *mut ffi::uwsgi_server {
 
 type GetVar =
     unsafe extern "C" fn(*mut ffi::wsgi_request, *mut c_char, u16, *mut u16) -> *mut c_char;
+type LogvarGet =
+    unsafe extern "C" fn(*mut ffi::wsgi_request, *mut c_char, u8) -> *mut ffi::uwsgi_logvar;
 type PrepareHeaders = unsafe extern "C" fn(*mut ffi::wsgi_request, *mut c_char, u16) -> c_int;
 type AddHeader =
     unsafe extern "C" fn(*mut ffi::wsgi_request, *mut c_char, u16, *mut c_char, u16) -> c_int;
@@ -173,6 +175,7 @@ type StringNewList = unsafe extern "C" fn(
 // Compile-time proof that the pointer types above match the binary's header (these constants
 // are never emitted, so they add no link-time reference).
 const _: GetVar = ffi::uwsgi_get_var;
+const _: LogvarGet = ffi::uwsgi_logvar_get;
 const _: PrepareHeaders = ffi::uwsgi_response_prepare_headers;
 const _: AddHeader = ffi::uwsgi_response_add_header;
 const _: AddContentLength = ffi::uwsgi_response_add_content_length;
@@ -187,6 +190,8 @@ const _: StringNewList = ffi::uwsgi_string_new_list;
 pub(crate) struct Api {
     pub(crate) server: *mut ffi::uwsgi_server,
     pub(crate) get_var: GetVar,
+    /// `uwsgi_logvar_get(req, key, keylen)`: a logvar the application set on the request.
+    pub(crate) logvar_get: LogvarGet,
     #[cfg(uwsgi_routing)]
     pub(crate) prepare_headers: PrepareHeaders,
     #[cfg(uwsgi_routing)]
@@ -243,6 +248,7 @@ fn resolve_api() -> Result<Api, AbiMismatch> {
     Ok(Api {
         server: server.cast(),
         get_var: sym!(c"uwsgi_get_var", GetVar),
+        logvar_get: sym!(c"uwsgi_logvar_get", LogvarGet),
         #[cfg(uwsgi_routing)]
         prepare_headers: sym!(c"uwsgi_response_prepare_headers", PrepareHeaders),
         #[cfg(uwsgi_routing)]

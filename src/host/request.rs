@@ -113,6 +113,18 @@ impl Request {
         unsafe { std::slice::from_raw_parts(p.cast::<u8>(), usize::from(len)) }
     }
 
+    /// `PATH_INFO`, from the field uWSGI's parser fills (no lookup among the variables).
+    pub(crate) fn path_info(&self) -> &[u8] {
+        // SAFETY: see `method`.
+        let r = unsafe { &*self.0 };
+        let (p, len) = (r.path_info, r.path_info_len);
+        if p.is_null() {
+            return b"";
+        }
+        // SAFETY: as `method`: bytes of the request buffer, live until the request ends.
+        unsafe { std::slice::from_raw_parts(p.cast::<u8>(), usize::from(len)) }
+    }
+
     /// A request variable (`HTTP_ACCEPT`, ...).
     pub(crate) fn var(&self, key: &'static [u8]) -> Option<&[u8]> {
         let mut len: u16 = 0;
@@ -125,6 +137,26 @@ impl Request {
         // SAFETY: uWSGI returns a pointer into the request buffer with its length (not NUL
         // terminated), live until the request ends.
         Some(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), usize::from(len)) })
+    }
+
+    /// A logvar the application set on this request (`uwsgi.set_logvar(key, value)`): uWSGI
+    /// frees them after the after-request chain (`uwsgi_close_request`, core/utils.c), so they
+    /// are still there in the after-request hook.
+    pub(crate) fn logvar(&self, key: &'static [u8]) -> Option<&[u8]> {
+        let klen = u8::try_from(key.len()).ok()?;
+        // SAFETY: uwsgi_logvar_get walks the request's logvar list and compares keys; `key` is
+        // not written.
+        let lv = unsafe { (api().logvar_get)(self.0, key.as_ptr() as *mut c_char, klen) };
+        if lv.is_null() {
+            return None;
+        }
+        // SAFETY: a node of the request's list, allocated by uWSGI and freed only after the
+        // request's hooks, which outlive this borrow; `val` holds `vallen` bytes (a u8, within
+        // the 256-byte array).
+        let lv = unsafe { &*lv };
+        let len = usize::from(lv.vallen).min(lv.val.len());
+        // SAFETY: `val` is a `[c_char; 256]`; `len` is within it.
+        Some(unsafe { std::slice::from_raw_parts(lv.val.as_ptr().cast::<u8>(), len) })
     }
 
     /// The response status (0 when none was sent).

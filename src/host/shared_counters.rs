@@ -34,3 +34,11 @@ pub(crate) fn map(n: usize) -> io::Result<&'static [AtomicU64]> {
     // goes through the atomics.
     Ok(unsafe { std::slice::from_raw_parts(p.cast::<AtomicU64>(), n) })
 }
+
+/// FNV-1a: a hash of keys in shared tables, the same in every process (no per-process seed,
+/// unlike std's `RandomState`).
+pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}

@@ -206,18 +206,37 @@ entry! {
         } else if cfg.histograms {
             // Mapped before fork so that every worker, respawned ones included, shares it.
             let workers = host::uwsgi::numproc();
+            let routes = if cfg.routes_on() {
+                match crate::routes::setup(&cfg.routes, cfg.route_max, workers) {
+                    Ok(_) => cfg.route_max + 1,
+                    Err(e) => fatal(&format!("cannot set up the route label: {e}")),
+                }
+            } else {
+                1
+            };
             match crate::latency::setup(
                 &cfg.buckets_us,
                 cfg.native_schema,
                 workers,
                 cfg.exemplars,
                 cfg.queue_time,
+                routes,
             ) {
                 Ok(bytes) => {
                     host::request::add_after_request_hook(c"metrics_prometheus_after_request");
+                    let route_note = if routes > 1 {
+                        format!(
+                            ", route label on (logvar route, {} rules, at most {} routes; \
+                             pages are used as routes are recorded)",
+                            cfg.routes.len(),
+                            cfg.route_max
+                        )
+                    } else {
+                        String::new()
+                    };
                     host::log(&format!(
                         "request histograms on: {} classic buckets, native schema {}, {} bytes \
-                         of shared memory per worker{}{}",
+                         of shared memory per worker{}{}{route_note}",
                         cfg.buckets_us.len() + 1,
                         cfg.native_schema,
                         bytes / (workers + 1),

@@ -96,6 +96,9 @@ pub(super) struct Hists {
     pb: Vec<u8>,
     /// Whether families are typed (one group per family) or not (three groups).
     typed: bool,
+    /// Per histogram given to [`Hists::new`], whether it was laid out (not filtered out nor
+    /// clashing with an earlier family's names).
+    kept: Vec<bool>,
     /// Total `hist` slots expected.
     pub(super) slots: usize,
     /// Sample lines per scrape when every series is present and non-empty.
@@ -147,6 +150,7 @@ impl Hists {
             let first_slot = slot;
             slot += hist.series.len() * hist.slots_per_series();
             let name = prefix.family(hist.family);
+            h.kept.push(false);
             if !opts.families.admit(&name, None, matched) {
                 skipped.push(Skipped {
                     index: index + i,
@@ -164,15 +168,22 @@ impl Hists {
                 continue;
             }
             h.add_family(hist, &name, first_slot, constant, opts);
+            h.kept[i] = true;
         }
         h.slots = slot;
         h
+    }
+
+    /// Whether the `i`-th histogram given to [`Hists::new`] was laid out.
+    pub(super) fn kept(&self, i: usize) -> bool {
+        self.kept.get(i).copied().unwrap_or(false)
     }
 
     /// Gives back the spare capacity of the construction.
     pub(super) fn shrink(&mut self) {
         self.families.shrink_to_fit();
         self.series.shrink_to_fit();
+        self.kept.shrink_to_fit();
         self.spans.shrink_to_fit();
         self.text.shrink_to_fit();
         self.pb.shrink_to_fit();
@@ -376,6 +387,78 @@ impl Hists {
                 f.end(pb, family, out);
             } else {
                 family.discard(out);
+            }
+        }
+    }
+}
+
+/// Histogram families whose series are only known at run time (the request histograms with a
+/// `route` label: a series appears with the first request of its route, method and status
+/// class), laid out apart from the [`Layout`] and rendered after its histograms.
+///
+/// The host builds the [`Layout`] with the same families *without series*: that is where the
+/// names are claimed and the family filter applies, once; [`Layout::histogram_kept`] then says
+/// which families to give here, and the host builds a new `HistogramLayout` whenever series
+/// appear (at most once per series over the instance's life). The values are laid out as for
+/// [`Layout::render_all`]: per family, per series in the order given, its slots.
+#[derive(Clone, Debug, Default)]
+pub struct HistogramLayout {
+    hists: Hists,
+}
+
+impl HistogramLayout {
+    /// Lays out `histograms` (names already claimed, families already admitted by a
+    /// [`Layout`]); series are treated as by [`Layout::with_histograms`].
+    pub fn new(histograms: &[Histogram], opts: &Options) -> HistogramLayout {
+        let constant: Vec<(String, String)> = opts
+            .labels
+            .iter()
+            .filter(|(k, v)| super::validate_label(k, v).is_ok())
+            .cloned()
+            .collect();
+        let prefix = Prefix::new(&opts.prefix);
+        let mut h = Hists {
+            typed: opts.types,
+            ..Hists::default()
+        };
+        let mut slot = 0;
+        for hist in histograms {
+            let name = prefix.family(hist.family);
+            h.add_family(hist, &name, slot, &constant, opts);
+            h.kept.push(true);
+            slot += hist.series.len() * hist.slots_per_series();
+        }
+        h.slots = slot;
+        h.shrink();
+        HistogramLayout { hists: h }
+    }
+
+    /// The `hist` slots [`HistogramLayout::render`] expects.
+    pub fn slots(&self) -> usize {
+        self.hists.slots
+    }
+
+    /// Appends the families to `out` in `fmt` (no `# EOF`: the caller's [`Layout`] wrote it
+    /// or will), series without observations left out as by [`Layout::render_all`].
+    pub fn render(
+        &self,
+        hist: &[u64],
+        exemplars: &[Option<Exemplar>],
+        fmt: super::Format,
+        out: &mut Vec<u8>,
+    ) {
+        match fmt {
+            super::Format::Protobuf => {
+                out.reserve(self.hists.pb_size);
+                self.hists.render_protobuf(hist, exemplars, out);
+            }
+            super::Format::OpenMetrics => {
+                out.reserve(self.hists.om_size);
+                self.hists.render_text(hist, exemplars, true, out);
+            }
+            super::Format::Text => {
+                out.reserve(self.hists.text_size);
+                self.hists.render_text(hist, exemplars, false, out);
             }
         }
     }

@@ -405,6 +405,13 @@ impl Layout {
         self.hists.slots
     }
 
+    /// Whether the `i`-th histogram given to [`Layout::with_histograms`] was laid out (not
+    /// filtered out, no name clash): for the host to render it, with series known only at run
+    /// time, through a [`super::HistogramLayout`].
+    pub fn histogram_kept(&self, i: usize) -> bool {
+        self.hists.kept(i)
+    }
+
     /// The metrics that are not exported, with the reason, in list order.
     pub fn skipped(&self) -> &[Skipped] {
         &self.skipped

@@ -176,6 +176,7 @@ mod table;
 mod value;
 
 pub use filter::{FamilyFilter, Glob, GlobError, PatternRef};
+pub use histogram::HistogramLayout;
 pub use labels::{parse_label, validate_label, LabelError, RESERVED as RESERVED_LABELS};
 pub use layout::Layout;
 pub use native::{native_bucket_bounds, native_bucket_index, NativeSpec};
