@@ -17,9 +17,6 @@ JOB = 'uwsgi'
 # What Grafana makes of $__rate_interval with a 1 s scrape interval: at least 4 scrapes, and more
 # than one step of a graph of a few minutes.
 RATE_INTERVAL = '15s'
-# The $route variable's All value (dashboards/uwsgi.json): a series without the label never
-# matches it.
-ROUTE_ALL = '.+'
 
 APP = os.path.join(ROOT, 't', 'apps', 'dashboard_app.py')
 
@@ -66,13 +63,15 @@ def regex_value(value):
 
 def substitute(expr, instance, job=JOB, rate_interval=RATE_INTERVAL, time_range='5m'):
     """The PromQL Grafana sends for `expr` with one job and one instance selected, `$route` at
-    All (its allValue `.+`, which Grafana inserts unescaped) and a dashboard time range of
-    `time_range` ($__range, the top-routes table's window)."""
+    All (the variable's allValue, which Grafana inserts unescaped: `.+`, which a series without
+    the label never matches) and a dashboard time range of `time_range` ($__range, the
+    top-routes table's window)."""
     job, instance = regex_value(job), regex_value(instance)
+    route = next(v['allValue'] for v in dashboard_variables() if v['name'] == 'route')
     out = (expr.replace('$__rate_interval', rate_interval).replace('$__range', time_range)
            .replace('${job}', job).replace('$job', job)
            .replace('${instance}', instance).replace('$instance', instance)
-           .replace('${route}', ROUTE_ALL).replace('$route', ROUTE_ALL))
+           .replace('${route}', route).replace('$route', route))
     assert '$' not in out, 'unsubstituted variable in %r' % out
     return out
 
