@@ -61,14 +61,30 @@ def regex_value(value):
     return re.sub(r'[\\^$*+?.()|{}\[\]]', lambda m: '\\\\' + m.group(0), value)
 
 
-def substitute(expr, instance, job=JOB, rate_interval=RATE_INTERVAL):
-    """The PromQL Grafana sends for `expr` with one job and one instance selected."""
+def substitute(expr, instance, job=JOB, rate_interval=RATE_INTERVAL, time_range='5m'):
+    """The PromQL Grafana sends for `expr` with one job and one instance selected, `$route` at
+    All (the variable's allValue, which Grafana inserts unescaped: `.+`, which a series without
+    the label never matches) and a dashboard time range of `time_range` ($__range, the
+    top-routes table's window)."""
     job, instance = regex_value(job), regex_value(instance)
-    out = (expr.replace('$__rate_interval', rate_interval)
+    route = next(v['allValue'] for v in dashboard_variables() if v['name'] == 'route')
+    out = (expr.replace('$__rate_interval', rate_interval).replace('$__range', time_range)
            .replace('${job}', job).replace('$job', job)
-           .replace('${instance}', instance).replace('$instance', instance))
+           .replace('${instance}', instance).replace('$instance', instance)
+           .replace('${route}', route).replace('$route', route))
     assert '$' not in out, 'unsubstituted variable in %r' % out
     return out
+
+
+def needs_route(expr):
+    """Whether a panel query is one of the "Latency by route" row's: it selects on the request
+    histogram's `route` label, which exists only with --prometheus-route(-label)."""
+    return '$route' in expr or '${route}' in expr
+
+
+def is_route_rule(name):
+    """Whether a recording rule is per route (rules/uwsgi.rules.yml: `instance_route...`)."""
+    return name.startswith('instance_route')
 
 
 def recording_rule_names(path=RULES):

@@ -13,7 +13,9 @@
 #       pip-norouting: pip 2.0.31 built with pcre and routing off  -> no routing, no uwsgi_register_router
 #   - prometheus_client for the application metrics' tests (t/test_app_metrics.py): Debian's
 #     python3-prometheus-client (0.16) for Debian's uWSGI, PyPI's in both pip uWSGI venvs, and
-#     gevent in the pip-routing venv (its `--gevent` loop);
+#     gevent in the pip-routing venv (its `--gevent` loop); Flask and Django there too, for the
+#     README's route middlewares (t/test_route_middleware.py runs them inside that uWSGI, whose
+#     embedded Python imports from its venv: the tools venv does not need them);
 #   - a tools venv with pytest (+ pytest-timeout), prometheus_client, hypothesis, protobuf +
 #     grpcio-tools (to decode the protobuf exposition independently), PyYAML (to read the
 #     configurations of docs/recipes.md), matplotlib (docs/dashboard.py draws
@@ -139,10 +141,11 @@ fi
 wait "$p1"
 wait "$p2"
 # The application metrics' tests run prometheus_client (and, with routing, gevent) inside the
-# pip uWSGIs; they install the project's own python/ package into these venvs themselves.
+# pip uWSGIs; they install the project's own python/ package into these venvs themselves. The
+# route middlewares' test runs Flask and Django in the one with routing.
 for v in uwsgi-pip-routing uwsgi-pip-norouting; do
   want=prometheus_client
-  if [ "$v" = uwsgi-pip-routing ]; then want="$want gevent"; fi
+  if [ "$v" = uwsgi-pip-routing ]; then want="$want gevent flask django"; fi
   mods=${want// /, }
   if ! "$MP_ENV/$v/bin/python" -c "import $mods" 2>/dev/null; then
     log "installing $want into $MP_ENV/$v"
