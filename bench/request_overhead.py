@@ -337,6 +337,9 @@ def main():
                     help='uWSGI socket option for the wrk part (--http11-socket: keep-alive)')
     ap.add_argument('--skip-callgrind', action='store_true')
     ap.add_argument('--skip-wrk', action='store_true')
+    ap.add_argument('--only', default='',
+                    help='comma-separated callgrind variants to run (e.g. plain,histograms to '
+                         'compare with a plugin built before the route label)')
     ap.add_argument('--keep', action='store_true', help='keep the temp dir (profiles, logs)')
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, on_signal)
@@ -373,7 +376,8 @@ def run(a, tmp):
                 ('hist+10-rules', ['--need-plugin', a.plugin] + TEN_RULES),
                 ('hist+logvar', ['--need-plugin', a.plugin, '--prometheus-route-label',
                                  '--env', 'BENCH_ROUTE_LOGVAR=/bench/<id>'])):
-            cg.append(callgrind_variant(tmp, name, a.uwsgi, extra, a.cg_requests))
+            if not a.only or name in a.only.split(','):
+                cg.append(callgrind_variant(tmp, name, a.uwsgi, extra, a.cg_requests))
     tp = None
     if not a.skip_wrk:
         log('wrk: %d rounds x 3 variants x %ds' % (a.rounds, a.duration))
