@@ -212,6 +212,8 @@ def test_without_the_options_there_is_no_route_label(start_uwsgi):
     (['--prometheus-route', '^/a a', '--prometheus-route', '^/b b',
       '--prometheus-route-max', '1'],
      '--prometheus-route: the rules name more distinct routes than --prometheus-route-max'),
+    (['--prometheus-route-label', '--prometheus-label', 'route=x'],
+     'invalid value for --prometheus-label: label name "route" is used by the plugin'),
     (['--prometheus-route-label', '--prometheus-no-histograms'],
      '--prometheus-route-label: the route label is a label of the request histograms'),
 ])
@@ -240,3 +242,19 @@ def test_exclude_drops_a_routed_family_in_every_format(start_uwsgi, pb):
     families = {f.name for f in decode(pb, proto)}
     assert FAMILY not in families and QUEUE in families, families
     assert counts(samples(text), QUEUE) == {'/api/users/<int:id>': 2}
+
+
+@pytest.mark.parametrize('extra', [
+    ['--prometheus-label', 'env=prod'],
+    ['--prometheus-compat', 'uwsgi_exporter', '--prometheus-no-type'],
+], ids=['constant-label', 'compat-untyped'])
+def test_routes_with_other_rendering_options(start_uwsgi, extra):
+    u, addr = start(start_uwsgi, 'pip-routing', logvar=False,
+                    args=['--prometheus-route', RULES[0]] + extra)
+    send(u, {'/api/users/1': 2, '/elsewhere': 1})
+    body = wait_total(addr, 3)
+    promtool_clean(body)
+    hist = {dict(labels)['route']: (v, dict(labels).get('env'))
+            for (name, labels), v in samples(body).items() if name == FAMILY + '_count'}
+    env = 'prod' if 'env=prod' in extra else None
+    assert hist == {'/api/users/:id': (2, env), 'other': (1, env)}

@@ -26,6 +26,7 @@ pub const RESERVED: &[&str] = &[
     "method",
     "code",
     "reason",
+    "route",
     // Histograms, summaries and exemplars.
     "le",
     "quantile",
