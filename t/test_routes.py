@@ -258,3 +258,23 @@ def test_routes_with_other_rendering_options(start_uwsgi, extra):
             for (name, labels), v in samples(body).items() if name == FAMILY + '_count'}
     env = 'prod' if 'env=prod' in extra else None
     assert hist == {'/api/users/:id': (2, env), 'other': (1, env)}
+
+
+def test_route_action_scrapes_routed_series(start_uwsgi):
+    # The route action renders in the worker that serves the scrape: its own layout of the
+    # routed series, rebuilt there as they appear.
+    u = start_uwsgi('pip-routing', ['--master', '--processes', '2', '--env', 'ROUTES_LOGVAR=1',
+                                    '--prometheus-route-label',
+                                    '--route', '^/metrics$ prometheus-metrics:'], app=APP)
+    addr = '127.0.0.1:%d' % u.http_port
+    send(u, {'/api/users/1': 3, '/api/items/a': 1})
+    deadline = time.monotonic() + 10
+    while True:
+        status, _, body = get(addr)
+        assert status == 200
+        got = {k: v for k, v in counts(samples(body)).items() if k[0] != 'other'}
+        if got == {('/api/users/<int:id>', '2xx'): 3, ('/api/items/<name>', '2xx'): 1}:
+            break
+        assert time.monotonic() < deadline, got
+        time.sleep(0.05)
+    promtool_clean(body)
