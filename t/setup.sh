@@ -31,13 +31,14 @@ UWSGI_PIP_VERSION=2.0.31
 RUFF_VERSION=0.17.5
 MP_ENV=${MP_ENV:-${XDG_CACHE_HOME:-$HOME/.cache}/metrics_prometheus}
 PY=/usr/bin/python3
+# uwsgi-plugin-psgi: a request plugin other than Python's, for the route label's tests.
 APT_PACKAGES=(
   build-essential pkg-config curl ca-certificates
   libclang-dev clang
   libpcre2-dev libpcre3-dev libcap-dev uuid-dev libssl-dev zlib1g-dev
   libxml2-dev libyaml-dev libyajl-dev
   python3 python3-venv python3-dev
-  uwsgi-core uwsgi-plugin-python3
+  uwsgi-core uwsgi-plugin-python3 uwsgi-plugin-psgi
   prometheus
   valgrind
   nginx-light

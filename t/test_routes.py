@@ -278,3 +278,34 @@ def test_route_action_scrapes_routed_series(start_uwsgi):
         assert time.monotonic() < deadline, got
         time.sleep(0.05)
     promtool_clean(body)
+
+
+# uWSGI's own routing sets logvars too (`logvar:KEY=VALUE`, before the request plugin runs):
+# routes from the configuration alone, for any request plugin.
+LOGVAR_ROUTES = ['--route', '^/api/users/[0-9]+$ logvar:route=/users/{id}',
+                 '--route', '^/missing/ logvar:route=/missing']
+BY_ROUTING = {('/users/{id}', '2xx'): 7, ('/missing', '4xx'): 2, ('other', '2xx'): 8}
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_logvar_from_uwsgi_routing(start_uwsgi, variant, pb):
+    u, addr = start(start_uwsgi, variant, logvar=False,
+                    args=['--prometheus-route-label'] + LOGVAR_ROUTES)
+    send(u, TRAFFIC)
+    check_all_formats(addr, BY_ROUTING, pb)
+
+
+def test_psgi_request_plugin(start_uwsgi, pb):
+    # Debian's uwsgi-plugin-psgi (t/setup.sh installs it): the hook reads the logvar and
+    # PATH_INFO of a Perl request as of a Python one.
+    assert os.path.exists('/usr/lib/uwsgi/plugins/psgi_plugin.so'), 'run t/setup.sh'
+    psgi = ['--plugin', 'psgi', '--psgi', os.path.join(ROOT, 't', 'apps', 'routes.psgi'),
+            '--http-socket-modifier1', '5']
+    u, addr = start(start_uwsgi, 'debian', logvar=False,
+                    args=psgi + LOGVAR_ROUTES + ['--prometheus-route', '^/api/items/ /items'])
+    send(u, TRAFFIC)
+    assert get('127.0.0.1:%d' % u.http_port, '/elsewhere')[2] == b'ok from perl\n'
+    want = dict(BY_ROUTING)
+    want[('/items', '2xx')] = 5
+    want[('other', '2xx')] = 4  # with the request above
+    check_all_formats(addr, want, pb)
