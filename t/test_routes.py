@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from conftest import scaled
 from helpers import PROTO_ACCEPT, decode, get, native_counts, server_addrs
 from promcheck import promtool_clean, samples
 
@@ -52,7 +53,8 @@ def start(start_uwsgi, variant, logvar, args=()):
 def send(u, paths, headers=None):
     for path, n in paths.items():
         for _ in range(n):
-            status, _, _ = get('127.0.0.1:%d' % u.http_port, path, headers=headers)
+            status, _, _ = get('127.0.0.1:%d' % u.http_port, path, headers=headers,
+                               timeout=scaled(10))
             assert status in (200, 404), (path, status)
 
 
@@ -72,7 +74,7 @@ def counts(s, family=FAMILY):
 def wait_total(addr, want, timeout=10):
     """Scrapes until the request histogram counts `want` requests (the hook runs after the
     response is sent); returns the last text body."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while True:
         status, _, body = get(addr)
         assert status == 200
@@ -162,7 +164,7 @@ def test_counts_survive_max_requests_respawns(start_uwsgi, variant, pb):
     send(u, traffic)
     # 20 requests over 2 workers recycled every 3: at least 5 recycled.
     recycled = ('uwsgi_worker_exits_total', frozenset({('reason', 'max_requests')}))
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + scaled(10)
     while samples(get(addr)[2]).get(recycled, 0) < 5:
         assert time.monotonic() < deadline, u.log()[-3000:]
         time.sleep(0.1)
@@ -189,7 +191,7 @@ def test_without_the_options_there_is_no_route_label(start_uwsgi):
     u = start_uwsgi('pip-routing', ['--master', '--prometheus-server', '127.0.0.1:0'], app=APP)
     send(u, {'/api/users/1': 2})
     addr = server_addrs(u)[0]
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + scaled(10)
     while True:
         _, _, body = get(addr)
         s = samples(body)
@@ -229,7 +231,7 @@ def test_exclude_drops_a_routed_family_in_every_format(start_uwsgi, pb):
                           '--prometheus-exemplars'])
     past = {'X-Request-Start': 't=%.3f' % (time.time() - 0.3)}
     send(u, {'/api/users/1': 2}, headers=past)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + scaled(10)
     while sum(counts(samples(get(addr)[2]), QUEUE).values()) < 2:
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -268,7 +270,7 @@ def test_route_action_scrapes_routed_series(start_uwsgi):
                                     '--route', '^/metrics$ prometheus-metrics:'], app=APP)
     addr = '127.0.0.1:%d' % u.http_port
     send(u, {'/api/users/1': 3, '/api/items/a': 1})
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + scaled(10)
     while True:
         status, _, body = get(addr)
         assert status == 200

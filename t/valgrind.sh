@@ -58,6 +58,8 @@ VG_TESTS=(
   't/test_hostile.py::test_hostile_client[500_connections-unix]'
   't/test_histogram.py::test_counts_survive_respawns'
   't/test_histogram.py::test_route_scrapes_are_counted'
+  't/test_routes.py::test_overflow_goes_to_other_and_is_counted[pip-routing]'
+  't/test_routes.py::test_route_action_scrapes_routed_series'
 )
 if (($# > 0)); then
   VG_TESTS=("$@")
