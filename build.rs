@@ -7,6 +7,9 @@
 //!
 //! The same layout flags go to bindgen and to the C shim, so Rust and C see the binary's layout.
 //! The raw cflags string is embedded so `on_load`-time code can refuse a different binary.
+//!
+//! It also records the source's git commit (`MP_GIT_COMMIT`, for build_info and the startup
+//! line): see [`git_commit`].
 
 use std::env;
 use std::fs;
@@ -96,8 +99,51 @@ fn main() {
         println!("cargo::rustc-cfg=uwsgi_max_requests_delta");
     }
 
+    println!("cargo::rustc-env=MP_GIT_COMMIT={}", git_commit());
+
     generate_bindings(&flags, &out_dir);
     build_shim(&flags);
+}
+
+/// The commit the plugin is built from: `git rev-parse` in a git checkout of this very
+/// directory; else the `COMMIT` file packaging/release.sh writes into the source tarball (which
+/// has no .git); else `unknown`. Never an error: a build without git must still work.
+fn git_commit() -> String {
+    println!("cargo::rerun-if-changed=COMMIT");
+    let dir = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .ok()?;
+        let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        (out.status.success() && !s.is_empty()).then_some(s)
+    };
+    // An unpacked tarball inside some other repository must not take that repository's commit.
+    let top = git(&["rev-parse", "--show-toplevel"]);
+    let ours = top.is_some_and(|t| fs::canonicalize(t).ok() == fs::canonicalize(&dir).ok());
+    if ours {
+        if let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) {
+            // A new commit or a checkout moves HEAD or the branch it names (loose or packed).
+            for name in ["HEAD", "packed-refs"] {
+                if let Some(p) = git(&["rev-parse", "--path-format=absolute", "--git-path", name]) {
+                    println!("cargo::rerun-if-changed={p}");
+                }
+            }
+            if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
+                if let Some(p) = git(&["rev-parse", "--path-format=absolute", "--git-path", &r]) {
+                    println!("cargo::rerun-if-changed={p}");
+                }
+            }
+            return commit;
+        }
+    }
+    fs::read_to_string(Path::new(&dir).join("COMMIT"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric()))
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 fn generate_bindings(flags: &[String], out_dir: &Path) {

@@ -96,6 +96,7 @@ pub(crate) fn read(list: MetricsList) -> (Topology, Live) {
         buckets_us: None,
         native_schema: None,
         plugin_version: host::PLUGIN_VERSION.to_string(),
+        plugin_commit: host::PLUGIN_COMMIT.to_string(),
         mules: inst.mules.len(),
         stats: inst.stats,
         ..Topology::default()

@@ -6,9 +6,27 @@ Test modules import from here (and fixtures come from conftest.py), never from e
 import os
 import re
 import socket
+import subprocess
+import tomllib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PROTO_ACCEPT = ('application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;'
                 'encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.2')
+
+
+# --- the release: its one version and the commit ---------------------------------------------
+
+def workspace_version():
+    """The project's version: Cargo.toml's [workspace.package], which both crates inherit."""
+    with open(os.path.join(ROOT, 'Cargo.toml'), 'rb') as f:
+        return tomllib.load(f)['workspace']['package']['version']
+
+
+def head_commit():
+    """The checkout's commit as build.rs records it (12 hex digits)."""
+    return subprocess.check_output(['git', '-C', ROOT, 'rev-parse', '--short=12', 'HEAD'],
+                                   text=True).strip()
 
 
 # --- the dedicated server (--prometheus-server), spoken to over raw sockets ------------------

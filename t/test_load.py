@@ -7,9 +7,10 @@ import subprocess
 import pytest
 
 from conftest import MAIN_VARIANTS, ROOT, VARIANTS
+from helpers import head_commit, workspace_version
 
-STARTUP = re.compile(r'\[metrics_prometheus\] metrics_prometheus (\S+) loaded into uWSGI (\S+); '
-                     r'front ends: (.*)')
+STARTUP = re.compile(r'\[metrics_prometheus\] metrics_prometheus (\S+) \(commit (\w+)\) '
+                     r'loaded into uWSGI (\S+); front ends: (.*)')
 
 
 @pytest.mark.parametrize('variant', MAIN_VARIANTS)
@@ -18,8 +19,10 @@ def test_loads_and_logs_one_startup_line(start_uwsgi, variant):
     log = u.log()
     lines = STARTUP.findall(log)
     assert len(lines) == 1, log
-    plugin_version, uwsgi_version, front_ends = lines[0]
-    assert plugin_version == '0.1.0'
+    plugin_version, commit, uwsgi_version, front_ends = lines[0]
+    assert plugin_version == workspace_version()
+    # build.rs records the checkout's commit; CI's clean clone is a git checkout.
+    assert commit == head_commit()
     assert uwsgi_version == subprocess.check_output([VARIANTS[variant].bin, '--version'],
                                                     text=True).strip()
     if VARIANTS[variant].routing:

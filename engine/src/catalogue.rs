@@ -74,7 +74,7 @@ pub const BUILD_INFO: FamilyDef = def(
     "build_info",
     Gauge,
     0,
-    "Always 1; labels: the uWSGI version and the metrics_prometheus plugin version.",
+    "Always 1; labels: the uWSGI version, the metrics_prometheus plugin version and the git commit it was built from.",
 );
 pub const START_TIME: FamilyDef = def(
     "start_time_seconds",

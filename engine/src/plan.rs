@@ -42,6 +42,8 @@ pub struct Topology {
     pub start_us: i64,
     pub uwsgi_version: String,
     pub plugin_version: String,
+    /// The git commit the plugin was built from (`unknown` when not known).
+    pub plugin_commit: String,
     /// Cache names (`default` for the unnamed one), in `uwsgi.caches` order.
     pub caches: Vec<String>,
     /// Spooler directories, in `uwsgi.spoolers` order.
@@ -495,6 +497,7 @@ fn add_instance(p: &mut Plan, t: &Topology) {
         labels([
             ("version", &t.uwsgi_version),
             ("plugin_version", &t.plugin_version),
+            ("commit", &t.plugin_commit),
         ]),
         Source::Const(1),
     );
@@ -676,6 +679,7 @@ pub(crate) mod tests {
             start_us: 1_700_000_000_123_456,
             uwsgi_version: "2.0.31".into(),
             plugin_version: "0.1.0".into(),
+            plugin_commit: "0123456789ab".into(),
             caches: vec!["default".into()],
             spoolers: vec!["/tmp/spool".into()],
             mules: 1,
@@ -816,6 +820,7 @@ pub(crate) mod tests {
         );
         let bi = &sources_of(&p, "build_info")[0].0.labels;
         assert_eq!(bi[0], ("version".into(), "2.0.31".into()));
+        assert_eq!(bi[2], ("commit".into(), "0123456789ab".into()));
         // Every catalogued family the topology calls for is used.
         for def in cat::ALL {
             assert!(count(def.name) > 0, "{} unused", def.name);

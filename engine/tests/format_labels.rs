@@ -191,6 +191,7 @@ fn small_topology() -> Topology {
         cores: 1,
         uwsgi_version: "2.0.31".into(),
         plugin_version: "0.1.0".into(),
+        plugin_commit: "0123456789ab".into(),
         caches: vec!["default".into()],
         sockets: vec![SocketDesc {
             name: "127.0.0.1:8080".into(),

@@ -89,3 +89,5 @@ pub(crate) fn release_free_memory() {
 
 /// The plugin's version (build_info, the startup line).
 pub(crate) const PLUGIN_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit it was built from, or `unknown` (build.rs).
+pub(crate) const PLUGIN_COMMIT: &str = env!("MP_GIT_COMMIT");

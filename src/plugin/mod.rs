@@ -264,8 +264,9 @@ entry! {
             }
         }
         host::log(&format!(
-            "metrics_prometheus {} loaded into uWSGI {}; front ends: {}",
+            "metrics_prometheus {} (commit {}) loaded into uWSGI {}; front ends: {}",
             host::PLUGIN_VERSION,
+            host::PLUGIN_COMMIT,
             ffi::BUILD_UWSGI_VERSION,
             front_ends_summary(&bound)
         ));
@@ -367,8 +368,9 @@ entry! {
             fatal(&format!("emperor = {arg}: cannot add the server to the Emperor's event queue"));
         }
         host::log(&format!(
-            "metrics_prometheus {}: serving the Emperor's metrics on {}",
+            "metrics_prometheus {} (commit {}): serving the Emperor's metrics on {}",
             host::PLUGIN_VERSION,
+            host::PLUGIN_COMMIT,
             server.describe().join(", ")
         ));
         *slot = Some(server);

@@ -23,6 +23,7 @@ pub const RESERVED: &[&str] = &[
     "mule",
     "version",
     "plugin_version",
+    "commit",
     "method",
     "code",
     "reason",
