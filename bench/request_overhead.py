@@ -228,12 +228,12 @@ def callgrind_variant(tmp, name, uwsgi, extra, n):
 # Ten --prometheus-route rules of the usual shape; the benchmark's path (/) matches the last
 # only, and the rules are one automaton (RegexSet), so every request pays the full scan.
 TEN_RULES = []
-for i, (rx, name) in enumerate([
+for rx, name in [
         (r'^/api/users/[0-9]+$', '/api/users/:id'), (r'^/api/users/[0-9]+/posts$', '/posts'),
         (r'^/api/items/[a-z0-9-]+$', '/api/items/:slug'), (r'^/api/search', '/api/search'),
         (r'^/static/', '/static'), (r'^/admin/', '/admin'), (r'^/health$', '/health'),
         (r'^/api/v2/orders/[0-9]+/lines/[0-9]+$', '/orders/:id/lines/:n'),
-        (r'^/(en|fr|de)/docs/', '/docs'), (r'^/$', '/')]):
+        (r'^/(en|fr|de)/docs/', '/docs'), (r'^/$', '/')]:
     TEN_RULES += ['--prometheus-route', '%s %s' % (rx, name)]
 # The route variants (the hook then also picks the request's route): their own goal, the cost
 # of what they do; the others keep the hook's 100 ns.

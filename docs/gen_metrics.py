@@ -36,7 +36,8 @@ def main():
                           '--cache2', 'name=mycache,items=10', '--spooler',
                           os.path.join(tmp, 'spool'), '--metric', 'myapp.jobs.done',
                           '--prometheus-queue-time', '--prometheus-app-metrics',
-                          '--prometheus-route', '^/$ /', '--prometheus-server', '127.0.0.1:%d' % prom],
+                          '--prometheus-route', '^/$ /',
+                          '--prometheus-server', '127.0.0.1:%d' % prom],
                          stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
     try:
         for _ in range(100):
