@@ -50,6 +50,9 @@ def test_demo_serves_both_front_ends():
             # The app's own prometheus_client metrics, served by the master.
             app_counts = samples(fetch(server)[1])
             assert app_counts[('demo_requests_total', frozenset({('path', '/metric')}))] == 1
+            # Latency by route (demo.ini's --prometheus-route rules).
+            routed = frozenset({('method', 'GET'), ('code', '2xx'), ('route', '/metric')})
+            assert app_counts[('uwsgi_request_duration_seconds_count', routed)] == 1
             assert fetch('http://127.0.0.1:%d/' % ports['DEMO_STATS'])[0] == 200
         finally:
             # t/demo.sh execs uWSGI, so p.pid is the master; its session holds only what it forked.
