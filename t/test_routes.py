@@ -311,3 +311,10 @@ def test_psgi_request_plugin(start_uwsgi, pb):
     want[('/items', '2xx')] = 5
     want[('other', '2xx')] = 4  # with the request above
     check_all_formats(addr, want, pb)
+
+
+def test_route_values_are_escaped(start_uwsgi, pb):
+    # The app puts the rest of /label/... in the logvar: a quote, a backslash, non-ASCII.
+    u, addr = start(start_uwsgi, 'pip-routing', logvar=True)
+    send(u, {'/label/q"x\\y': 2, '/label/caf\xc3\xa9'.encode('latin-1').decode('utf-8'): 1})
+    check_all_formats(addr, {('q"x\\y', '2xx'): 2, ('caf\xe9', '2xx'): 1}, pb)

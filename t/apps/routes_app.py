@@ -28,7 +28,10 @@ def application(environ, start_response):
             if LOGVAR:
                 # /label/VALUE: the path's rest as the route, unbounded (an app that puts raw
                 # paths in the label: the overflow tests).
-                uwsgi.set_logvar('route', template or path[len('/label/'):])
+                # PEP 3333: PATH_INFO is the request's bytes as latin-1; a framework decodes
+                # them as UTF-8, as here.
+                label = path[len('/label/'):].encode('latin-1').decode('utf-8', 'replace')
+                uwsgi.set_logvar('route', template or label)
             break
     body = b'ok\n'
     start_response(status, [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
