@@ -163,21 +163,30 @@ pub(crate) fn observe(req: &Request) {
     let Some(r) = RECORDER.get() else {
         return;
     };
+    if let Some(routes) = routes::table() {
+        return observe_routed(r, routes, req);
+    }
     let (start, end) = req.times_us();
     let wid = host::uwsgi::my_worker_id();
     let trace = || req.var(b"HTTP_TRACEPARENT").and_then(traceparent_trace_id);
     let k = series_index(method_index(req.method()), code_index(req.status()));
-    // Without the route label, route 0 and no table: one `record` call site either way, so
-    // the hook's code is today's plus one `OnceLock` test.
-    let routes = routes::table();
-    let route = routes.map_or(0, |_| routes::route_of(req, wid));
+    r.record(wid, k, start, end, trace);
+    observe_queue(QUEUE.get(), wid, 0, || queue_time_of(req, start));
+}
+
+/// [`observe`] with the route label: the request's series of its route, noted as seen. Out of
+/// line, so that the hook without the label is today's code plus one `OnceLock` test.
+#[inline(never)]
+fn observe_routed(r: &Recorder, routes: &routes::Table, req: &Request) {
+    let (start, end) = req.times_us();
+    let wid = host::uwsgi::my_worker_id();
+    let trace = || req.var(b"HTTP_TRACEPARENT").and_then(traceparent_trace_id);
+    let k = series_index(method_index(req.method()), code_index(req.status()));
+    let route = routes::route_of(req, wid);
     r.record(wid, route * REQUEST_SERIES + k, start, end, trace);
-    let queued = observe_queue(QUEUE.get(), wid, route, || queue_time_of(req, start));
-    if let Some(t) = routes {
-        t.mark(route, k, false);
-        if queued {
-            t.mark(route, 0, true);
-        }
+    routes.mark(route, k, false);
+    if observe_queue(QUEUE.get(), wid, route, || queue_time_of(req, start)) {
+        routes.mark(route, 0, true);
     }
 }
 
