@@ -62,9 +62,7 @@ use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write as _;
 
-use crate::format::{
-    push_help, push_label_value, put_varint, validate_label, varint_len, Format, Options, Prefix,
-};
+use crate::format::{push_help, push_label_value, put_varint, varint_len, Format, Options, Prefix};
 
 /// The type of an application family (prometheus_client's four metric types).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -291,7 +289,7 @@ impl AppRenderStats {
 
 /// Appends the application families in `fmt`, after whatever `out` holds (uWSGI's families):
 /// no `# EOF`, which the caller adds after all families in OpenMetrics. `opts` gives the
-/// constant labels (those [`validate_label`] accepts, as for the engine's families), HELP and
+/// constant labels (those [`validate_label`](crate::format::validate_label) accepts, as for the engine's families), HELP and
 /// TYPE lines, and the prefix that app families may not use. Never panics.
 ///
 /// ```
@@ -380,9 +378,7 @@ impl<'a> Renderer<'a> {
             opts,
             prefix: Prefix::new(&opts.prefix),
             constant: opts
-                .labels
-                .iter()
-                .filter(|(k, v)| validate_label(k, v).is_ok())
+                .valid_labels()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect(),
             names: HashMap::new(),

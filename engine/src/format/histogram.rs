@@ -410,12 +410,7 @@ impl HistogramLayout {
     /// Lays out `histograms` (names already claimed, families already admitted by a
     /// [`Layout`]); series are treated as by [`Layout::with_histograms`].
     pub fn new(histograms: &[Histogram], opts: &Options) -> HistogramLayout {
-        let constant: Vec<(String, String)> = opts
-            .labels
-            .iter()
-            .filter(|(k, v)| super::validate_label(k, v).is_ok())
-            .cloned()
-            .collect();
+        let constant: Vec<(String, String)> = opts.valid_labels().cloned().collect();
         let prefix = Prefix::new(&opts.prefix);
         let mut h = Hists {
             typed: opts.types,
@@ -431,11 +426,6 @@ impl HistogramLayout {
         h.slots = slot;
         h.shrink();
         HistogramLayout { hists: h }
-    }
-
-    /// The `hist` slots [`HistogramLayout::render`] expects.
-    pub fn slots(&self) -> usize {
-        self.hists.slots
     }
 
     /// Appends the families to `out` in `fmt` (no `# EOF`: the caller's [`Layout`] wrote it

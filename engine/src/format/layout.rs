@@ -9,8 +9,8 @@ use super::histogram::{Hists, NamesTaken};
 use super::lines::{push_head, push_prefix, unit_of};
 use super::value::MAX_VALUE_LEN;
 use super::{
-    escape, labels, protobuf, validate_label, Extra, Histogram, Kind, MetricType, Options,
-    PatternRef, Prefix, SkipReason, Skipped, Span,
+    escape, labels, protobuf, Extra, Histogram, Kind, MetricType, Options, PatternRef, Prefix,
+    SkipReason, Skipped, Span,
 };
 
 #[derive(Clone, Debug)]
@@ -241,12 +241,7 @@ impl Layout {
         opts: &Options,
     ) -> Layout {
         let prefix = Prefix::new(&opts.prefix);
-        let constant: Vec<(String, String)> = opts
-            .labels
-            .iter()
-            .filter(|(k, v)| validate_label(k, v).is_ok())
-            .cloned()
-            .collect();
+        let constant: Vec<(String, String)> = opts.valid_labels().cloned().collect();
         let mut skipped = Vec::new();
         let mut families = Families {
             matched: vec![false; opts.families.len()],

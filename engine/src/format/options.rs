@@ -46,6 +46,16 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The constant labels of [`Options::labels`] that pass
+    /// [`validate_label`](super::validate_label): the ones every renderer adds.
+    pub fn valid_labels(&self) -> impl Iterator<Item = &(String, String)> {
+        self.labels
+            .iter()
+            .filter(|(k, v)| super::validate_label(k, v).is_ok())
+    }
+}
+
 /// A `--prometheus-prefix` value that is not empty nor `[a-zA-Z_][a-zA-Z0-9_]*`: the offending
 /// character and its byte offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
