@@ -60,6 +60,13 @@ pub(crate) struct Table {
     overflow: &'static [AtomicU64],
 }
 
+/// Up to 8 bytes of a name as the word that holds them (zero-padded).
+fn name_word(chunk: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b[..chunk.len()].copy_from_slice(chunk);
+    u64::from_ne_bytes(b)
+}
+
 impl Table {
     fn index_len(max: usize) -> usize {
         (2 * max).next_power_of_two().max(8)
@@ -130,12 +137,26 @@ impl Table {
         Some(bytes)
     }
 
+    /// Whether `id`'s published name is `name`, compared word by word in place: this runs for
+    /// every request whose route comes from a logvar, so it allocates nothing.
+    fn name_is(&self, id: usize, name: &[u8]) -> bool {
+        if id == 0 || id > self.max {
+            return false;
+        }
+        let w = self.name_words(id);
+        if w[0].load(Ordering::Acquire) != name.len() as u64 + 1 {
+            return false;
+        }
+        w[1..]
+            .iter()
+            .zip(name.chunks(8))
+            .all(|(word, chunk)| word.load(Ordering::Relaxed) == name_word(chunk))
+    }
+
     fn publish(&self, id: usize, name: &[u8]) {
         let w = self.name_words(id);
         for (word, chunk) in w[1..].iter().zip(name.chunks(8)) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            word.store(u64::from_ne_bytes(b), Ordering::Relaxed);
+            word.store(name_word(chunk), Ordering::Relaxed);
         }
         // Release: a reader that sees the length sees the bytes.
         w[0].store(name.len() as u64 + 1, Ordering::Release);
@@ -159,7 +180,7 @@ impl Table {
                 let v = slot.load(Ordering::Acquire);
                 if v & 3 == READY {
                     let id = (v >> 2) as usize;
-                    if self.name(id).is_some_and(|n| n == name) {
+                    if self.name_is(id, name) {
                         return Some(id);
                     }
                     break;
