@@ -290,12 +290,12 @@ struct Routes {
 static ROUTES: OnceLock<Routes> = OnceLock::new();
 
 /// Maps the table for `max` routes and `workers` workers and registers the rules' names.
-/// Master, before fork. Returns the bytes mapped.
+/// Master, before fork.
 pub(crate) fn setup(
     rules: &[engine_routes::RouteRule],
     max: usize,
     workers: usize,
-) -> Result<usize, String> {
+) -> Result<(), String> {
     let rules = Rules::new(rules).map_err(|e| e.to_string())?;
     let mem = host::shared_counters::map(Table::words(max, workers)).map_err(|e| e.to_string())?;
     let table = Table::new(mem, max, workers);
@@ -313,13 +313,12 @@ pub(crate) fn setup(
                 .ok_or_else(|| format!("no room for the route {n:?}"))
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let bytes = mem.len() * 8;
     let _ = ROUTES.set(Routes {
         table,
         rules,
         rule_ids,
     });
-    Ok(bytes)
+    Ok(())
 }
 
 /// The shared table, when the route label is on.

@@ -208,7 +208,7 @@ entry! {
             let workers = host::uwsgi::numproc();
             let routes = if cfg.routes_on() {
                 match crate::routes::setup(&cfg.routes, cfg.route_max, workers) {
-                    Ok(_) => cfg.route_max + 1,
+                    Ok(()) => cfg.route_max + 1,
                     Err(e) => fatal(&format!("cannot set up the route label: {e}")),
                 }
             } else {
